@@ -1,0 +1,182 @@
+"""Our exception hierarchy.
+
+Every error says *which* thing failed and *why*, so one log line is enough::
+
+    AggregatorError
+    ├── ConfigError (also ValueError)       file, key, problem
+    ├── ArchiveError (also ValueError)      file, line, what was expected
+    ├── StorageError                        the database failed or refused
+    └── SourceError                         source id + URL
+        ├── FetchError                      the network leg
+        │   ├── HTTPStatusError             a non-2xx/304 answer (status)
+        │   │   └── GoneError               410: the source is disabled
+        │   ├── RateLimitedError            429/503 with Retry-After (retry_after seconds)
+        │   ├── FetchTimeoutError           connect/read idle timeout or total deadline
+        │   ├── ResponseTooLargeError       body over the cap, counted after decompression
+        │   └── BlockedURLError             scheme or address refused (SSRF guard)
+        ├── ParseError                      not a feed we can read at all
+        └── AdapterError                    one entry could not be normalized (entry guid)
+
+``str(error)`` renders as ``message: key='value' ...: CauseType: cause`` (after
+reader's ``_FancyExceptionBase``); ``kind`` is the short stable name stored in the
+source state and used as a metrics label.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class AggregatorError(Exception):
+    """Root of everything this package raises on purpose."""
+
+    default_message: ClassVar[str] = "aggregator error"
+    kind: ClassVar[str] = "error"
+
+    def __init__(self, message: str | None = None, **context: object) -> None:
+        self.message = message or self.default_message
+        self.context = {key: value for key, value in context.items() if value is not None}
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        parts = [self.message]
+        if self.context:
+            parts.append(" ".join(f"{key}={value!r}" for key, value in self.context.items()))
+        cause = self.__cause__
+        if cause is not None:
+            parts.append(f"{type(cause).__name__}: {cause}")
+        return ": ".join(parts)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Keep the context across pickling (process pools, multiprocessing tests).
+        return (_rebuild, (type(self), self.message, self.context))
+
+
+def _rebuild(
+    cls: type[AggregatorError], message: str, context: dict[str, object]
+) -> AggregatorError:
+    return cls(message, **context)
+
+
+class ConfigError(AggregatorError, ValueError):
+    default_message = "invalid configuration"
+    kind = "config"
+
+    def __init__(self, problem: str, *, file: str | None = None, key: str | None = None) -> None:
+        super().__init__(problem, file=file, key=key)
+        self.file = file
+        self.key = key
+
+    def __str__(self) -> str:
+        where = ":".join(part for part in (self.file, self.key) if part)
+        return f"{where}: {self.message}" if where else self.message
+
+
+class ArchiveError(AggregatorError, ValueError):
+    default_message = "malformed archive file"
+    kind = "archive"
+
+    def __init__(self, problem: str, *, file: str | None = None, line: int | None = None) -> None:
+        super().__init__(problem, file=file, line=line)
+        self.file = file
+        self.line = line
+
+    def __str__(self) -> str:
+        where = f"{self.file or '<text>'}:{self.line}" if self.line else (self.file or "<text>")
+        return f"{where}: {self.message}"
+
+
+class StorageError(AggregatorError):
+    default_message = "storage failed"
+    kind = "storage"
+
+
+class SourceError(AggregatorError):
+    """Something went wrong with one source; the others carry on."""
+
+    default_message = "source failed"
+    kind = "source"
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        source: str | None = None,
+        url: str | None = None,
+        **context: object,
+    ) -> None:
+        super().__init__(message, source=source, url=url, **context)
+        self.source = source
+        self.url = url
+
+
+class FetchError(SourceError):
+    default_message = "fetch failed"
+    kind = "fetch"
+
+
+class HTTPStatusError(FetchError):
+    default_message = "unexpected HTTP status"
+    kind = "http"
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        status: int,
+        source: str | None = None,
+        url: str | None = None,
+    ) -> None:
+        super().__init__(message or f"HTTP {status}", source=source, url=url, status=status)
+        self.status = status
+
+
+class GoneError(HTTPStatusError):
+    default_message = "feed is gone (HTTP 410); source disabled"
+    kind = "gone"
+
+    def __init__(
+        self, message: str | None = None, *, source: str | None = None, url: str | None = None
+    ) -> None:
+        super().__init__(message or self.default_message, status=410, source=source, url=url)
+
+
+class RateLimitedError(FetchError):
+    default_message = "rate limited"
+    kind = "rate-limited"
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        retry_after: float | None = None,
+        source: str | None = None,
+        url: str | None = None,
+    ) -> None:
+        super().__init__(message, source=source, url=url, retry_after=retry_after)
+        self.retry_after = retry_after
+
+
+class FetchTimeoutError(FetchError):
+    default_message = "timed out"
+    kind = "timeout"
+
+
+class ResponseTooLargeError(FetchError):
+    default_message = "response too large"
+    kind = "too-large"
+
+
+class BlockedURLError(FetchError):
+    default_message = "URL refused"
+    kind = "blocked"
+
+
+class ParseError(SourceError):
+    default_message = "not a readable feed"
+    kind = "parse"
+
+
+class AdapterError(SourceError):
+    default_message = "entry could not be normalized"
+    kind = "adapter"
