@@ -1,0 +1,209 @@
+"""Settings and the source list: read once, at start, by the CLI; passed down explicitly.
+
+Precedence: environment variables ``AGGREGATOR_<NAME>`` over the settings file
+(``--config``, default ``config/aggregator.toml`` when present) over built-in
+defaults.  Every problem is reported as ``file:key: problem`` and stops the start:
+a daemon that silently ignores a typo in a poll interval runs wrong for months.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from aggregator.errors import ConfigError
+from aggregator.types import Source
+
+__all__ = ["DEFAULT_CONFIG_FILE", "Settings", "load_settings", "load_sources"]
+
+DEFAULT_CONFIG_FILE = Path("config/aggregator.toml")
+ENV_PREFIX = "AGGREGATOR_"
+
+PositiveSeconds = Annotated[float, Field(gt=0)]
+
+
+class Settings(BaseSettings):
+    """Daemon-wide settings.  Field docs are shown by ``aggregator config``."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    database_url: str = Field(
+        "sqlite:///data/aggregator.db",
+        description="SQLAlchemy URL: sqlite:///PATH (default) or postgresql+psycopg://...",
+    )
+    sources_file: Path = Field(Path("config/sources.toml"), description="the source list")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(8080, ge=0, le=65535)
+    base_url: str | None = Field(
+        None, description="public URL of the HTTP service, for self links in feeds"
+    )
+    feed_title: str = "aggregator"
+    feed_limit: int = Field(50, ge=1, le=1000, description="items per feed page by default")
+    feed_max_limit: int = Field(500, ge=1, le=5000, description="cap on ?limit=")
+    default_interval: PositiveSeconds = Field(1800, description="poll interval, seconds")
+    jitter: float = Field(0.1, ge=0, le=1, description="random extra delay, fraction of interval")
+    max_concurrent_polls: int = Field(8, ge=1, le=256)
+    max_entries_per_poll: int = Field(500, ge=1)
+    connect_timeout: PositiveSeconds = 5.0
+    read_timeout: PositiveSeconds = 15.0
+    total_timeout: PositiveSeconds = 30.0
+    max_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="response cap, decompressed")
+    max_redirects: int = Field(5, ge=0, le=20)
+    allow_private_addresses: bool = Field(
+        False, description="allow sources on private, loopback or link-local addresses"
+    )
+    backoff_cap: PositiveSeconds = Field(86400, description="longest delay after failures")
+    retention_days: float = Field(90, gt=0, description="prune articles older than this")
+    prune_interval: PositiveSeconds = Field(3600 * 6, description="how often retention runs")
+    lease_seconds: PositiveSeconds = Field(
+        300, description="how long an instance's claim on a source lasts (multi-instance)"
+    )
+    shutdown_grace: PositiveSeconds = Field(20, description="wait for in-flight polls on stop")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The settings file arrives as init kwargs; the environment must win over it.
+        return (env_settings, init_settings)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", file=str(path)) from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror}", file=str(path)) from exc
+
+
+def _first_error(exc: ValidationError, file: str, *, prefix: str = "") -> ConfigError:
+    """The first problem as ``file:key: problem`` (the rest are counted, not hidden)."""
+    error = exc.errors()[0]
+    problem = error["msg"]
+    if error["type"] == "extra_forbidden":
+        problem = "unknown key"
+    elif "input" in error and error["type"] != "missing":
+        problem = f"{problem} (got {error['input']!r})"
+    more = len(exc.errors()) - 1
+    if more:
+        problem += f" (and {more} more problem{'s' if more > 1 else ''})"
+    key = ".".join([prefix, *map(str, error["loc"])] if prefix else map(str, error["loc"]))
+    return ConfigError(problem, file=file, key=key or "?")
+
+
+def load_settings(config_file: Path | None = None) -> Settings:
+    """Build :class:`Settings` from the file (explicit, else the default if present) and env."""
+    path = config_file
+    if path is None and DEFAULT_CONFIG_FILE.is_file():
+        path = DEFAULT_CONFIG_FILE
+    if config_file is not None and not config_file.is_file():
+        raise ConfigError("settings file not found", file=str(config_file))
+    values = _read_toml(path) if path is not None else {}
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        loc = exc.errors()[0]["loc"]
+        env_name = ENV_PREFIX + str(loc[0]).upper() if loc else ""
+        if env_name in os.environ:
+            origin = f"environment ${env_name}"
+        else:
+            origin = str(path) if path is not None else "built-in defaults"
+        raise _first_error(exc, origin) from exc
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def _parse_interval(value: object) -> object:
+    """Accept seconds, or a string like ``90s``, ``30m``, ``2h``, ``1d``."""
+    if isinstance(value, str):
+        units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+        text = value.strip().lower()
+        if text and text[-1] in units:
+            try:
+                return float(text[:-1]) * units[text[-1]]
+            except ValueError:
+                return value
+    return value
+
+
+class SourceConfig(BaseModel):
+    """One ``[[source]]`` table of the sources file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
+    name: str = Field(min_length=1, max_length=200)
+    url: str = Field(pattern=r"^https?://[^\s/?#]+[^\s]*$", max_length=2000)
+    adapter: str = "generic"
+    interval: float | None = Field(None, gt=0, description="seconds, or '30m', '2h'")
+    enabled: bool = True
+    retention_days: float | None = Field(None, gt=0)
+    allow_private: bool = False
+
+    _interval = field_validator("interval", mode="before")(_parse_interval)
+
+    def to_source(self, settings: Settings) -> Source:
+        return Source(
+            id=self.id,
+            name=self.name,
+            url=self.url,
+            adapter=self.adapter,
+            interval=timedelta(seconds=self.interval or settings.default_interval),
+            enabled=self.enabled,
+            retention=timedelta(days=self.retention_days) if self.retention_days else None,
+            allow_private=self.allow_private or settings.allow_private_addresses,
+        )
+
+
+def load_sources(settings: Settings, *, adapters: Sequence[str]) -> list[Source]:
+    """Read and validate the source list; ``adapters`` are the registered adapter names."""
+    path = settings.sources_file
+    file = str(path)
+    data = _read_toml(path)
+    unknown = set(data) - {"source"}
+    if unknown:
+        raise ConfigError("unknown key (expected [[source]] tables)", file=file, key=min(unknown))
+    tables = data.get("source", [])
+    if not isinstance(tables, list):
+        raise ConfigError("expected [[source]] tables", file=file, key="source")
+    sources: list[Source] = []
+    seen: dict[str, int] = {}
+    for index, table in enumerate(tables):
+        where = f"source[{index}]"
+        if isinstance(table, Mapping) and isinstance(table.get("id"), str):
+            where = f"source[{index}] ({table['id']})"
+        try:
+            config = SourceConfig.model_validate(table)
+        except ValidationError as exc:
+            raise _first_error(exc, file, prefix=where) from exc
+        if config.id in seen:
+            raise ConfigError(
+                f"duplicate source id {config.id!r} (first at source[{seen[config.id]}])",
+                file=file,
+                key=f"{where}.id",
+            )
+        if config.adapter not in adapters:
+            raise ConfigError(
+                f"unknown adapter {config.adapter!r} (known: {', '.join(sorted(adapters))})",
+                file=file,
+                key=f"{where}.adapter",
+            )
+        seen[config.id] = index
+        sources.append(config.to_source(settings))
+    return sources
