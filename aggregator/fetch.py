@@ -1,0 +1,545 @@
+"""The network edge: one conditional GET per poll, with hard limits.
+
+This is the only module that talks HTTP (through httpx).  Everything a hostile or
+broken feed server can do to us is bounded here, so the rest of the pipeline only
+ever sees a :class:`~aggregator.types.FetchResult` or a
+:class:`~aggregator.errors.FetchError`:
+
+* **time** - connect and read-idle timeouts *and* a total deadline over the whole
+  fetch (all redirect hops and the body).  Idle timeouts alone never stop a server
+  that trickles one byte just often enough (CommaFeed is the only anchor with a
+  separate deadline; see ANCHORS.md "Fetching").
+* **size** - the body is counted *after* decompression, while streaming, and we
+  inflate gzip/deflate ourselves with ``zlib.decompressobj(max_length=...)`` so a
+  decompression bomb never allocates much more than the cap.  httpx's own decoders
+  inflate a whole network chunk at once, which is unbounded.
+* **where** - redirects are followed by hand so each hop's scheme is checked and the
+  permanent-vs-temporary decision (:attr:`FetchResult.permanent_url`) is ours; the
+  address check happens at connect time in :mod:`aggregator.netguard`.
+* **how many** - one shared :class:`httpx.AsyncClient` (keep-alive pool) per
+  :class:`Fetcher`, and at most ``max_connections`` fetches in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from types import TracebackType
+
+import httpcore
+import httpx
+
+from aggregator import __version__
+from aggregator.errors import (
+    BlockedURLError,
+    FetchError,
+    FetchTimeoutError,
+    GoneError,
+    HTTPStatusError,
+    RateLimitedError,
+    ResponseTooLargeError,
+)
+from aggregator.netguard import AddressPolicy, AddressRefusedError, GuardedBackend, IPNetwork
+from aggregator.types import FetchResult, Source, SourceState
+
+__all__ = [
+    "ACCEPT",
+    "DEFAULT_USER_AGENT",
+    "FetchLimits",
+    "Fetcher",
+    "parse_retry_after",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_USER_AGENT = f"aggregator/{__version__} (+https://github.com/aggregator/aggregator)"
+# Feed types first; */* last so a server with odd content negotiation still answers.
+ACCEPT = (
+    "application/atom+xml, application/rss+xml, application/feed+json, "
+    "application/rdf+xml;q=0.9, application/xml;q=0.9, text/xml;q=0.9, "
+    "application/json;q=0.8, */*;q=0.5"
+)
+_ALLOWED_SCHEMES = frozenset({"http", "https"})
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_PERMANENT_REDIRECTS = frozenset({301, 308})
+_INFLATE_CHUNK = 64 * 1024  # the most zlib may hand back per call
+_POLICY_EXTENSION = "aggregator.allow_private"  # request extension read by _PolicyRouter
+
+
+@dataclass(frozen=True)
+class FetchLimits:
+    """Bounds on one fetch.  Defaults follow ANCHORS.md section 4."""
+
+    connect_timeout: float = 5.0
+    read_timeout: float = 15.0  # idle: the longest gap between two reads
+    total_timeout: float = 30.0  # deadline for the whole fetch, redirects and body included
+    max_bytes: int = 20 * 1024 * 1024  # after decompression
+    max_redirects: int = 5
+    user_agent: str = DEFAULT_USER_AGENT
+    allow_private: bool = False  # every source may live on a private address (tests, intranets)
+    allow_networks: tuple[IPNetwork, ...] = field(default=())  # exact private exceptions
+
+    def __post_init__(self) -> None:
+        for name in ("connect_timeout", "read_timeout", "total_timeout"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"FetchLimits.{name} must be positive")
+        if self.max_bytes < 1 or self.max_redirects < 0:
+            raise ValueError("FetchLimits.max_bytes must be >= 1 and max_redirects >= 0")
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value: delta-seconds or an HTTP-date.
+
+    Garbage means "no advice" (``None``) rather than an error: the scheduler then
+    falls back to its own backoff.  A date in the past means "now" (``0.0``).
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return float(int(value))
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # "-0000" parses naive; HTTP-dates are GMT by definition
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+class _Inflater:
+    """Incremental gzip/deflate decoder whose output per step is bounded.
+
+    Handles multi-member gzip (concatenated members, as ``cat a.gz b.gz`` makes),
+    both flavours of "deflate" (zlib-wrapped, as the RFC says, and raw, as some
+    servers send), and ignores trailing garbage after a complete stream, like
+    browsers do.
+    """
+
+    def __init__(self, encoding: str) -> None:
+        self._gzip = encoding in ("gzip", "x-gzip")
+        self._obj: zlib._Decompress | None = None
+        self._head = b""  # input held back until we can see which stream starts
+        self._streams = 0
+        self._trailing = False
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        while data and not self._trailing:
+            if self._obj is None:
+                data, self._head = self._head + data, b""
+                if len(data) < 2:
+                    self._head = data
+                    return
+                self._obj = self._start(data[:2])
+                if self._obj is None:
+                    self._trailing = True
+                    return
+            obj = self._obj
+            while True:
+                out = obj.decompress(data, _INFLATE_CHUNK)
+                data = obj.unconsumed_tail
+                if out:
+                    yield out
+                if obj.eof or (not data and len(out) < _INFLATE_CHUNK):
+                    break
+            if obj.eof:
+                self._streams += 1
+                self._obj = None
+                data = obj.unused_data
+
+    def _start(self, magic: bytes) -> zlib._Decompress | None:
+        if self._gzip:
+            if magic == b"\x1f\x8b":
+                return zlib.decompressobj(16 + zlib.MAX_WBITS)
+            if self._streams:
+                return None
+            raise zlib.error("not a gzip stream")
+        if self._streams:
+            return None
+        zlib_wrapped = magic[0] & 0x0F == 8 and (magic[0] << 8 | magic[1]) % 31 == 0
+        return zlib.decompressobj(zlib.MAX_WBITS if zlib_wrapped else -zlib.MAX_WBITS)
+
+    def finish(self) -> None:
+        """Refuse a body that ended in the middle of a compressed stream."""
+        if self._obj is not None or (self._head and not self._streams):
+            raise zlib.error("compressed body is truncated")
+
+
+def _inflate(inflaters: list[_Inflater], data: bytes) -> Iterator[bytes]:
+    """Run ``data`` through the decoders lazily, so each stage stays bounded."""
+    pieces: Iterable[bytes] = (data,)
+    for inflater in inflaters:
+        pieces = _chain(inflater, pieces)
+    yield from pieces
+
+
+def _chain(inflater: _Inflater, pieces: Iterable[bytes]) -> Iterator[bytes]:
+    for piece in pieces:
+        yield from inflater.feed(piece)
+
+
+class _PolicyRouter(httpx.AsyncBaseTransport):
+    """Sends each request through the connection pool matching its address policy.
+
+    Two pools rather than one guard consulting per-request state: a keep-alive
+    connection opened for a source allowed on a private address must never be
+    reused by a source that is not (the guard only runs when a connection is made).
+    """
+
+    def __init__(self, strict: httpx.AsyncBaseTransport, lax: httpx.AsyncBaseTransport) -> None:
+        self._strict = strict
+        self._lax = lax
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        transport = self._lax if request.extensions.get(_POLICY_EXTENSION) else self._strict
+        return await transport.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        try:
+            await self._strict.aclose()
+        finally:
+            await self._lax.aclose()
+
+
+def _guarded_transport(policy: AddressPolicy, limits: httpx.Limits) -> httpx.AsyncHTTPTransport:
+    """An httpx transport whose connections go through :class:`GuardedBackend`.
+
+    httpx (0.28) has no public way to pass an httpcore network backend, so the
+    pool is replaced after construction; the isinstance check makes an httpx
+    upgrade that renames the attribute fail loudly instead of silently unguarded.
+    """
+    transport = httpx.AsyncHTTPTransport(limits=limits, trust_env=False)
+    if not isinstance(getattr(transport, "_pool", None), httpcore.AsyncConnectionPool):
+        raise RuntimeError("httpx internals changed: cannot install the SSRF guard")
+    transport._pool = httpcore.AsyncConnectionPool(
+        ssl_context=httpx.create_ssl_context(),
+        max_connections=limits.max_connections,
+        max_keepalive_connections=limits.max_keepalive_connections,
+        keepalive_expiry=limits.keepalive_expiry,
+        network_backend=GuardedBackend(policy),
+    )
+    return transport
+
+
+@dataclass
+class _Attempt:
+    """Where one fetch is, so every error can name the hop it failed on."""
+
+    source: Source
+    url: str
+    allow_private: bool
+    hops: int = 0
+    permanent: bool = True
+
+    def error_context(self) -> dict[str, str]:
+        return {"source": self.source.id, "url": self.url}
+
+
+class Fetcher:
+    """Fetches feeds over one shared, bounded HTTP client.
+
+    Use as ``async with Fetcher(limits) as fetcher: await fetcher.fetch(source, state)``.
+    ``max_connections`` bounds both the fetches in flight and each connection pool;
+    fetches beyond it wait *before* their deadline starts, so queueing behind slow
+    feeds is not mistaken for a slow feed.
+    """
+
+    def __init__(self, limits: FetchLimits | None = None, *, max_connections: int = 16) -> None:
+        self.limits = limits = limits if limits is not None else FetchLimits()
+        if max_connections < 1:
+            raise ValueError("max_connections must be >= 1")
+        pool_limits = httpx.Limits(
+            max_connections=max_connections,
+            max_keepalive_connections=max_connections,
+            keepalive_expiry=30.0,
+        )
+        strict = AddressPolicy(
+            allow_private=limits.allow_private, allow_networks=limits.allow_networks
+        )
+        router = _PolicyRouter(
+            strict=_guarded_transport(strict, pool_limits),
+            lax=_guarded_transport(AddressPolicy(allow_private=True), pool_limits),
+        )
+        self._client = httpx.AsyncClient(
+            transport=router,
+            follow_redirects=False,
+            trust_env=False,  # no proxy from the environment: it would bypass the guard
+            timeout=httpx.Timeout(
+                connect=limits.connect_timeout,
+                read=limits.read_timeout,
+                write=limits.read_timeout,
+                pool=limits.total_timeout,
+            ),
+            headers={
+                "User-Agent": limits.user_agent,
+                "Accept": ACCEPT,
+                "Accept-Encoding": "gzip, deflate",
+            },
+        )
+        self._slots = asyncio.Semaphore(max_connections)
+
+    async def __aenter__(self) -> Fetcher:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def fetch(self, source: Source, state: SourceState | None = None) -> FetchResult:
+        """One conditional GET of ``state.url`` (else ``source.url``).
+
+        Raises:
+            BlockedURLError: a hop's scheme or address is refused.
+            GoneError: 410.
+            RateLimitedError: 429 or 503, with ``retry_after`` if the server gave one.
+            HTTPStatusError: any other status that is not 2xx or 304.
+            FetchTimeoutError: connect/idle timeout or the total deadline.
+            ResponseTooLargeError: body over ``max_bytes`` after decompression.
+            FetchError: anything else on the network leg (reset, refused, DNS, bad gzip).
+        """
+        attempt = _Attempt(
+            source=source,
+            url=state.url if state is not None else source.url,
+            allow_private=source.allow_private or self.limits.allow_private,
+        )
+        headers: dict[str, str] = {}
+        if state is not None and state.etag:
+            headers["If-None-Match"] = state.etag
+        if state is not None and state.last_modified:
+            headers["If-Modified-Since"] = state.last_modified
+        async with self._slots:
+            started = time.monotonic()
+            try:
+                async with asyncio.timeout(self.limits.total_timeout):
+                    result = await self._follow(attempt, headers, state, started)
+            except TimeoutError as exc:
+                logger.warning(
+                    "fetch exceeded the %.1f s total deadline: source=%s url=%s",
+                    self.limits.total_timeout,
+                    source.id,
+                    attempt.url,
+                )
+                raise FetchTimeoutError(
+                    f"no complete answer within the {self.limits.total_timeout:g} s deadline",
+                    **attempt.error_context(),
+                ) from exc
+        logger.info(
+            "fetched status=%d bytes=%s in %.2f s: source=%s url=%s",
+            result.status,
+            "-" if result.content is None else len(result.content),
+            result.elapsed,
+            source.id,
+            result.url,
+        )
+        return result
+
+    async def _follow(
+        self,
+        attempt: _Attempt,
+        headers: dict[str, str],
+        state: SourceState | None,
+        started: float,
+    ) -> FetchResult:
+        start_url = attempt.url
+        while True:
+            self._check_scheme(attempt)
+            response = await self._send(attempt, headers)
+            try:
+                status = response.status_code
+                if status not in _REDIRECTS:
+                    result = await self._answer(attempt, response, state, started)
+                    if attempt.permanent and attempt.hops > 0 and attempt.url != start_url:
+                        result = _with_permanent_url(result, attempt.url)
+                    return result
+                location = response.headers.get("location")
+                if not location:
+                    raise HTTPStatusError(
+                        "redirect without a Location", status=status, **attempt.error_context()
+                    )
+                try:
+                    target = str(response.url.join(location.strip()))
+                except httpx.InvalidURL as exc:
+                    raise FetchError(
+                        f"redirect to an invalid URL {location!r}", **attempt.error_context()
+                    ) from exc
+            finally:
+                await response.aclose()
+            attempt.hops += 1
+            if attempt.hops > self.limits.max_redirects:
+                raise FetchError(
+                    f"more than {self.limits.max_redirects} redirects", **attempt.error_context()
+                )
+            attempt.permanent = attempt.permanent and status in _PERMANENT_REDIRECTS
+            logger.debug(
+                "following %d redirect to %s: source=%s url=%s",
+                status,
+                target,
+                attempt.source.id,
+                attempt.url,
+            )
+            attempt.url = target
+
+    @staticmethod
+    def _check_scheme(attempt: _Attempt) -> None:
+        scheme = attempt.url.partition(":")[0].lower() if ":" in attempt.url else ""
+        if scheme not in _ALLOWED_SCHEMES:
+            logger.warning(
+                "refusing URL scheme %r: source=%s url=%s", scheme, attempt.source.id, attempt.url
+            )
+            raise BlockedURLError(
+                f"scheme {scheme or '(none)'!r} is not http or https", **attempt.error_context()
+            )
+
+    async def _send(self, attempt: _Attempt, headers: dict[str, str]) -> httpx.Response:
+        try:
+            request = self._client.build_request(
+                "GET",
+                attempt.url,
+                headers=headers,
+                extensions={_POLICY_EXTENSION: attempt.allow_private},
+            )
+        except httpx.InvalidURL as exc:
+            raise FetchError("invalid URL", **attempt.error_context()) from exc
+        with _translate(attempt):
+            return await self._client.send(request, stream=True)
+
+    async def _answer(
+        self,
+        attempt: _Attempt,
+        response: httpx.Response,
+        state: SourceState | None,
+        started: float,
+    ) -> FetchResult:
+        status = response.status_code
+        context = attempt.error_context()
+        if status == 410:
+            raise GoneError(**context)
+        if status in (429, 503):
+            retry_after = parse_retry_after(response.headers.get("retry-after"))
+            raise RateLimitedError(f"HTTP {status}", retry_after=retry_after, **context)
+        if status != 304 and not 200 <= status < 300:
+            raise HTTPStatusError(status=status, **context)
+        content = None if status == 304 else await self._read_body(attempt, response)
+        headers = {name.lower(): value for name, value in response.headers.items()}
+        etag = headers.get("etag")
+        last_modified = headers.get("last-modified")
+        if status == 304 and state is not None:
+            # A 304 need not repeat the validators; the stored ones stay valid.
+            etag = etag or state.etag
+            last_modified = last_modified or state.last_modified
+        return FetchResult(
+            url=attempt.url,
+            status=status,
+            content=content,
+            headers=headers,
+            etag=etag,
+            last_modified=last_modified,
+            elapsed=time.monotonic() - started,
+        )
+
+    async def _read_body(self, attempt: _Attempt, response: httpx.Response) -> bytes:
+        cap = self.limits.max_bytes
+        context = attempt.error_context()
+        declared = response.headers.get("content-length", "").strip()
+        if declared.isdigit() and int(declared) > cap:
+            raise ResponseTooLargeError(
+                f"Content-Length {declared} is over the {cap} byte cap", **context
+            )
+        encodings = [
+            token.strip().lower()
+            for token in response.headers.get("content-encoding", "").split(",")
+            if token.strip() and token.strip().lower() != "identity"
+        ]
+        unknown = [name for name in encodings if name not in ("gzip", "x-gzip", "deflate")]
+        if unknown:
+            raise FetchError(f"unsupported Content-Encoding {unknown[0]!r}", **context)
+        inflaters = [_Inflater(name) for name in reversed(encodings)]
+        body = bytearray()
+        received = 0
+        try:
+            with _translate(attempt):
+                async for chunk in response.aiter_raw():
+                    received += len(chunk)
+                    if received > cap:  # compressed padding can be endless too
+                        raise ResponseTooLargeError(f"body is over the {cap} byte cap", **context)
+                    for piece in _inflate(inflaters, chunk):
+                        body += piece
+                        if len(body) > cap:
+                            raise ResponseTooLargeError(
+                                f"body is over the {cap} byte cap after decompression", **context
+                            )
+            for inflater in inflaters:
+                inflater.finish()
+        except zlib.error as exc:
+            raise FetchError("corrupt compressed body", **context) from exc
+        return bytes(body)
+
+
+def _with_permanent_url(result: FetchResult, url: str) -> FetchResult:
+    return FetchResult(
+        url=result.url,
+        status=result.status,
+        content=result.content,
+        headers=result.headers,
+        etag=result.etag,
+        last_modified=result.last_modified,
+        permanent_url=url,
+        elapsed=result.elapsed,
+    )
+
+
+class _translate:
+    """Turn httpx exceptions into ours, naming the source and the hop."""
+
+    def __init__(self, attempt: _Attempt) -> None:
+        self._attempt = attempt
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if not isinstance(exc, httpx.HTTPError):
+            return
+        attempt = self._attempt
+        context = attempt.error_context()
+        refused = _find_cause(exc, AddressRefusedError)
+        if refused is not None:
+            raise BlockedURLError(
+                f"address {refused.address} of {refused.host!r} is not public", **context
+            ) from exc
+        if isinstance(exc, httpx.TimeoutException):
+            logger.warning(
+                "%s: source=%s url=%s", type(exc).__name__, attempt.source.id, attempt.url
+            )
+            raise FetchTimeoutError(f"timed out ({type(exc).__name__})", **context) from exc
+        logger.warning("network error %s: source=%s url=%s", exc, attempt.source.id, attempt.url)
+        raise FetchError(f"network error ({type(exc).__name__})", **context) from exc
+
+
+def _find_cause(exc: BaseException, kind: type[AddressRefusedError]) -> AddressRefusedError | None:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kind):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None

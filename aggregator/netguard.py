@@ -1,0 +1,252 @@
+"""SSRF guard: which addresses a feed fetch may connect to.
+
+A feed URL is user-supplied input, and so is every ``Location`` a feed server
+answers with.  Without a guard, ``http://169.254.169.254/`` (cloud metadata) or
+``http://10.0.0.5/admin`` is one redirect away.
+
+**Why the check lives in the connect step.**  Checking a URL's host before the
+request and then letting the HTTP library resolve it again is a time-of-check /
+time-of-use gap: a DNS-rebinding server answers the first lookup with a public
+address and the second with ``127.0.0.1``.  :class:`GuardedBackend` is an
+``httpcore`` network backend wrapping the default one: it resolves the host
+itself, refuses the connection if *any* resolved address is refused (a name with
+one public and one private record is treated as hostile, like Miniflux does), and
+then connects to the very IP it checked.  There is no second lookup, so nothing
+can change in between.  TLS still verifies the certificate against the host name,
+because httpcore takes the SNI/verification name from the request origin, not
+from the address the socket is connected to.
+
+The backend is handed to httpx by :mod:`aggregator.fetch`; this module has no
+httpx dependency (only httpcore/anyio, which httpx is built on) and the
+address rules (:func:`is_public_address`) are pure functions.
+
+**Policy.**  :class:`AddressPolicy` says what a connection may reach: public
+addresses always; everything else only if ``allow_private`` is set (a source
+explicitly configured to live on the intranet) or the address is inside one of
+``allow_networks`` (an exact allow-list, matched against the literal address:
+allowing ``127.0.0.1/32`` does *not* allow ``::ffff:127.0.0.1``).  The same policy
+applies to every hop of a redirect chain.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import httpcore
+
+__all__ = [
+    "AddressPolicy",
+    "AddressRefusedError",
+    "GuardedBackend",
+    "IPAddress",
+    "IPNetwork",
+    "is_public_address",
+    "parse_networks",
+]
+
+logger = logging.getLogger(__name__)
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# Spelled out rather than trusting ``ipaddress.is_global`` alone: its tables
+# changed between CPython patch releases, and it calls multicast "global".
+_REFUSED_V4 = tuple(
+    ipaddress.IPv4Network(net)
+    for net in (
+        "0.0.0.0/8",  # "this network", incl. the unspecified 0.0.0.0
+        "10.0.0.0/8",  # private
+        "100.64.0.0/10",  # carrier-grade NAT
+        "127.0.0.0/8",  # loopback
+        "169.254.0.0/16",  # link-local, incl. 169.254.169.254 cloud metadata
+        "172.16.0.0/12",  # private
+        "192.0.0.0/24",  # IETF protocol assignments
+        "192.0.2.0/24",  # TEST-NET-1
+        "192.168.0.0/16",  # private
+        "198.18.0.0/15",  # benchmarking
+        "198.51.100.0/24",  # TEST-NET-2
+        "203.0.113.0/24",  # TEST-NET-3
+        "224.0.0.0/4",  # multicast
+        "240.0.0.0/4",  # reserved, incl. broadcast 255.255.255.255
+    )
+)
+_REFUSED_V6 = tuple(
+    ipaddress.IPv6Network(net)
+    for net in (
+        "::/128",  # unspecified
+        "::1/128",  # loopback
+        "64:ff9b:1::/48",  # local-use NAT64: embeds an unspecified network's IPv4
+        "100::/64",  # discard-only
+        "2001:db8::/32",  # documentation
+        "fc00::/7",  # unique local addresses
+        "fe80::/10",  # link-local
+        "fec0::/10",  # deprecated site-local
+        "ff00::/8",  # multicast
+    )
+)
+_V4_COMPATIBLE = ipaddress.IPv6Network("::/96")  # deprecated ::a.b.c.d
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052 well-known prefix
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> tuple[ipaddress.IPv4Address, ...]:
+    """IPv4 addresses an IPv6 address would actually deliver packets to.
+
+    A dual-stack socket connecting to ``::ffff:127.0.0.1`` reaches loopback; a
+    NAT64 gateway turns ``64:ff9b::a00:1`` into ``10.0.0.1``.  These must be
+    judged by the IPv4 address they carry, not by the IPv6 tables.
+    """
+    mapped = address.ipv4_mapped
+    if mapped is not None:
+        return (mapped,)
+    if address in _V4_COMPATIBLE or address in _NAT64:
+        return (ipaddress.IPv4Address(int(address) & 0xFFFFFFFF),)
+    if address.sixtofour is not None:
+        return (address.sixtofour,)
+    if address.teredo is not None:
+        server, client = address.teredo
+        return (server, client)
+    return ()
+
+
+def is_public_address(ip: IPAddress | str) -> bool:
+    """True if ``ip`` is a globally routable unicast address a feed may live on.
+
+    Loopback, private, link-local, CGNAT, multicast, unspecified, reserved and
+    documentation ranges are refused, as are IPv6 forms that embed a refused
+    IPv4 address (v4-mapped, v4-compatible, NAT64, 6to4, Teredo).
+    """
+    address = ipaddress.ip_address(ip) if isinstance(ip, str) else ip
+    if isinstance(address, ipaddress.IPv6Address):
+        address = ipaddress.IPv6Address(int(address))  # drop any %scope: rules ignore it
+        if address in _REFUSED_V6[:2]:  # :: and ::1 also match the v4-compatible prefix
+            return False
+        embedded = _embedded_ipv4(address)
+        if embedded:
+            return all(is_public_address(inner) for inner in embedded)
+        if any(address in net for net in _REFUSED_V6):
+            return False
+    elif any(address in net for net in _REFUSED_V4):
+        return False
+    return address.is_global and not address.is_multicast
+
+
+def parse_networks(networks: Iterable[str | IPNetwork]) -> tuple[IPNetwork, ...]:
+    """Normalize an allow-list given as strings (``"127.0.0.1"``, ``"10.1.0.0/16"``)."""
+    return tuple(
+        net if not isinstance(net, str) else ipaddress.ip_network(net, strict=False)
+        for net in networks
+    )
+
+
+@dataclass(frozen=True)
+class AddressPolicy:
+    """Which addresses a connection may reach; see the module docstring."""
+
+    allow_private: bool = False
+    allow_networks: tuple[IPNetwork, ...] = ()
+
+    def permits(self, ip: IPAddress | str) -> bool:
+        address = ipaddress.ip_address(ip) if isinstance(ip, str) else ip
+        if self.allow_private or is_public_address(address):
+            return True
+        return any(address.version == net.version and address in net for net in self.allow_networks)
+
+
+class AddressRefusedError(httpcore.ConnectError):
+    """The guard refused to connect.
+
+    A subclass of ``httpcore.ConnectError`` so that httpx treats it like any
+    other failed connect (cleaning up the pool slot) and wraps it in
+    ``httpx.ConnectError``; :mod:`aggregator.fetch` finds it again through
+    ``__cause__`` / ``__context__`` and turns it into ``BlockedURLError``.
+    """
+
+    def __init__(self, host: str, address: str, reason: str) -> None:
+        super().__init__(f"refused to connect to {host!r} ({address}): {reason}")
+        self.host = host
+        self.address = address
+        self.reason = reason
+
+
+class GuardedBackend(httpcore.AsyncNetworkBackend):
+    """An httpcore backend that only connects to addresses ``policy`` permits."""
+
+    def __init__(
+        self,
+        policy: AddressPolicy,
+        inner: httpcore.AsyncNetworkBackend | None = None,
+    ) -> None:
+        self.policy = policy
+        self._inner = inner if inner is not None else httpcore.AnyIOBackend()
+
+    async def resolve(self, host: str, port: int, timeout: float | None) -> list[IPAddress]:
+        """Every address ``host`` resolves to, in resolver order, de-duplicated."""
+        try:
+            return [ipaddress.ip_address(host.strip("[]"))]
+        except ValueError:
+            pass
+        try:
+            with anyio.fail_after(timeout):
+                infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except TimeoutError as exc:
+            raise httpcore.ConnectTimeout(f"DNS lookup of {host!r} timed out") from exc
+        except (OSError, UnicodeError) as exc:
+            raise httpcore.ConnectError(f"DNS lookup of {host!r} failed: {exc}") from exc
+        addresses: list[IPAddress] = []
+        for _family, _type, _proto, _canon, sockaddr in infos:
+            address = ipaddress.ip_address(str(sockaddr[0]).partition("%")[0])
+            if address not in addresses:
+                addresses.append(address)
+        if not addresses:
+            raise httpcore.ConnectError(f"DNS lookup of {host!r} returned no address")
+        return addresses
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        addresses = await self.resolve(host, port, timeout)
+        for address in addresses:
+            if not self.policy.permits(address):
+                logger.warning(
+                    "refusing connection to %s:%d (%s): not a public address",
+                    host,
+                    port,
+                    address,
+                )
+                raise AddressRefusedError(host, str(address), "not a public address")
+        last_error: Exception | None = None
+        for address in addresses:
+            try:
+                return await self._inner.connect_tcp(
+                    str(address),
+                    port,
+                    timeout=timeout,
+                    local_address=local_address,
+                    socket_options=socket_options,
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                last_error = exc
+        assert last_error is not None  # addresses is never empty
+        raise last_error
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        raise AddressRefusedError(path, path, "unix sockets are never fetched")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
