@@ -1,0 +1,191 @@
+"""URL canonicalisation: one spelling per article, so dedupe can compare links.
+
+Feeds spell the same article many ways (``//`` doubled paths from feedx, RFI links
+both raw UTF-8 and percent-encoded, ``utm_*`` tails from share buttons).  The link
+is often the only identity an entry has (feedx sends no ``<guid>``), so every
+variant must collapse to one string before it reaches the store.
+
+The chosen percent-encoding form is RFC 3986 "URI" form: non-ASCII and unsafe
+characters percent-encoded with upper-case hex, unreserved characters decoded,
+reserved characters left exactly as sent (decoding ``%2F`` would change meaning).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+
+__all__ = ["TRACKING_PARAMS", "canonical_url", "is_http_url", "unproxy_image"]
+
+#: Query keys that only say where a click came from; dropping them never changes the page.
+TRACKING_PARAMS = frozenset(
+    {
+        "fbclid",
+        "gclid",
+        "dclid",
+        "gbraid",
+        "wbraid",
+        "msclkid",
+        "yclid",
+        "igshid",
+        "mc_cid",
+        "mc_eid",
+        "_ga",
+        "_gl",
+        "spm",
+        "share_token",
+        "cmpid",
+        "ito",
+    }
+)
+_TRACKING_PREFIXES = ("utm_",)
+#: ``ref`` is a real parameter on some sites; only these values are pure tracking.
+_TRACKING_REF_VALUES = frozenset({"article-inline", "rss", "feed", "homepage", "share"})
+
+#: Image proxies feedx wraps images in; the ``url`` query holds the original.
+_IMAGE_PROXY_HOSTS = frozenset({"images.weserv.nl", "wsrv.nl"})
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+# Characters allowed literally per component (RFC 3986 pchar / query); anything else is encoded.
+_SUB_DELIMS = "!$&'()*+,;="
+_PATH_SAFE = frozenset(_UNRESERVED | set(_SUB_DELIMS) | set(":@/"))
+_QUERY_SAFE = frozenset(_PATH_SAFE | set("?"))
+_PCT = re.compile(r"%([0-9A-Fa-f]{2})")
+
+
+def is_http_url(text: str | None) -> bool:
+    """True for an absolute http(s) URL with a host (a guid that can double as a link)."""
+    if not text:
+        return False
+    parts = urlsplit(text.strip())
+    return parts.scheme.lower() in ("http", "https") and bool(parts.netloc)
+
+
+def _normalise_percent(component: str, safe: frozenset[str]) -> str:
+    """Re-encode ``component`` so raw UTF-8 and percent-encoded spellings agree.
+
+    Escapes of unreserved characters are decoded (``%7E`` -> ``~``); other escapes are
+    kept with upper-case hex; literal characters outside ``safe`` (Chinese path
+    segments, spaces) are UTF-8 percent-encoded.
+    """
+    out: list[str] = []
+    index = 0
+    length = len(component)
+    while index < length:
+        char = component[index]
+        if char == "%":
+            match = _PCT.match(component, index)
+            if match:
+                byte = int(match.group(1), 16)
+                decoded = chr(byte)
+                if byte < 0x80 and decoded in _UNRESERVED:
+                    out.append(decoded)
+                else:
+                    out.append("%" + match.group(1).upper())
+                index += 3
+                continue
+            out.append("%25")  # a stray '%' that starts no escape
+        elif char in safe:
+            out.append(char)
+        else:
+            out.extend(f"%{byte:02X}" for byte in char.encode("utf-8", "surrogatepass"))
+        index += 1
+    return "".join(out)
+
+
+def _is_tracking(key: str, value: str) -> bool:
+    lowered = key.lower()
+    if lowered in TRACKING_PARAMS or lowered.startswith(_TRACKING_PREFIXES):
+        return True
+    return lowered == "ref" and value.lower() in _TRACKING_REF_VALUES
+
+
+def _clean_query(query: str) -> str:
+    if not query:
+        return ""
+    pairs = parse_qsl(query, keep_blank_values=True)
+    kept = [(key, value) for key, value in pairs if not _is_tracking(key, value)]
+    if len(kept) == len(pairs):
+        return _normalise_percent(query, _QUERY_SAFE)  # untouched: keep the original spelling
+    return _normalise_percent(urlencode(kept), _QUERY_SAFE)
+
+
+def _host(hostname: str) -> str:
+    host = hostname.lower().rstrip(".")
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return host
+
+
+def canonical_url(
+    url: str,
+    base: str | None = None,
+    *,
+    host_aliases: Mapping[str, str] | None = None,
+) -> str:
+    """Return the one spelling of ``url`` that dedupe compares.
+
+    ``base`` resolves relative and protocol-relative links (a protocol-relative link
+    with no base is assumed https).  ``host_aliases`` maps a mirror host to the
+    canonical one; it is per-source data (``www.zaobao.com`` vs ``zaobao.com``), so
+    this function never needs to know which source it is cleaning.  Non-http(s)
+    URLs (``mailto:``, ``javascript:``) are returned stripped but otherwise as sent;
+    the sanitizer decides their fate.
+    """
+    text = url.strip()
+    if base:
+        text = urljoin(base.strip(), text)
+    elif text.startswith("//"):
+        text = "https:" + text
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        return text
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        return text
+    host = _host(parts.hostname)
+    if host_aliases:
+        host = host_aliases.get(host, host)
+    netloc = host
+    if parts.username or parts.password:
+        # Credentials in a feed link are almost certainly a mistake; keep them visibly.
+        netloc = f"{parts.username or ''}{':' + parts.password if parts.password else ''}@{host}"
+    if port is not None and port != _DEFAULT_PORTS.get(scheme):
+        netloc = f"{netloc}:{port}"
+    path = re.sub(r"/{2,}", "/", parts.path) or "/"
+    path = _normalise_percent(path, _PATH_SAFE)
+    query = _clean_query(parts.query)
+    return urlunsplit((scheme, netloc, path, query, ""))
+
+
+def unproxy_image(url: str) -> str:
+    """Unwrap an image-proxy URL (``images.weserv.nl?url=gdb.voanews.com/x.jpg``).
+
+    The proxy only exists to dodge hotlink protection for feedx readers; the original
+    host is the stable identity and does not leak readers' addresses to a third
+    party.  Anything that is not a known proxy is returned unchanged.
+    """
+    text = url.strip()
+    if text.startswith("//"):
+        text = "https:" + text
+    try:
+        parts = urlsplit(text)
+    except ValueError:
+        return url
+    if (parts.hostname or "").lower() not in _IMAGE_PROXY_HOSTS:
+        return url
+    target = dict(parse_qsl(parts.query)).get("url", "").strip()
+    if not target:
+        return url
+    if target.startswith("//"):
+        return "https:" + target
+    if not re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", target):
+        # weserv takes the target without a scheme; https is what every host serves now.
+        target = target.removeprefix("ssl:")
+        return "https://" + target
+    return target

@@ -1,0 +1,172 @@
+from __future__ import annotations
+
+import re
+
+import pytest
+from bs4 import BeautifulSoup
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aggregator.clean import CleanSpec, clean_html, extract_date_line, sanitize, text_content
+
+FEEDX_FOOTER = (
+    '<br><hr><div>获取更多RSS：<br><a href="https://feedx.net" style="color:orange" target="_blank">'  # noqa: E501
+    'https://feedx.net</a> <br><a href="https://feedx.best" target="_blank">https://feedx.best</a><br></div>'
+)
+
+
+@pytest.mark.parametrize(
+    ("html", "want"),
+    [
+        ('<p onclick="x()">a<script>alert(1)</script></p>', "<p>a</p>"),
+        ('<a href="javascript:alert(1)">x</a>', '<a rel="noopener noreferrer">x</a>'),
+        ('<img src="data:image/png;base64,AAAA" alt="d">', '<img alt="d">'),
+        ('<p style="color:red" class="c" id="i">t</p>', "<p>t</p>"),
+        ("<iframe src=x></iframe><object>o</object><embed><form>f</form>", "of"),
+        (
+            '<img src="https://e.org/a.png" width="100%" height="20">',
+            '<img src="https://e.org/a.png" height="20">',
+        ),
+        ("<share-button>s</share-button>", "s"),
+        ("<!-- c -->t", "t"),
+    ],
+)
+def test_sanitize_policy(html: str, want: str) -> None:
+    assert sanitize(html) == want
+
+
+def _clean(html: str, **spec: object) -> str:
+    return clean_html(html, base_url="https://www.zaobao.com//news/x", spec=CleanSpec(**spec))  # type: ignore[arg-type]
+
+
+def test_feedx_footer_cut_with_preceding_breaks() -> None:
+    assert _clean("<p>body</p>" + FEEDX_FOOTER, cut_markers=("获取更多RSS",)) == "<p>body</p>"
+    assert _clean("<p>a</p><br><p>b</p>", cut_markers=("获取更多RSS",)) == "<p>a</p><br><p>b</p>"
+
+
+def test_drop_by_selector_and_text_marker_selector() -> None:
+    html = '<p>a</p><section><h4>延伸阅读</h4><a href="/x">r</a></section><div id="dfp-ad-imu1">ad</div>'  # noqa: E501
+    spec = {"drop": ("section:has(> h4:-soup-contains('延伸阅读'))", "[id^=dfp-ad-]")}
+    assert _clean(html, **spec) == "<p>a</p>"
+
+
+def test_lazy_images_proxies_relative_urls() -> None:
+    html = (
+        '<img class="lazyload" data-src="/img/a.jpg" src="placeholder.gif" pinger-seen="true" referrerpolicy="no-referrer">'  # noqa: E501
+        '<img src="https://images.weserv.nl?url=gdb.voanews.com/b.jpg">'
+        '<a href="/news/china/story1?utm_source=x">k</a>'
+    )
+    assert _clean(html) == (
+        '<img src="https://www.zaobao.com/img/a.jpg"><img src="https://gdb.voanews.com/b.jpg">'
+        '<a href="https://www.zaobao.com/news/china/story1" rel="noopener noreferrer">k</a>'
+    )
+
+
+def test_iframe_becomes_link() -> None:
+    out = _clean(
+        '<iframe src="https://www.youtube.com/embed/abc"></iframe><iframe src="javascript:x"></iframe>'  # noqa: E501
+    )
+    assert (
+        out
+        == '<p><a href="https://www.youtube.com/embed/abc" rel="noopener noreferrer">https://www.youtube.com/embed/abc</a></p>'
+    )
+
+
+def test_empty_wrappers_whitespace_and_spans() -> None:
+    html = '<div>\n <p> </p><p>&nbsp;</p><div><span></span></div> <p><span style="x">a&nbsp; &nbsp;b</span></p>\n</div>'  # noqa: E501
+    assert _clean(html) == "<div><p>a b</p></div>"
+    assert (
+        _clean('<p><img src="https://e.org/a.png"></p>') == '<p><img src="https://e.org/a.png"></p>'
+    )
+    assert _clean("   ") == "" and _clean("") == ""
+
+
+def test_text_content() -> None:
+    assert text_content("<p>a</p><p>b  c</p><script>x</script>") == "a b c"
+
+
+def test_reorder_hook_runs_before_drops() -> None:
+    seen: list[str] = []
+
+    def hook(root):  # type: ignore[no-untyped-def]
+        seen.append(str(root.find(id="ad")))
+
+    _clean('<p>a</p><div id="ad"></div>', drop=("#ad",), reorder=hook)
+    assert seen == ['<div id="ad"></div>']
+
+
+@pytest.mark.parametrize(
+    ("html", "date", "rest"),
+    [
+        ("<div><i>Mon, 03 Jul 2023 10:13:55 GMT</i></div><p>x</p>", "Mon, 03 Jul 2023 10:13:55 GMT", "<p>x</p>"),  # noqa: E501
+        ("<div>31/01/2024 - 19:33</div><img>", "31/01/2024 - 19:33", "<img>"),
+        ("<div>not a date</div>", None, "<div>not a date</div>"),
+        ("<p>x</p><div>31/01/2024 - 19:33</div>", None, "<p>x</p><div>31/01/2024 - 19:33</div>"),
+    ],
+)  # fmt: skip
+def test_extract_date_line(html: str, date: str | None, rest: str) -> None:
+    assert extract_date_line(html) == (date, rest)
+
+
+# --- properties -----------------------------------------------------------------
+_TEXT = st.text(alphabet=st.sampled_from("ab 中文<>&\"'=;:/\n\u00a0"), min_size=1, max_size=6)
+_TAGS = [
+    "p",
+    "div",
+    "span",
+    "b",
+    "i",
+    "a",
+    "section",
+    "ul",
+    "li",
+    "share-button",
+    "font",
+    "h4",
+    "small",
+]
+
+
+def _html(depth: int = 3) -> st.SearchStrategy[str]:
+    text = _TEXT.map(lambda t: t.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;"))
+    if depth == 0:
+        return text
+    inner = st.lists(_html(depth - 1), max_size=3).map("".join)
+    element = st.tuples(
+        st.sampled_from(_TAGS),
+        st.sampled_from(
+            ["", ' style="color:red"', ' onclick="x()"', ' href="javascript:x"', ' class="c"']
+        ),
+        inner,
+    ).map(lambda t: f"<{t[0]}{t[1]}>{t[2]}</{t[0]}>")
+    script = text.map(lambda t: f"<script>{t}</script>")
+    return st.one_of(text, element, script)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_html())
+def test_sanitize_is_idempotent(html: str) -> None:
+    once = sanitize(html)
+    assert sanitize(once) == once
+
+
+@settings(max_examples=150, deadline=None)
+@given(_html())
+def test_sanitize_never_loses_text(html: str) -> None:
+    assert _text(sanitize(html)) == _text(html)
+
+
+def _text(html: str) -> str:
+    """Visible text, no separators added between nodes (unlike text_content)."""
+    soup = BeautifulSoup(html, "lxml")
+    for tag in soup.find_all(["script", "style"]):
+        tag.decompose()
+    return re.sub(r"\s+", " ", soup.get_text()).strip()
+
+
+@settings(max_examples=80, deadline=None)
+@given(_html())
+def test_clean_output_is_safe_and_stable(html: str) -> None:
+    out = clean_html(html, base_url="https://e.org/a")
+    assert "<script" not in out and "javascript:" not in out and "onclick" not in out
+    assert sanitize(out) == out

@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aggregator.urls import canonical_url, is_http_url, unproxy_image
+
+RFI_ENCODED = "https://www.rfi.fr/cn/%E5%9B%BD%E9%99%85/20240131-%E4%B8%AD%E5%9B%BD"
+
+
+@pytest.mark.parametrize(
+    ("url", "want"),
+    [
+        ("https://www.zaobao.com//realtime/china/story20221205-1340446",
+         "https://www.zaobao.com/realtime/china/story20221205-1340446"),
+        ("HTTPS://WWW.Example.COM:443/a?utm_source=x&id=3&fbclid=y#frag",
+         "https://www.example.com/a?id=3"),
+        ("http://example.com:80", "http://example.com/"),
+        ("http://example.com:8080/x", "http://example.com:8080/x"),
+        ("https://www.zaobao.com.sg/keywords/x?ref=article-inline", "https://www.zaobao.com.sg/keywords/x"),
+        ("https://example.com/search?ref=main", "https://example.com/search?ref=main"),
+        ("https://www.rfi.fr/cn/国际/20240131-中国", RFI_ENCODED),
+        (RFI_ENCODED.lower().replace("https", "https"), RFI_ENCODED),
+        ("https://example.com/%7Euser/a%2Fb", "https://example.com/~user/a%2Fb"),
+        ("https://example.com/a b", "https://example.com/a%20b"),
+        ("mailto:x@example.com", "mailto:x@example.com"),
+        ("//pagead2.googlesyndication.com/x.js", "https://pagead2.googlesyndication.com/x.js"),
+        ("https://example.com/a?gclid=1&utm_medium=2", "https://example.com/a"),
+    ],
+)  # fmt: skip
+def test_canonical_url(url: str, want: str) -> None:
+    assert canonical_url(url) == want
+
+
+def test_relative_against_base_and_host_aliases() -> None:
+    base = "https://www.zaobao.com//realtime/china/story20221205-1340446"
+    assert canonical_url("/news/china/story1", base) == "https://www.zaobao.com/news/china/story1"
+    assert canonical_url("//cdn.example/x.jpg", "http://a.example/") == "http://cdn.example/x.jpg"
+    aliases = {"zaobao.com": "www.zaobao.com"}
+    assert canonical_url("https://zaobao.com/x", host_aliases=aliases) == "https://www.zaobao.com/x"
+    assert (
+        canonical_url("https://zaobao.com.sg/x", host_aliases=aliases) == "https://zaobao.com.sg/x"
+    )
+
+
+def test_unproxy_image() -> None:
+    assert (
+        unproxy_image("https://images.weserv.nl?url=gdb.voanews.com/a63e_r1_s_w900.jpg")
+        == "https://gdb.voanews.com/a63e_r1_s_w900.jpg"
+    )
+    assert (
+        unproxy_image("https://wsrv.nl/?url=https://x.example/a.jpg&w=5")
+        == "https://x.example/a.jpg"
+    )
+    assert unproxy_image("https://images.weserv.nl/?w=5") == "https://images.weserv.nl/?w=5"
+    assert unproxy_image("https://example.com/?url=x.jpg") == "https://example.com/?url=x.jpg"
+
+
+def test_is_http_url() -> None:
+    assert is_http_url(" https://example.com/a ")
+    assert not is_http_url("0a29ee59-eeca-444a-a2e1-68450d752612")
+    assert not is_http_url(None)
+
+
+segment = st.text(alphabet=st.sampled_from("ab~-_.中国%2Fé &="), min_size=0, max_size=8)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(segment, max_size=4), st.sampled_from(["", "?a=1", "?utm_x=2&b=中"]))
+def test_canonical_is_idempotent_and_raw_encoded_agree(parts: list[str], query: str) -> None:
+    url = "https://Example.com/" + "/".join(parts) + query
+    once = canonical_url(url)
+    assert canonical_url(once) == once
+    assert once.isascii()
