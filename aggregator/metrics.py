@@ -1,0 +1,152 @@
+"""Prometheus metrics for the polling pipeline and the per-source state.
+
+The metrics live in a private :class:`~prometheus_client.CollectorRegistry`, never the
+process-global one: the global registry also collects whatever any imported library
+registers, refuses a second registration of the same name (so two apps or two tests in
+one process would collide), and cannot be reset.  ``Metrics()`` gives an isolated set;
+the module-level :func:`record_poll` / :func:`render` use one shared default instance,
+which is what the daemon (pipeline + ``/metrics``) needs.
+
+Labels are source ids and short error kinds (:attr:`AggregatorError.kind`), both from
+small closed sets, so cardinality stays bounded; article ids or URLs never become labels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+
+from .types import SourceState
+
+__all__ = ["CONTENT_TYPE", "DEFAULT", "Metrics", "record_poll", "render"]
+
+# The classic 0.0.4 text format: every Prometheus version and most other scrapers read
+# it, and with plain ASCII metric names it is byte-identical to what 1.0.0 would send.
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+
+# Feed polls take from a few milliseconds (304) to the 30 s total deadline; the default
+# prometheus buckets stop at 10 s and are too fine below 100 ms to be useful here.
+_DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0)
+
+
+class Metrics:
+    """One isolated set of aggregator metrics."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        reg = self.registry
+        self.polls = Counter(
+            "aggregator_polls",
+            "Polls finished, by source and outcome.",
+            ["source", "outcome"],
+            registry=reg,
+        )
+        self.poll_failures = Counter(
+            "aggregator_poll_failures",
+            "Failed polls, by source and error kind.",
+            ["source", "kind"],
+            registry=reg,
+        )
+        self.articles_new = Counter(
+            "aggregator_articles_new",
+            "Articles stored for the first time.",
+            ["source"],
+            registry=reg,
+        )
+        self.articles_updated = Counter(
+            "aggregator_articles_updated",
+            "Stored articles whose content really changed.",
+            ["source"],
+            registry=reg,
+        )
+        self.poll_duration = Histogram(
+            "aggregator_poll_duration_seconds",
+            "Wall time of one poll: fetch, parse, adapt and store.",
+            ["source"],
+            buckets=_DURATION_BUCKETS,
+            registry=reg,
+        )
+        self.last_success = Gauge(
+            "aggregator_source_last_success_timestamp_seconds",
+            "Unix time of the last successful poll (0: never).",
+            ["source"],
+            registry=reg,
+        )
+        self.consecutive_failures = Gauge(
+            "aggregator_source_consecutive_failures",
+            "Failed polls since the last success.",
+            ["source"],
+            registry=reg,
+        )
+        self.database_up = Gauge(
+            "aggregator_database_up",
+            "1 when the last scrape could read the database.",
+            registry=reg,
+        )
+        self.source_disabled = Gauge(
+            "aggregator_source_disabled",
+            "1 when polling of the source is stopped (e.g. HTTP 410).",
+            ["source"],
+            registry=reg,
+        )
+
+    def record_poll(
+        self,
+        source_id: str,
+        outcome: str,
+        *,
+        new: int,
+        updated: int,
+        duration: float,
+        error_kind: str | None = None,
+    ) -> None:
+        """Count one finished poll; ``error_kind`` is set exactly when it failed."""
+        self.polls.labels(source=source_id, outcome=outcome).inc()
+        if error_kind is not None:
+            self.poll_failures.labels(source=source_id, kind=error_kind).inc()
+        # Touch the per-source series even at zero so a dashboard shows 0, not "no data".
+        self.articles_new.labels(source=source_id).inc(max(new, 0))
+        self.articles_updated.labels(source=source_id).inc(max(updated, 0))
+        self.poll_duration.labels(source=source_id).observe(max(duration, 0.0))
+
+    def observe_states(self, states: Iterable[SourceState]) -> None:
+        """Refresh the per-source gauges from the durable state rows.
+
+        Called at scrape time rather than by the pipeline, so the gauges are right
+        after a restart too (the counters start again from zero; the state does not).
+        """
+        for state in states:
+            source = state.source_id
+            success = state.last_success.timestamp() if state.last_success else 0.0
+            self.last_success.labels(source=source).set(success)
+            self.consecutive_failures.labels(source=source).set(state.consecutive_failures)
+            self.source_disabled.labels(source=source).set(1 if state.disabled_reason else 0)
+
+    def render(self) -> tuple[bytes, str]:
+        """The text exposition payload and its content type."""
+        return generate_latest(self.registry), CONTENT_TYPE
+
+
+DEFAULT = Metrics()
+
+
+def record_poll(
+    source_id: str,
+    outcome: str,
+    *,
+    new: int,
+    updated: int,
+    duration: float,
+    error_kind: str | None = None,
+) -> None:
+    """Count one finished poll in the default metrics (see :meth:`Metrics.record_poll`)."""
+    DEFAULT.record_poll(
+        source_id, outcome, new=new, updated=updated, duration=duration, error_kind=error_kind
+    )
+
+
+def render() -> tuple[bytes, str]:
+    """Render the default metrics as Prometheus text: ``(payload, content type)``."""
+    return DEFAULT.render()

@@ -1,0 +1,499 @@
+"""The HTTP service: merged and per-source feeds, an HTML index, health and metrics.
+
+It only *reads* (through :class:`ArticleReader`, which the store satisfies) and never
+fetches.  Endpoints are plain ``def`` functions on purpose: the store is synchronous,
+and Starlette runs sync endpoints in its thread pool, so a slow query never stalls the
+event loop that the scheduler shares with this server.
+
+Every URL the service prints is built from the configured ``base_url``, never from the
+request's ``Host`` header, so a forged header cannot plant foreign links in a feed that
+proxies and readers cache.
+
+Conditional requests: the validator is a *weak* ETag (the same document is sent gzipped
+or not, which a strong ETag would have to tell apart) derived from the selection's
+newest update time plus the normalised query, so a 304 costs one indexed query and no
+rendering.  ``If-None-Match`` wins over ``If-Modified-Since`` (RFC 9110 section 13.1.3).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import html
+import json
+import logging
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.utils import format_datetime, parsedate_to_datetime
+from typing import Protocol
+from urllib.parse import urlencode, urlsplit
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.gzip import GZipMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from . import metrics as metrics_module
+from .errors import StorageError
+from .export.feeds import FORMATS, FeedFormat, FeedMeta, decode_cursor, encode_cursor
+from .types import UTC, Cursor, SourceState, StoredArticle
+
+__all__ = ["ArticleReader", "EmbeddedServer", "build_server", "create_app"]
+
+logger = logging.getLogger(__name__)
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_LIMIT_RE = re.compile(r"[0-9]{1,6}")
+# Bump when the rendered documents change shape, so caches drop old validators.
+_RENDER_VERSION = "1"
+_FEED_PATHS: Mapping[str, FeedFormat] = {
+    "/feed.xml": FORMATS["rss"],
+    "/atom.xml": FORMATS["atom"],
+    "/feed.json": FORMATS["json"],
+}
+
+
+class ArticleReader(Protocol):
+    """What the service needs from the store; every method may raise StorageError."""
+
+    def latest(
+        self,
+        *,
+        sources: Sequence[str] | None = None,
+        limit: int = 50,
+        before: Cursor | None = None,
+    ) -> list[StoredArticle]:
+        """Newest first by ``(sort_time, id)``, strictly older than ``before``."""
+        ...
+
+    def last_updated(self, sources: Sequence[str] | None = None) -> datetime | None:
+        """The newest ``updated`` among the selected articles; ``None`` if there are none."""
+        ...
+
+    def ping(self) -> None: ...
+
+    def states(self) -> list[SourceState]: ...
+
+    def article_counts(self) -> dict[str, int]: ...
+
+
+class BadRequest(Exception):
+    """A client mistake; the message is shown to the client, so keep it short and safe."""
+
+
+@dataclass(frozen=True)
+class _Site:
+    base_url: str
+    title: str
+    sources: Mapping[str, str]
+    default_limit: int
+    max_limit: int
+    id_authority: str
+    description: str
+    language: str | None
+    cache_max_age: int
+    metrics: metrics_module.Metrics = field(repr=False)
+
+    def url(self, path: str, params: Sequence[tuple[str, str]] = ()) -> str:
+        query = urlencode(params)
+        return f"{self.base_url}{path}" + (f"?{query}" if query else "")
+
+
+@dataclass(frozen=True)
+class _Query:
+    """A validated selection; ``params`` rebuilds it canonically for URLs and ETags."""
+
+    sources: tuple[str, ...]
+    limit: int
+    before: Cursor | None
+    before_token: str | None
+
+    def params(self, site: _Site, *, before: str | None = None) -> list[tuple[str, str]]:
+        params = [("source", source) for source in self.sources]
+        if self.limit != site.default_limit:
+            params.append(("limit", str(self.limit)))
+        if before:
+            params.append(("before", before))
+        return params
+
+
+def _parse_query(request: Request, site: _Site) -> _Query:
+    query = request.query_params
+    for name in ("limit", "before"):
+        if len(query.getlist(name)) > 1:
+            raise BadRequest(f"{name} given more than once")
+    sources = tuple(sorted(set(query.getlist("source"))))
+    for source in sources:
+        if source not in site.sources:
+            raise BadRequest(f"unknown source {source[:64]!r}")
+    raw_limit = query.get("limit")
+    if raw_limit is None:
+        limit = site.default_limit
+    else:
+        if not _LIMIT_RE.fullmatch(raw_limit) or not 1 <= int(raw_limit) <= site.max_limit:
+            raise BadRequest(f"limit must be a whole number from 1 to {site.max_limit}")
+        limit = int(raw_limit)
+    token = query.get("before")
+    before = None
+    if token is not None:
+        try:
+            before = decode_cursor(token)
+        except ValueError:
+            raise BadRequest("malformed before= cursor") from None
+    return _Query(sources, limit, before, token)
+
+
+def _http_date(moment: datetime) -> str:
+    return format_datetime(moment.astimezone(UTC).replace(microsecond=0), usegmt=True)
+
+
+def _etag(site: _Site, kind: str, query: _Query, last_updated: datetime | None) -> str:
+    digest = hashlib.sha256()
+    stamp = last_updated.isoformat() if last_updated else "-"
+    for part in (_RENDER_VERSION, site.base_url, site.title, kind, stamp):
+        digest.update(part.encode("utf-8") + b"\x00")
+    digest.update(urlencode(query.params(site, before=query.before_token)).encode("ascii"))
+    return f'W/"{digest.hexdigest()[:32]}"'
+
+
+def _not_modified(request: Request, etag: str, last_updated: datetime | None) -> bool:
+    if_none_match = request.headers.get("if-none-match")
+    if if_none_match is not None:
+        # Weak comparison (RFC 9110 section 8.8.3.2): the W/ prefix does not matter.
+        wanted = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
+        return "*" in wanted or etag.removeprefix("W/") in wanted
+    if_modified_since = request.headers.get("if-modified-since")
+    if if_modified_since is None or last_updated is None:
+        return False
+    try:
+        since = parsedate_to_datetime(if_modified_since)
+    except (TypeError, ValueError, IndexError):
+        return False  # an unparsable date is ignored, as RFC 9110 requires
+    if since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    return last_updated.replace(microsecond=0) <= since
+
+
+def _feed_endpoint(reader: ArticleReader, site: _Site, fmt: FeedFormat, path: str) -> Route:
+    def endpoint(request: Request) -> Response:
+        query = _parse_query(request, site)
+        selection = list(query.sources) or None
+        last_updated = reader.last_updated(selection)
+        etag = _etag(site, fmt.name, query, last_updated)
+        headers = {"ETag": etag, "Cache-Control": f"public, max-age={site.cache_max_age}"}
+        if last_updated is not None:
+            headers["Last-Modified"] = _http_date(last_updated)
+        if _not_modified(request, etag, last_updated):
+            return Response(status_code=304, headers=headers)
+        # One extra row tells whether a next page exists without a second query.
+        rows = reader.latest(sources=selection, limit=query.limit + 1, before=query.before)
+        page = rows[: query.limit]
+        next_token = encode_cursor(page[-1].cursor) if len(rows) > query.limit else None
+        meta = FeedMeta(
+            title=_feed_title(site, query.sources),
+            self_url=site.url(path, query.params(site, before=query.before_token)),
+            first_url=site.url(path, query.params(site)),
+            next_url=site.url(path, query.params(site, before=next_token)) if next_token else None,
+            html_url=site.url("/", query.params(site)),
+            updated=last_updated or _EPOCH,
+            id_authority=site.id_authority,
+            description=site.description,
+            language=site.language,
+        )
+        body = fmt.render(meta, page)
+        return Response(body, media_type=fmt.media_type, headers=headers)
+
+    return Route(path, endpoint, methods=["GET"], name=fmt.name)
+
+
+def _feed_title(site: _Site, sources: Sequence[str]) -> str:
+    if not sources:
+        return site.title
+    return f"{site.title}: " + ", ".join(site.sources[source] for source in sources)
+
+
+# --- the HTML index ------------------------------------------------------------------
+
+_PAGE = """<!DOCTYPE html>
+<html lang="{lang}">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+{alternates}
+<style>
+body {{ font-family: sans-serif; max-width: 48rem; margin: 1rem auto; padding: 0 1rem; }}
+nav a {{ margin-right: .75rem; }} nav a.current {{ font-weight: bold; }}
+li {{ margin: .4rem 0; }} .meta {{ color: #666; font-size: .9em; }}
+</style>
+</head>
+<body>
+<h1>{title}</h1>
+<nav>{nav}</nav>
+<p>Feeds: {feed_links}</p>
+<ol class="articles">
+{items}
+</ol>
+{older}
+</body>
+</html>
+"""
+
+
+def _e(text: str) -> str:
+    return html.escape(text, quote=True)
+
+
+def _safe_href(url: str) -> str | None:
+    """Article links come from third-party feeds: only http(s) may become an href."""
+    return url if urlsplit(url).scheme.lower() in ("http", "https") else None
+
+
+def _index_endpoint(reader: ArticleReader, site: _Site) -> Route:
+    def endpoint(request: Request) -> Response:
+        query = _parse_query(request, site)
+        selection = list(query.sources) or None
+        rows = reader.latest(sources=selection, limit=query.limit + 1, before=query.before)
+        page = rows[: query.limit]
+        counts = reader.article_counts()
+        title = _feed_title(site, query.sources)
+        params = query.params(site)
+        alternates = "\n".join(
+            f'<link rel="alternate" type="{fmt.mime}" title="{_e(title)} ({fmt.name})" '
+            f'href="{_e(site.url(path, params))}">'
+            for path, fmt in _FEED_PATHS.items()
+        )
+        feed_links = " ".join(
+            f'<a href="{_e(site.url(path, params))}">{fmt.name}</a>'
+            for path, fmt in _FEED_PATHS.items()
+        )
+        nav = [f'<a href="{_e(site.url("/"))}"{_current(not query.sources)}>All</a>']
+        for source_id, name in site.sources.items():
+            href = site.url("/", [("source", source_id)])
+            label = f"{name} ({counts.get(source_id, 0)})"
+            nav.append(
+                f'<a href="{_e(href)}"{_current(query.sources == (source_id,))}>{_e(label)}</a>'
+            )
+        items = "\n".join(_index_item(stored) for stored in page) or "<li>No articles yet.</li>"
+        older = ""
+        if len(rows) > query.limit:
+            href = site.url("/", query.params(site, before=encode_cursor(page[-1].cursor)))
+            older = f'<p><a rel="next" href="{_e(href)}">Older articles</a></p>'
+        document = _PAGE.format(
+            lang=_e(site.language or "en"),
+            title=_e(title),
+            alternates=alternates,
+            nav="\n".join(nav),
+            feed_links=feed_links,
+            items=items,
+            older=older,
+        )
+        return Response(
+            document,
+            media_type="text/html; charset=utf-8",
+            headers={
+                "Cache-Control": "no-cache",
+                # No scripts at all; inline style only for the small stylesheet above.
+                "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
+                "X-Content-Type-Options": "nosniff",
+            },
+        )
+
+    return Route("/", endpoint, methods=["GET"], name="index")
+
+
+def _current(flag: bool) -> str:
+    return ' class="current"' if flag else ""
+
+
+def _index_item(stored: StoredArticle) -> str:
+    article = stored.article
+    href = _safe_href(article.link)
+    title = _e(article.title or article.link)
+    heading = f'<a href="{_e(href)}">{title}</a>' if href else title
+    names = dict.fromkeys(p.source_name for p in stored.provenance) or {article.source_name: None}
+    moment = stored.cursor.sort_time
+    stamp = f'<time datetime="{moment.isoformat()}">{moment:%Y-%m-%d %H:%M} UTC</time>'
+    return f'<li>{heading} <span class="meta">{_e(", ".join(names))} · {stamp}</span></li>'
+
+
+# --- operations ----------------------------------------------------------------------
+
+
+def _state_json(state: SourceState, name: str | None) -> dict[str, object]:
+    def iso(moment: datetime | None) -> str | None:
+        return moment.isoformat() if moment else None
+
+    return {
+        "name": name,
+        "last_success": iso(state.last_success),
+        "last_attempt": iso(state.last_attempt),
+        "next_poll": iso(state.next_poll),
+        "consecutive_failures": state.consecutive_failures,
+        "last_error_kind": state.last_error_kind,
+        "disabled": state.disabled_reason,
+    }
+
+
+def _healthz_endpoint(reader: ArticleReader, site: _Site) -> Route:
+    def endpoint(request: Request) -> Response:
+        try:
+            reader.ping()
+            states = reader.states()
+        except StorageError as exc:
+            # The reason goes to the log only: it may name the database URL.
+            logger.warning("health check: database unreachable: %s", exc)
+            down = {"status": "unavailable", "database": "unreachable"}
+            return JSONResponse(down, status_code=503, headers={"Cache-Control": "no-store"})
+        sources = {s.source_id: _state_json(s, site.sources.get(s.source_id)) for s in states}
+        body: dict[str, object] = {"status": "ok", "database": "ok", "sources": sources}
+        return _json(body, headers={"Cache-Control": "no-store"})
+
+    return Route("/healthz", endpoint, methods=["GET"], name="healthz")
+
+
+def _json(body: object, headers: Mapping[str, str]) -> Response:
+    payload = json.dumps(body, ensure_ascii=False, sort_keys=True).encode("utf-8")
+    return Response(payload, media_type="application/json", headers=dict(headers))
+
+
+def _metrics_endpoint(reader: ArticleReader, site: _Site) -> Route:
+    def endpoint(request: Request) -> Response:
+        try:
+            site.metrics.observe_states(reader.states())
+            site.metrics.database_up.set(1)
+        except StorageError as exc:
+            # A scrape must still succeed when the database is down: that is when the
+            # counters and database_up=0 matter most.
+            logger.warning("metrics: cannot read source states: %s", exc)
+            site.metrics.database_up.set(0)
+        payload, content_type = site.metrics.render()
+        return Response(payload, headers={"Content-Type": content_type})
+
+    return Route("/metrics", endpoint, methods=["GET"], name="metrics")
+
+
+def _bad_request(request: Request, exc: Exception) -> Response:
+    return PlainTextResponse(f"bad request: {exc}\n", status_code=400)
+
+
+def _storage_unavailable(request: Request, exc: Exception) -> Response:
+    logger.warning("request %s failed: database unavailable: %s", request.url.path, exc)
+    return PlainTextResponse(
+        "database unavailable, try again later\n", status_code=503, headers={"Retry-After": "30"}
+    )
+
+
+def create_app(
+    reader: ArticleReader,
+    *,
+    base_url: str,
+    title: str = "aggregator",
+    sources: Mapping[str, str] | None = None,
+    default_limit: int = 50,
+    max_limit: int = 500,
+    id_authority: str | None = None,
+    description: str = "",
+    language: str | None = None,
+    cache_max_age: int = 60,
+    metrics: metrics_module.Metrics | None = None,
+) -> Starlette:
+    """Build the ASGI app.
+
+    Args:
+        base_url: the public absolute URL the service is reached at (every link and
+            feed id is built from it, never from the request).
+        sources: source id -> display name; ``?source=`` accepts exactly these ids.
+        id_authority: the ``host,year`` of the ``tag:`` item ids; defaults to the host
+            of ``base_url`` and 2025.  Set it explicitly to keep ids when moving host.
+        metrics: defaults to :data:`aggregator.metrics.DEFAULT`, where the pipeline
+            records polls.
+    """
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"base_url must be an absolute http(s) URL, got {base_url!r}")
+    if not 1 <= default_limit <= max_limit:
+        raise ValueError("need 1 <= default_limit <= max_limit")
+    site = _Site(
+        base_url=base_url.rstrip("/"),
+        title=title,
+        sources=dict(sources or {}),
+        default_limit=default_limit,
+        max_limit=max_limit,
+        id_authority=id_authority or f"{parts.hostname},2025",
+        description=description,
+        language=language,
+        cache_max_age=cache_max_age,
+        metrics=metrics or metrics_module.DEFAULT,
+    )
+    routes = [
+        _index_endpoint(reader, site),
+        *(_feed_endpoint(reader, site, fmt, path) for path, fmt in _FEED_PATHS.items()),
+        _healthz_endpoint(reader, site),
+        _metrics_endpoint(reader, site),
+    ]
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(GZipMiddleware, minimum_size=500, compresslevel=6)],
+        exception_handlers={BadRequest: _bad_request, StorageError: _storage_unavailable},
+    )
+
+
+# --- running it ----------------------------------------------------------------------
+
+
+class EmbeddedServer(uvicorn.Server):
+    """A uvicorn server that runs inside someone else's asyncio loop.
+
+    Plain ``uvicorn.Server.serve()`` takes over SIGINT/SIGTERM and re-raises them on
+    exit, which would fight the CLI's own shutdown handling for the scheduler.  Here
+    the caller owns the signals and calls :meth:`stop`.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+    def stop(self) -> None:
+        """Ask :meth:`serve` to finish in-flight requests and return."""
+        self.should_exit = True
+
+
+def build_server(
+    app: Starlette,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    *,
+    max_header_bytes: int = 16 * 1024,
+    max_connections: int = 256,
+    access_log: bool = True,
+    graceful_timeout: int = 10,
+) -> EmbeddedServer:
+    """A server to ``await server.serve()`` beside the scheduler; ``server.stop()`` ends it.
+
+    The h11 protocol is chosen explicitly because its ``h11_max_incomplete_event_size``
+    caps the request line plus headers (httptools would ignore that option); lifespan
+    is off because the app has no startup work, and ``log_config=None`` leaves logging
+    configuration to the CLI.
+    """
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        http="h11",
+        ws="none",
+        lifespan="off",
+        log_config=None,
+        access_log=access_log,
+        server_header=False,
+        h11_max_incomplete_event_size=max_header_bytes,
+        limit_concurrency=max_connections,
+        timeout_keep_alive=5,
+        timeout_graceful_shutdown=graceful_timeout,
+    )
+    return EmbeddedServer(config)
