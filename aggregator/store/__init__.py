@@ -1,0 +1,703 @@
+"""The database edge: persists articles, provenance, raw entries and polling state.
+
+Everything that decides *what* to write lives in :mod:`aggregator.dedupe`; this
+module looks up what a batch could touch once, asks dedupe, and executes the
+intents with Core bulk statements in one transaction per batch.  Inserts use
+``INSERT ... ON CONFLICT`` so two processes storing the same article at the same
+moment store it once: the loser's insert does nothing, and its entries are
+decided again against the winner's row.
+
+Every database failure leaves as :class:`~aggregator.errors.StorageError` naming
+what was being done.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from itertools import islice
+from types import TracebackType
+from typing import Any
+
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    func,
+    literal,
+    or_,
+    select,
+    text,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
+
+from aggregator import dedupe
+from aggregator.dedupe import AddProvenance, Insert, Mode, Plan, Record, Update
+from aggregator.errors import StorageError
+from aggregator.migrations import alembic_config, upgrade
+from aggregator.store.engine import create_engine, is_postgresql, writing
+from aggregator.store.tables import (
+    UTCDateTime,
+    article_values,
+    articles,
+    leases,
+    provenance,
+    raw_entries,
+    source_state,
+    state_values,
+    to_article,
+    to_provenance,
+    to_state,
+    tombstones,
+)
+from aggregator.types import (
+    Article,
+    Cursor,
+    PollCounts,
+    Provenance,
+    RawEntry,
+    Source,
+    SourceState,
+    StoredArticle,
+    utc_ms,
+)
+
+__all__ = ["Store"]
+
+# Any constant works; it only has to be the same in every process sharing the database.
+_MIGRATION_LOCK = 0x61676772  # "aggr"
+_IMPORT_BATCH = 500
+_RAW_PAGE = 500
+
+
+class Store:
+    """One database, shared safely by several processes and threads.
+
+    Methods are thread-safe (each takes its own pooled connection).  ``now`` is an
+    argument wherever time matters so callers and tests control the clock; where
+    it is optional, the store reads the clock once per call.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    @classmethod
+    def open(cls, database_url: str, *, migrate: bool = True) -> Store:
+        """Connect, and bring the schema to the newest revision unless ``migrate=False``."""
+        store = cls(create_engine(database_url))
+        if migrate:
+            try:
+                store.migrate()
+            except BaseException:
+                store.close()
+                raise
+        return store
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    @contextmanager
+    def _errors(self, action: str, **context: object) -> Iterator[None]:
+        try:
+            yield
+        except (SQLAlchemyError, CommandError) as exc:
+            url = self._engine.url.render_as_string(hide_password=True)
+            raise StorageError(f"could not {action}", database=url, **context) from exc
+
+    def migrate(self) -> None:
+        """Upgrade to the newest schema; several processes may call this at once.
+
+        The whole upgrade is one transaction holding a lock (an advisory lock on
+        PostgreSQL, SQLite's write lock), so the second process waits and then finds
+        nothing to do.
+        """
+        with self._errors("migrate the database"), writing(self._engine) as connection:
+            if is_postgresql(self._engine):
+                connection.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK}
+                )
+            upgrade(connection)
+
+    def current_revision(self) -> str | None:
+        """The schema revision the database is at; ``None`` before any migration."""
+        with self._errors("read the schema revision"), self._engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+
+    def head_revision(self) -> str | None:
+        """The newest schema revision this code knows."""
+        with self._errors("read the migration scripts"), self._engine.connect() as connection:
+            return ScriptDirectory.from_config(alembic_config(connection)).get_current_head()
+
+    def ping(self) -> None:
+        """Raise :class:`StorageError` unless the database answers (``/readyz``)."""
+        with self._errors("reach the database"), self._engine.connect() as connection:
+            connection.execute(select(1))
+
+    # -- polling state ---------------------------------------------------------------
+
+    def get_state(self, source: Source) -> SourceState:
+        """The stored state, or a fresh one for a source never polled."""
+        with self._errors("read source state", source=source.id), self._engine.connect() as conn:
+            row = (
+                conn.execute(source_state.select().where(source_state.c.source_id == source.id))
+                .mappings()
+                .first()
+            )
+        return to_state(row) if row is not None else SourceState(source.id, source.url)
+
+    def states(self) -> list[SourceState]:
+        with self._errors("read source states"), self._engine.connect() as conn:
+            rows = conn.execute(source_state.select().order_by(source_state.c.source_id))
+            return [to_state(row) for row in rows.mappings()]
+
+    def save_state(self, state: SourceState) -> None:
+        with (
+            self._errors("save source state", source=state.source_id),
+            writing(self._engine) as conn,
+        ):
+            self._save_state(conn, state)
+
+    def _save_state(self, conn: Connection, state: SourceState) -> None:
+        values = state_values(state)
+        statement = _insert(conn, source_state).values(values)
+        changed = {name: statement.excluded[name] for name in values if name != "source_id"}
+        conn.execute(statement.on_conflict_do_update(index_elements=["source_id"], set_=changed))
+
+    def claim_due(
+        self,
+        source_ids: Sequence[str],
+        *,
+        now: datetime,
+        owner: str,
+        lease: timedelta,
+        limit: int,
+    ) -> list[str]:
+        """Lease up to ``limit`` due sources to ``owner`` until ``now + lease``; most
+        overdue first.
+
+        Due means never polled or ``next_poll <= now``, not disabled, and not leased
+        (or the lease ran out: a crashed instance's sources come back after
+        ``lease``).  On PostgreSQL the candidate leases are locked ``FOR UPDATE SKIP
+        LOCKED`` so concurrent claimers split the work instead of queueing; the
+        conditional UPDATE re-checks the lease, which alone suffices on SQLite where
+        the write lock serialises claimers.
+        """
+        if not source_ids or limit <= 0:
+            return []
+        lease_c, state = leases.c, source_state.c
+        free = or_(lease_c.owner.is_(None), lease_c.expires <= _at(now))
+        with self._errors("claim due sources", owner=owner), writing(self._engine) as conn:
+            # A lease row per source first, so there is a row to lock.  Sorted so that
+            # concurrent claimers take row locks in the same order.
+            fresh = [{"source_id": source_id} for source_id in sorted(set(source_ids))]
+            conn.execute(_insert(conn, leases).values(fresh).on_conflict_do_nothing())
+            candidates = (
+                select(lease_c.source_id)
+                .outerjoin(source_state, state.source_id == lease_c.source_id)
+                .where(
+                    lease_c.source_id.in_(source_ids),
+                    free,
+                    state.disabled_reason.is_(None),
+                    or_(state.next_poll.is_(None), state.next_poll <= _at(now)),
+                )
+                .order_by(state.next_poll.asc().nulls_first(), lease_c.source_id)
+                .limit(limit)
+                .with_for_update(of=leases, skip_locked=True)
+            )
+            chosen = list(conn.scalars(candidates))
+            if not chosen:
+                return []
+            claimed = set(
+                conn.scalars(
+                    update(leases)
+                    .where(lease_c.source_id.in_(chosen), free)
+                    .values(owner=owner, expires=now + lease)
+                    .returning(lease_c.source_id)
+                )
+            )
+        return [source_id for source_id in chosen if source_id in claimed]
+
+    def release(self, source_id: str, owner: str) -> None:
+        """Give the lease back early; a no-op unless ``owner`` still holds it."""
+        lease = leases.c
+        with (
+            self._errors("release lease", source=source_id, owner=owner),
+            writing(self._engine) as conn,
+        ):
+            conn.execute(
+                update(leases)
+                .where(lease.source_id == source_id, lease.owner == owner)
+                .values(owner=None, expires=None)
+            )
+
+    # -- writing articles ------------------------------------------------------------
+
+    def save_poll(
+        self,
+        source: Source,
+        entries: Sequence[tuple[RawEntry, Article]],
+        state: SourceState,
+        *,
+        now: datetime | None = None,
+    ) -> PollCounts:
+        """Store one poll's articles, their raw entries and the new state, atomically.
+
+        A crash mid-poll then leaves either the whole poll or none of it, and the
+        state (ETag, next poll) never claims articles that were not stored.
+        """
+        _check_source(source, [article for _, article in entries])
+        with self._errors("save poll", source=source.id), writing(self._engine) as conn:
+            counts = self._store(conn, entries, now=_now(now), mode=Mode.POLL)
+            self._save_state(conn, state)
+        return counts
+
+    def replace_articles(
+        self,
+        source: Source,
+        entries: Sequence[tuple[RawEntry, Article]],
+        *,
+        now: datetime | None = None,
+    ) -> PollCounts:
+        """Rewrite stored articles from re-adapted raw entries (``aggregator renormalize``).
+
+        Any field may change, dates included; first-fetched times, tombstones and
+        the primary source's sole right to edit still hold.
+        """
+        _check_source(source, [article for _, article in entries])
+        with self._errors("renormalize", source=source.id), writing(self._engine) as conn:
+            return self._store(conn, entries, now=_now(now), mode=Mode.RENORMALIZE)
+
+    def import_articles(
+        self, articles: Iterable[Article], *, now: datetime | None = None
+    ) -> PollCounts:
+        """Store archive articles; they never overwrite anything, so importing twice
+        adds nothing.  Committed in batches: an interrupted import can simply be rerun."""
+        at = _now(now)
+        counts = PollCounts()
+        iterator = iter(articles)
+        while batch := list(islice(iterator, _IMPORT_BATCH)):
+            with self._errors("import articles"), writing(self._engine) as conn:
+                entries = [(None, article) for article in batch]
+                counts += self._store(conn, entries, now=at, mode=Mode.IMPORT)
+        return counts
+
+    def _store(
+        self,
+        conn: Connection,
+        entries: Sequence[tuple[RawEntry | None, Article]],
+        *,
+        now: datetime,
+        mode: Mode,
+        retries: int = 2,
+    ) -> PollCounts:
+        batch = [article for _, article in entries]
+        keys = sorted({key for article in batch for key in dedupe.identity_keys(article)})
+        records = self._records(conn, keys)
+        dead = set(conn.scalars(select(tombstones.c.key).where(tombstones.c.key.in_(keys))))
+        plan = dedupe.decide(batch, records.values(), dead, now=now, mode=mode)
+        lost = _Execution(conn, plan, entries, records, now).run()
+        if not lost:
+            return plan.counts
+        # Another process stored these articles between our lookup and our insert.
+        if retries == 0:
+            raise StorageError("articles kept changing while being stored", count=len(lost))
+        kept = Plan(tuple(intent for intent in plan.intents if intent not in lost))
+        again = [entries[route.entry] for intent in lost for route in intent.routes]
+        return kept.counts + self._store(conn, again, now=now, mode=mode, retries=retries - 1)
+
+    def _records(self, conn: Connection, keys: Sequence[str]) -> dict[int, Record]:
+        """Every stored article owning one of ``keys``: the one lookup per batch."""
+        if not keys:
+            return {}
+        p = provenance.c
+        owners = select(p.article_id).where(or_(p.guid_key.in_(keys), p.link_key.in_(keys)))
+        query = articles.select().where(
+            or_(articles.c.link_key.in_(keys), articles.c.id.in_(owners))
+        )
+        rows = list(conn.execute(query).mappings())
+        routes = _routes(conn, [row["id"] for row in rows])
+        return {
+            row["id"]: Record(
+                id=row["id"],
+                article=to_article(row),
+                provenance=routes[row["id"]],
+                hash_changes=row["hash_changes"],
+            )
+            for row in rows
+        }
+
+    # -- reading articles ------------------------------------------------------------
+
+    def latest(
+        self,
+        *,
+        sources: Sequence[str] | None = None,
+        limit: int = 50,
+        before: Cursor | None = None,
+    ) -> list[StoredArticle]:
+        """The newest ``limit`` articles (older than ``before``), newest first.
+
+        With ``sources``, an article matches if it came through any of them.  Each
+        source is one index range scan of at most ``limit`` rows; the table is never
+        loaded.
+        """
+        if limit <= 0:
+            return []
+        with self._errors("read latest articles", sources=sources), self._engine.connect() as conn:
+            if sources is None:
+                newest = _newest(conn, articles.c.sort_time, articles.c.id, before, limit)
+            else:
+                p = provenance.c
+                found = {
+                    row_id: moment
+                    for source in set(sources)
+                    for moment, row_id in _newest(
+                        conn, p.sort_time, p.article_id, before, limit, p.source_id == source
+                    )
+                }
+                newest = sorted(
+                    ((moment, row_id) for row_id, moment in found.items()), reverse=True
+                )
+            return _load(conn, [row_id for _, row_id in newest[:limit]])
+
+    def last_updated(self, sources: Sequence[str] | None = None) -> datetime | None:
+        """When anything shown in a feed of ``sources`` (all when ``None``) last changed."""
+        query = select(func.max(articles.c.updated))
+        if sources is not None:
+            query = query.join(provenance, provenance.c.article_id == articles.c.id).where(
+                provenance.c.source_id.in_(sources)
+            )
+        with self._errors("read last update", sources=sources), self._engine.connect() as conn:
+            value: datetime | None = conn.scalar(query)
+        return value
+
+    def article_counts(self) -> dict[str, int]:
+        """Articles per source id, counting every source an article came through."""
+        query = select(provenance.c.source_id, func.count()).group_by(provenance.c.source_id)
+        with self._errors("count articles"), self._engine.connect() as conn:
+            return dict(conn.execute(query).all())
+
+    def iter_raw(
+        self, source_ids: Sequence[str] | None = None
+    ) -> Iterator[tuple[str, RawEntry, datetime]]:
+        """Every stored raw entry as ``(source_id, entry, fetched_at)``.
+
+        Read in keyset pages, each its own short transaction, so a long renormalize
+        never pins a snapshot while it writes.
+        """
+        raw = raw_entries.c
+        last = 0
+        while True:
+            query = select(raw.id, raw.source_id, raw.raw, raw.fetched_at).where(raw.id > last)
+            if source_ids is not None:
+                query = query.where(raw.source_id.in_(source_ids))
+            with self._errors("read raw entries"), self._engine.connect() as conn:
+                page = conn.execute(query.order_by(raw.id).limit(_RAW_PAGE)).all()
+            for row_id, source_id, data, fetched_at in page:
+                yield source_id, RawEntry.from_dict(json.loads(data)), fetched_at
+                last = row_id
+            if len(page) < _RAW_PAGE:
+                return
+
+    # -- retention -------------------------------------------------------------------
+
+    def prune(
+        self,
+        *,
+        now: datetime,
+        default_retention: timedelta,
+        per_source: Mapping[str, timedelta],
+        dry_run: bool = False,
+    ) -> list[StoredArticle]:
+        """Delete articles whose ``sort_time`` is older than their primary source's
+        retention, tombstoning every key they had in the same transaction (a feed
+        still carrying them must not bring them back).  Returns what went, or with
+        ``dry_run`` what would go."""
+        a = articles.c
+        expired: list[ColumnElement[bool]] = [
+            and_(a.source_id == source_id, a.sort_time < _at(now - keep))
+            for source_id, keep in per_source.items()
+        ]
+        expired.append(
+            and_(a.source_id.not_in(list(per_source)), a.sort_time < _at(now - default_retention))
+        )
+        with self._errors("prune articles"), writing(self._engine) as conn:
+            ids = list(conn.scalars(select(a.id).where(or_(*expired)).order_by(a.sort_time, a.id)))
+            gone = _load(conn, ids)
+            if dry_run or not gone:
+                return gone
+            at = utc_ms(now)
+            dead: dict[str, str] = {}
+            for stored in gone:
+                for route in reversed(stored.provenance):  # the primary source wins a shared key
+                    dead.update(dict.fromkeys(dedupe.route_keys(route), route.source_id))
+            marks = [{"key": key, "source_id": sid, "pruned_at": at} for key, sid in dead.items()]
+            conn.execute(_insert(conn, tombstones).values(marks).on_conflict_do_nothing())
+            for chunk in _chunks(ids, _IMPORT_BATCH):
+                # Provenance and raw entries go with them (ON DELETE CASCADE).
+                conn.execute(delete(articles).where(a.id.in_(chunk)))
+        return gone
+
+
+class _Execution:
+    """Carries out one plan on one connection; returns the inserts lost to a race."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        plan: Plan,
+        entries: Sequence[tuple[RawEntry | None, Article]],
+        records: Mapping[int, Record],
+        now: datetime,
+    ) -> None:
+        self.conn = conn
+        self.plan = plan
+        self.entries = entries
+        self.now = now
+        # Where each touched article sorts, after this plan: provenance copies it.
+        self.sort_times = {id_: _sort_time(record.article) for id_, record in records.items()}
+        self.inserted: dict[int, Insert] = {}
+        self.routes: list[dict[str, Any]] = []
+        self.raws: list[dict[str, Any]] = []
+
+    def run(self) -> list[Insert]:
+        intents = self.plan.intents
+        lost = self._insert([intent for intent in intents if isinstance(intent, Insert)])
+        self._update([intent for intent in intents if isinstance(intent, Update)])
+        merged = [intent for intent in intents if isinstance(intent, AddProvenance)]
+        for intent in merged:
+            self._route(intent.id, intent.route)
+        if merged:
+            self.conn.execute(
+                update(articles)
+                .where(articles.c.id.in_({intent.id for intent in merged}))
+                .values(updated=self.now)
+            )
+        lost += self._add_routes()
+        self._save_raws()
+        return lost
+
+    def _insert(self, inserts: Sequence[Insert]) -> list[Insert]:
+        if not inserts:
+            return []
+        # One lock order for every process (by key), so concurrent batches cannot deadlock.
+        rows = sorted(
+            (
+                {**article_values(intent.article, updated=self.now), "hash_changes": 0}
+                for intent in inserts
+            ),
+            key=lambda row: str(row["link_key"]),
+        )
+        statement = (
+            _insert(self.conn, articles)
+            .on_conflict_do_nothing(index_elements=["link_key"])
+            .returning(articles.c.id, articles.c.link_key)
+        )
+        ids = {key: id_ for id_, key in self.conn.execute(statement, rows)}
+        lost = []
+        for intent in inserts:
+            id_ = ids.get(dedupe.link_key(intent.article.link))
+            if id_ is None:
+                lost.append(intent)
+                continue
+            self.inserted[id_] = intent
+            self.sort_times[id_] = _sort_time(intent.article)
+            for route in intent.routes:
+                self._route(id_, route)
+        return lost
+
+    def _update(self, updates: Sequence[Update]) -> None:
+        if not updates:
+            return
+        rows = []
+        for intent in updates:
+            values = article_values(intent.article, updated=self.now)
+            rows.append({**values, "hash_changes": intent.hash_changes, "row_id": intent.id})
+            self.sort_times[intent.id] = values["sort_time"]
+            self._raw(intent.id, intent.article.source_id, intent.entry)
+        # SET takes the columns named in the parameter rows (SQLAlchemy's executemany form).
+        self.conn.execute(update(articles).where(articles.c.id == bindparam("row_id")), rows)
+        # Routes keep the link their source first gave (it stays a key of the article);
+        # only their copy of the sort position follows the article.
+        self.conn.execute(
+            update(provenance)
+            .where(provenance.c.article_id == bindparam("row_id"))
+            .values(sort_time=bindparam("sort_time")),
+            [{"row_id": row["row_id"], "sort_time": row["sort_time"]} for row in rows],
+        )
+
+    def _route(self, article_id: int, route: dedupe.Route) -> None:
+        self.routes.append({"article_id": article_id, **_route_values(route.provenance)})
+        self._raw(article_id, route.provenance.source_id, route.entry)
+
+    def _add_routes(self) -> list[Insert]:
+        """Insert the routes; a new article that lost its primary route to a race
+        (another article took that feed entry meanwhile) is removed and retried."""
+        if not self.routes:
+            return []
+        for row in self.routes:
+            row["sort_time"] = self.sort_times[row["article_id"]]
+        statement = (
+            _insert(self.conn, provenance)
+            .on_conflict_do_nothing()
+            .returning(provenance.c.article_id, provenance.c.source_id)
+        )
+        stored = set(self.conn.execute(statement, self.routes))
+        orphans = {
+            id_: intent
+            for id_, intent in self.inserted.items()
+            if (id_, intent.routes[0].provenance.source_id) not in stored
+        }
+        if orphans:
+            self.conn.execute(delete(articles).where(articles.c.id.in_(orphans)))
+            self.raws = [row for row in self.raws if row["article_id"] not in orphans]
+        return list(orphans.values())
+
+    def _raw(self, article_id: int, source_id: str, entry: int) -> None:
+        raw, article = self.entries[entry]
+        if raw is None:
+            return
+        self.raws.append(
+            {
+                "article_id": article_id,
+                "source_id": source_id,
+                "raw": json.dumps(raw.to_dict(), ensure_ascii=False),
+                "fetched_at": article.fetched or self.now,
+            }
+        )
+
+    def _save_raws(self) -> None:
+        if not self.raws:
+            return
+        statement = _insert(self.conn, raw_entries)
+        statement = statement.on_conflict_do_update(
+            index_elements=["article_id", "source_id"],
+            set_={"raw": statement.excluded.raw, "fetched_at": statement.excluded.fetched_at},
+        )
+        self.conn.execute(statement, self.raws)
+
+
+# -- helpers -------------------------------------------------------------------------
+
+
+def _insert(conn: Connection, table: Table) -> Any:
+    """The dialect's INSERT, which has ``on_conflict_*`` (typed ``Any``: the two
+    dialect classes share the methods but no base class declaring them)."""
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+def _at(moment: datetime) -> ColumnElement[datetime]:
+    """A timestamp literal typed for comparison with our UTC columns."""
+    return literal(moment, UTCDateTime())
+
+
+def _now(now: datetime | None) -> datetime:
+    return utc_ms(now or datetime.now(UTC))
+
+
+def _sort_time(article: Article) -> datetime:
+    sort_time = article.published or article.fetched
+    assert sort_time is not None  # stored articles always have a first-fetched time
+    return sort_time
+
+
+def _check_source(source: Source, batch: Sequence[Article]) -> None:
+    strays = sorted({article.source_id for article in batch} - {source.id})
+    if strays:
+        raise ValueError(f"articles from {strays} saved as a poll of source {source.id!r}")
+
+
+def _chunks(items: Sequence[int], size: int) -> Iterator[Sequence[int]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _route_values(route: Provenance) -> dict[str, Any]:
+    return {
+        "source_id": route.source_id,
+        "source_name": route.source_name,
+        "link": route.link,
+        "link_key": dedupe.link_key(route.link),
+        "guid": route.guid,
+        "guid_key": dedupe.guid_key(route.source_id, route.guid),
+        "first_seen": route.first_seen,
+    }
+
+
+def _newest(
+    conn: Connection,
+    sort_time: ColumnElement[datetime],
+    id_: ColumnElement[int],
+    before: Cursor | None,
+    limit: int,
+    *where: ColumnElement[bool],
+) -> list[tuple[datetime, int]]:
+    """``(sort_time, id)`` of the newest ``limit`` rows, read backwards along an index."""
+    query = select(sort_time, id_).where(*where)
+    if before is not None:
+        query = query.where(tuple_(sort_time, id_) < tuple_(_at(before.sort_time), before.id))
+    query = query.order_by(sort_time.desc(), id_.desc()).limit(limit)
+    return [(moment, row_id) for moment, row_id in conn.execute(query)]
+
+
+def _routes(conn: Connection, ids: Sequence[int]) -> dict[int, tuple[Provenance, ...]]:
+    """Each article's provenance, primary source first, then in order of arrival."""
+    found: dict[int, list[tuple[Any, ...]]] = {id_: [] for id_ in ids}
+    for chunk in _chunks(ids, _IMPORT_BATCH):
+        query = (
+            select(provenance, articles.c.source_id.label("primary"))
+            .join(articles, articles.c.id == provenance.c.article_id)
+            .where(provenance.c.article_id.in_(chunk))
+        )
+        for row in conn.execute(query).mappings():
+            order = (row["source_id"] != row["primary"], row["first_seen"], row["source_id"])
+            found[row["article_id"]].append((order, to_provenance(row)))
+    return {id_: tuple(route for _, route in sorted(rows)) for id_, rows in found.items()}
+
+
+def _load(conn: Connection, ids: Sequence[int]) -> list[StoredArticle]:
+    """The articles ``ids`` with their provenance, in the order given."""
+    rows: dict[int, Any] = {}
+    for chunk in _chunks(ids, _IMPORT_BATCH):
+        query = articles.select().where(articles.c.id.in_(chunk))
+        rows.update((row["id"], row) for row in conn.execute(query).mappings())
+    routes = _routes(conn, list(rows))
+    return [
+        StoredArticle(
+            id=row_id,
+            article=to_article(rows[row_id]),
+            provenance=routes[row_id],
+            updated=rows[row_id]["updated"],
+        )
+        for row_id in ids
+        if row_id in rows
+    ]

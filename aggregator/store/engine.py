@@ -1,0 +1,92 @@
+"""Engine factory: one place that knows how SQLite and PostgreSQL differ at connect time.
+
+SQLite is the default (a path or ``sqlite:///file``); PostgreSQL is reached through
+psycopg 3 (``postgresql+psycopg://``; bare ``postgresql://`` and ``postgres://`` are
+mapped to it, since SQLAlchemy would otherwise look for psycopg2).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import Connection, Engine, event
+from sqlalchemy import create_engine as sa_create_engine
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
+
+__all__ = ["BUSY_TIMEOUT_MS", "create_engine", "is_postgresql", "parse_url", "writing"]
+
+BUSY_TIMEOUT_MS = 30_000
+_WRITE = "aggregator_write"
+
+
+def parse_url(database_url: str) -> URL:
+    """A SQLAlchemy URL for ``database_url``, which may also be a plain file path."""
+    if "://" not in database_url:
+        return URL.create("sqlite", database=str(Path(database_url).expanduser()))
+    url = make_url(database_url)
+    if url.drivername in ("postgres", "postgresql"):
+        url = url.set(drivername="postgresql+psycopg")
+    return url
+
+
+def is_postgresql(engine: Engine) -> bool:
+    return engine.dialect.name == "postgresql"
+
+
+def create_engine(database_url: str) -> Engine:
+    """An engine with our connection policy.
+
+    ``pool_pre_ping`` makes a restarted PostgreSQL server cost one reconnect instead
+    of an exception in the middle of a poll.  SQLite gets WAL (readers never block
+    the writer), foreign keys (cascading deletes rely on them), a busy timeout (a
+    second process waits for the write lock instead of failing) and
+    ``synchronous=NORMAL`` (durable at checkpoints, safe with WAL).
+    """
+    url = parse_url(database_url)
+    if url.get_backend_name() != "sqlite":
+        return sa_create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+    in_memory = url.database in (None, "", ":memory:")
+    if not in_memory:
+        assert url.database is not None
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = sa_create_engine(
+        url,
+        pool_pre_ping=True,
+        connect_args={"timeout": BUSY_TIMEOUT_MS / 1000},
+        # One in-memory database exists per connection, so share a single one.
+        **({"poolclass": StaticPool} if in_memory else {}),
+    )
+    event.listen(engine, "connect", _sqlite_connect)
+    event.listen(engine, "begin", _sqlite_begin)
+    return engine
+
+
+def _sqlite_connect(dbapi_connection: sqlite3.Connection, _record: ConnectionPoolEntry) -> None:
+    # Take transactions away from the sqlite3 module, which only BEGINs before DML and
+    # so runs our reads outside the transaction; _sqlite_begin issues them instead.
+    dbapi_connection.isolation_level = None
+    for pragma in (
+        "journal_mode=WAL",
+        "foreign_keys=ON",
+        f"busy_timeout={BUSY_TIMEOUT_MS}",
+        "synchronous=NORMAL",
+    ):
+        dbapi_connection.execute(f"PRAGMA {pragma}")
+
+
+def _sqlite_begin(connection: Connection) -> None:
+    # A writer takes the write lock up front: a deferred transaction that reads and then
+    # writes fails with SQLITE_BUSY (no waiting) if another process wrote in between.
+    write = connection.get_execution_options().get(_WRITE, False)
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+@contextmanager
+def writing(engine: Engine) -> Iterator[Connection]:
+    """A connection in a transaction that will write: committed on success, else rolled back."""
+    with engine.connect().execution_options(**{_WRITE: True}) as connection, connection.begin():
+        yield connection

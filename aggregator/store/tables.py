@@ -1,0 +1,286 @@
+"""The database schema, and conversion between rows and the frozen pipeline types.
+
+The only module that imports sqlmodel.  Table models describe storage rows; they
+are never handed to the rest of the pipeline, because ``table=True`` models skip
+validation, are mutable and have no id until flushed (fastapi/sqlmodel #52, #453).
+The store queries through SQLAlchemy Core on the tables defined here, and these
+functions are the one place where a row becomes an :class:`Article` and back.
+
+Index notes: ``ix_articles_recent (sort_time, id)`` serves ``ORDER BY sort_time
+DESC, id DESC LIMIT n`` as a backward index scan on both databases, so it needs no
+``DESC`` columns (which alembic cannot compare reliably).  ``provenance`` repeats the
+article's ``sort_time`` so the per-source "latest N" is an index range scan too,
+whichever of its sources the article came through.  Identity columns hold SHA-256
+keys from :mod:`aggregator.dedupe`: a URL or GUID longer than PostgreSQL's B-tree
+row limit (~2.7 kB) then still indexes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import DateTime, TypeDecorator
+from sqlmodel import Field, SQLModel
+
+from aggregator.dedupe import link_key
+from aggregator.types import Article, DateSource, Provenance, SourceState
+
+__all__ = [
+    "ArticleRow",
+    "LeaseRow",
+    "ProvenanceRow",
+    "RawEntryRow",
+    "SourceStateRow",
+    "TombstoneRow",
+    "UTCDateTime",
+    "article_values",
+    "articles",
+    "leases",
+    "metadata",
+    "provenance",
+    "raw_entries",
+    "source_state",
+    "state_values",
+    "to_article",
+    "to_provenance",
+    "to_state",
+    "tombstones",
+]
+
+KEY = String(64)  # a SHA-256 hex digest
+ID = String(255)  # a configured source id
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC in, aware UTC out, on both databases.
+
+    SQLite has no time zone type and hands back naive values; PostgreSQL returns
+    ``timestamptz`` in the session's zone.  Normalising here keeps the rest of the
+    store free of zone handling, and refusing naive input catches the bug early.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value.isoformat()!r} sent to the database")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class ArticleRow(SQLModel, table=True):
+    __tablename__ = "articles"
+    __table_args__ = (
+        UniqueConstraint("link_key", name="uq_articles_link_key"),
+        Index("ix_articles_recent", "sort_time", "id"),
+        Index("ix_articles_source_recent", "source_id", "sort_time", "id"),
+        Index("ix_articles_updated", "updated"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    link: str = Field(sa_type=Text)
+    link_key: str = Field(sa_type=KEY)
+    title: str = Field(sa_type=Text)
+    body: str = Field(sa_type=Text)
+    published: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    sort_time: datetime = Field(sa_type=UTCDateTime)  # published, else first fetched
+    fetched: datetime = Field(sa_type=UTCDateTime)  # first fetched; kept across updates
+    updated: datetime = Field(sa_type=UTCDateTime)  # last stored change, for Last-Modified
+    fingerprint: str = Field(sa_type=KEY)
+    hash_changes: int = Field(default=0, sa_type=Integer)
+    date_source: str = Field(sa_type=String(16))
+    comments: bool | None = None
+    tags: str = Field(default="[]", sa_type=Text)  # JSON list
+    categories: str = Field(default="[]", sa_type=Text)  # JSON list
+    source_id: str = Field(sa_type=ID)  # the primary source: the only one that may edit
+    source_name: str = Field(sa_type=Text)
+    guid: str | None = Field(default=None, sa_type=Text)
+
+
+class ProvenanceRow(SQLModel, table=True):
+    """One source an article came through.  ``guid_key`` hashes (source_id, guid), so
+    its uniqueness is the "one stored article per feed entry" rule."""
+
+    __tablename__ = "provenance"
+    __table_args__ = (
+        UniqueConstraint("article_id", "source_id", name="uq_provenance_article_source"),
+        UniqueConstraint("guid_key", name="uq_provenance_guid_key"),
+        Index("ix_provenance_source_recent", "source_id", "sort_time", "article_id"),
+        Index("ix_provenance_link_key", "link_key"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    article_id: int = Field(
+        sa_type=Integer,
+        sa_column_args=[
+            ForeignKey("articles.id", ondelete="CASCADE", name="fk_provenance_article")
+        ],
+    )
+    source_id: str = Field(sa_type=ID)
+    source_name: str = Field(sa_type=Text)
+    link: str = Field(sa_type=Text)  # as this source gave it
+    link_key: str = Field(sa_type=KEY)
+    guid: str | None = Field(default=None, sa_type=Text)
+    guid_key: str | None = Field(default=None, sa_type=KEY)
+    first_seen: datetime = Field(sa_type=UTCDateTime)
+    sort_time: datetime = Field(sa_type=UTCDateTime)  # copy of articles.sort_time
+
+
+class RawEntryRow(SQLModel, table=True):
+    """The raw entry behind each route, for ``aggregator renormalize``."""
+
+    __tablename__ = "raw_entries"
+    __table_args__ = (
+        UniqueConstraint("article_id", "source_id", name="uq_raw_entries_article_source"),
+        Index("ix_raw_entries_source", "source_id", "id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    article_id: int = Field(
+        sa_type=Integer,
+        sa_column_args=[
+            ForeignKey("articles.id", ondelete="CASCADE", name="fk_raw_entries_article")
+        ],
+    )
+    source_id: str = Field(sa_type=ID)
+    raw: str = Field(sa_type=Text)  # RawEntry.to_dict() as JSON
+    fetched_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class SourceStateRow(SQLModel, table=True):
+    """:class:`SourceState`, one row per source ever polled."""
+
+    __tablename__ = "source_state"
+    __table_args__ = (Index("ix_source_state_next_poll", "next_poll"),)
+
+    source_id: str = Field(sa_type=ID, primary_key=True)
+    url: str = Field(sa_type=Text)
+    etag: str | None = Field(default=None, sa_type=Text)
+    last_modified: str | None = Field(default=None, sa_type=Text)
+    last_attempt: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    last_success: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    consecutive_failures: int = Field(default=0, sa_type=Integer)
+    last_error_kind: str | None = Field(default=None, sa_type=Text)
+    last_error: str | None = Field(default=None, sa_type=Text)
+    next_poll: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    disabled_reason: str | None = Field(default=None, sa_type=Text)
+
+
+class LeaseRow(SQLModel, table=True):
+    """Which instance is polling a source, until when.
+
+    Apart from ``source_state`` because a lease is taken by source id before the
+    source was ever polled (no state, not even a URL, exists yet), and because
+    saving state must never clobber a lease or the reverse.  A row without owner is
+    a free lease; rows are created on first claim so there is always a row to lock.
+    """
+
+    __tablename__ = "leases"
+
+    source_id: str = Field(sa_type=ID, primary_key=True)
+    owner: str | None = Field(default=None, sa_type=Text)
+    expires: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class TombstoneRow(SQLModel, table=True):
+    """An identity key of a pruned article, so a feed re-sending it cannot revive it."""
+
+    __tablename__ = "tombstones"
+
+    key: str = Field(sa_type=KEY, primary_key=True)
+    source_id: str = Field(sa_type=ID)
+    pruned_at: datetime = Field(sa_type=UTCDateTime)
+
+
+metadata: MetaData = SQLModel.metadata
+articles: Table = metadata.tables["articles"]
+provenance: Table = metadata.tables["provenance"]
+raw_entries: Table = metadata.tables["raw_entries"]
+source_state: Table = metadata.tables["source_state"]
+leases: Table = metadata.tables["leases"]
+tombstones: Table = metadata.tables["tombstones"]
+
+
+def article_values(article: Article, *, updated: datetime) -> dict[str, Any]:
+    """Column values for ``article``; the caller guarantees ``fetched`` is set."""
+    if article.fetched is None:
+        raise ValueError(f"article {article.link!r} has no first-fetched time")
+    return {
+        "link": article.link,
+        "link_key": link_key(article.link),
+        "title": article.title,
+        "body": article.body,
+        "published": article.published,
+        "sort_time": article.published or article.fetched,
+        "fetched": article.fetched,
+        "updated": updated,
+        "fingerprint": article.fingerprint,
+        "date_source": article.date_source.value,
+        "comments": article.comments,
+        "tags": json.dumps(list(article.tags), ensure_ascii=False),
+        "categories": json.dumps(list(article.categories), ensure_ascii=False),
+        "source_id": article.source_id,
+        "source_name": article.source_name,
+        "guid": article.guid,
+    }
+
+
+def to_article(row: Mapping[Any, Any]) -> Article:
+    return Article(
+        source_id=row["source_id"],
+        source_name=row["source_name"],
+        title=row["title"],
+        link=row["link"],
+        body=row["body"],
+        published=row["published"],
+        fetched=row["fetched"],
+        tags=tuple(json.loads(row["tags"])),
+        categories=tuple(json.loads(row["categories"])),
+        comments=row["comments"],
+        guid=row["guid"],
+        date_source=DateSource(row["date_source"]),
+    )
+
+
+def to_provenance(row: Mapping[Any, Any]) -> Provenance:
+    return Provenance(
+        source_id=row["source_id"],
+        source_name=row["source_name"],
+        link=row["link"],
+        guid=row["guid"],
+        first_seen=row["first_seen"],
+    )
+
+
+_STATE_FIELDS = tuple(SourceState.__dataclass_fields__)
+
+
+def state_values(state: SourceState) -> dict[str, Any]:
+    return {name: getattr(state, name) for name in _STATE_FIELDS}
+
+
+def to_state(row: Mapping[Any, Any]) -> SourceState:
+    return SourceState(**{name: row[name] for name in _STATE_FIELDS})

@@ -1,0 +1,61 @@
+"""The migrations build exactly the schema the table models describe, on both databases."""
+
+from __future__ import annotations
+
+import multiprocessing
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect
+
+# The shared database fixture (SQLite file / fresh PostgreSQL schema) lives with the
+# store tests; importing it here registers it for this module.
+from test_store import database_url  # noqa: F401
+
+from aggregator.migrations import MIGRATIONS, alembic_config
+from aggregator.store import Store
+from aggregator.store.tables import metadata
+
+
+def test_the_migrated_schema_equals_the_models(database_url: str) -> None:  # noqa: F811
+    with Store.open(database_url) as store, store.engine.connect() as conn:
+        differences = compare_metadata(MigrationContext.configure(conn), metadata)
+        tables = set(inspect(conn).get_table_names())
+    assert differences == []
+    assert tables == {*metadata.tables, "alembic_version"}
+
+
+def test_downgrade_to_nothing_and_back(database_url: str) -> None:  # noqa: F811
+    with Store.open(database_url) as store:
+        with store.engine.begin() as conn:
+            command.downgrade(alembic_config(conn), "base")
+        with store.engine.connect() as conn:
+            assert set(inspect(conn).get_table_names()) <= {"alembic_version"}
+        assert store.current_revision() is None
+        store.migrate()
+        assert store.current_revision() == store.head_revision() is not None
+
+
+def _open(url: str, barrier: object) -> str | None:
+    barrier.wait()  # type: ignore[attr-defined]
+    with Store.open(url) as store:
+        return store.current_revision()
+
+
+@pytest.mark.slow
+def test_processes_starting_together_migrate_once(database_url: str) -> None:  # noqa: F811
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Manager().Barrier(3)
+    with context.Pool(3) as pool:
+        revisions = pool.starmap(_open, [(database_url, barrier)] * 3)
+    with Store.open(database_url, migrate=False) as store:
+        assert revisions == [store.head_revision()] * 3
+
+
+def test_revision_files_never_import_application_code() -> None:
+    """A revision must keep meaning what it meant when written, whatever the models become."""
+    for path in Path(MIGRATIONS, "versions").glob("*.py"):
+        assert "aggregator" not in path.read_text(), path.name

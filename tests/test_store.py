@@ -1,0 +1,331 @@
+"""The store, on SQLite and (with AGGREGATOR_TEST_DATABASE_URL) on PostgreSQL."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.engine import make_url
+
+from aggregator.errors import StorageError
+from aggregator.store import Store
+from aggregator.store.tables import articles, provenance
+from aggregator.types import (
+    Article,
+    Cursor,
+    DateSource,
+    PollCounts,
+    RawEntry,
+    Source,
+    SourceState,
+)
+
+ENV = "AGGREGATOR_TEST_DATABASE_URL"
+T0 = datetime(2024, 5, 1, tzinfo=UTC)
+NOW = T0 + timedelta(days=1)
+HOUR = timedelta(hours=1)
+A = Source("a", "Source A", "https://a.example/feed")
+B = Source("b", "Source B", "https://b.example/feed")
+
+
+@contextmanager
+def postgres_database(**query: str) -> Iterator[str]:
+    """A URL confined to a fresh schema on the test server, dropped afterwards."""
+    base = os.environ.get(ENV)
+    if not base:
+        pytest.skip(f"{ENV} is not set; PostgreSQL tests need a server")
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    url = make_url(base).update_query_dict({"options": f"-csearch_path={schema}", **query})
+    admin = create_engine(base)
+    try:
+        with admin.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database: a SQLite file in a directory yet to be created, or a schema."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'data' / 'aggregator.db'}"
+    else:
+        with postgres_database() as url:
+            yield url
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[Store]:
+    with Store.open(database_url) as opened:
+        yield opened
+
+
+def article(
+    n: int,
+    source: Source = A,
+    *,
+    body: str = "Body",
+    published: datetime | None = None,
+    fetched: datetime | None = T0,
+    guid: str | None = None,
+    link: str | None = None,
+) -> Article:
+    return Article(
+        source_id=source.id,
+        source_name=source.name,
+        title=f"Story {n}",
+        link=link or f"https://news.example/{n}",
+        body=body,
+        published=published if published is not None else T0 + timedelta(minutes=n),
+        fetched=fetched,
+        guid=guid if guid is not None else f"{source.id}-{n}",
+    )
+
+
+def entries(*items: Article) -> list[tuple[RawEntry, Article]]:
+    return [(RawEntry(guid=item.guid, link=item.link, title=item.title), item) for item in items]
+
+
+def poll(store: Store, source: Source, *items: Article, now: datetime = NOW) -> PollCounts:
+    return store.save_poll(source, entries(*items), SourceState(source.id, source.url), now=now)
+
+
+def test_a_poll_stores_articles_raw_entries_and_state_together(store: Store) -> None:
+    state = SourceState(A.id, A.url, etag='"v1"', last_success=NOW, next_poll=NOW)
+    counts = store.save_poll(A, entries(article(1), article(2)), state, now=NOW)
+    assert (counts.new, counts.unchanged) == (2, 0)
+    assert store.get_state(A) == state
+    assert [stored.article.title for stored in store.latest()] == ["Story 2", "Story 1"]
+    assert sorted(raw.guid or "" for _, raw, _ in store.iter_raw()) == ["a-1", "a-2"]
+    again = store.save_poll(A, entries(article(1), article(2)), state, now=NOW)
+    assert (again.new, again.unchanged) == (0, 2)
+
+
+def test_articles_read_back_equal_to_what_was_stored(store: Store) -> None:
+    original = replace(
+        article(1, published=T0 + timedelta(microseconds=1500)),
+        tags=("politics", "Asia"),
+        categories=("World",),
+        comments=True,
+        date_source=DateSource.URL,
+        body="<p>引号 “quoted” 🙂</p>",
+    )
+    poll(store, A, original)
+    (stored,) = store.latest()
+    assert stored.article == original
+    assert stored.updated == NOW
+    assert stored.provenance[0].source_id == "a"
+    assert stored.cursor.sort_time == original.published
+
+
+def test_the_same_link_through_two_sources_is_stored_once_with_both(store: Store) -> None:
+    poll(store, A, article(1, A))
+    counts = poll(store, B, article(1, B, body="B's copy"), now=NOW + timedelta(hours=1))
+    assert counts == replace(counts, new=0, merged=1)
+    (stored,) = store.latest()
+    assert [route.source_id for route in stored.provenance] == ["a", "b"]
+    assert stored.article.body == "Body"
+    assert store.article_counts() == {"a": 1, "b": 1}
+    assert [s.id for s in store.latest(sources=["b"])] == [stored.id]
+    assert store.last_updated(["b"]) == NOW + timedelta(hours=1)
+
+
+def test_a_real_change_updates_in_place_and_keeps_first_fetched(store: Store) -> None:
+    poll(store, A, article(1))
+    later = NOW + timedelta(hours=2)
+    edited = article(1, body="Corrected", fetched=T0 + timedelta(hours=5))
+    counts = poll(store, A, edited, now=later)
+    assert counts.updated == 1
+    (stored,) = store.latest()
+    assert (stored.article.body, stored.article.fetched, stored.updated) == ("Corrected", T0, later)
+    assert store.last_updated() == later
+
+
+def test_latest_pages_by_cursor_without_skipping_or_repeating(store: Store) -> None:
+    same_time = [article(n, published=T0) for n in range(7)]
+    poll(store, A, *same_time)
+    poll(store, B, article(3, B), article(100, B, published=T0 + timedelta(days=1)))
+    for sources, expected in ((None, 8), (["a"], 7), (["a", "b"], 8)):
+        seen: list[Cursor] = []
+        before = None
+        while page := store.latest(sources=sources, limit=3, before=before):
+            seen += [stored.cursor for stored in page]
+            before = page[-1].cursor
+        assert len(seen) == len(set(seen)) == expected
+        assert seen == sorted(seen, reverse=True)
+
+
+def test_import_twice_adds_nothing_and_dates_missing_fetch_times(store: Store) -> None:
+    bare = [article(n, fetched=None) for n in range(3)]
+    first = store.import_articles(bare, now=NOW)
+    second = store.import_articles(bare, now=NOW + timedelta(days=1))
+    assert (first.new, second.new, second.unchanged) == (3, 0, 3)
+    assert {stored.article.fetched for stored in store.latest()} == {NOW}
+
+
+def test_prune_deletes_by_retention_and_pruned_articles_stay_gone(store: Store) -> None:
+    poll(store, A, article(1, published=T0), article(2, published=NOW))
+    poll(store, B, article(3, B, published=T0))
+    keep = {"b": timedelta(days=30)}
+    would = store.prune(
+        now=NOW, default_retention=timedelta(hours=1), per_source=keep, dry_run=True
+    )
+    assert [stored.article.title for stored in would] == ["Story 1"]
+    assert len(store.latest()) == 3
+    gone = store.prune(now=NOW, default_retention=HOUR, per_source=keep)
+    assert gone == would
+    assert sorted(s.article.title for s in store.latest()) == ["Story 2", "Story 3"]
+    assert sorted(raw.guid or "" for _, raw, _ in store.iter_raw()) == ["a-2", "b-3"]
+    assert poll(store, A, article(1, published=T0)).skipped == 1
+    assert poll(store, B, article(1, B, guid="other")).skipped == 1
+
+
+def test_renormalize_rewrites_from_raw_entries(store: Store) -> None:
+    poll(store, A, article(1), article(2))
+    ((source_id, raw, fetched), *_) = store.iter_raw([A.id])
+    assert (source_id, fetched) == ("a", T0)
+    fixed = replace(article(1, published=T0 - timedelta(hours=8)), date_source=DateSource.URL)
+    counts = store.replace_articles(A, [(raw, fixed)])
+    assert counts.updated == 1
+    assert fixed in [stored.article for stored in store.latest()]
+    assert list(store.iter_raw(["nobody"])) == []
+
+
+def test_state_defaults_and_round_trips(store: Store) -> None:
+    assert store.get_state(A) == SourceState("a", A.url)
+    failed = SourceState(
+        "a", A.url, consecutive_failures=3, last_error_kind="timeout", last_error="x"
+    )
+    store.save_state(failed)
+    store.save_state(replace(failed, consecutive_failures=4))
+    assert store.states() == [replace(failed, consecutive_failures=4)]
+
+
+def test_claims_only_due_free_enabled_sources(store: Store) -> None:
+    store.save_state(SourceState("later", "u", next_poll=NOW + timedelta(minutes=1)))
+    store.save_state(SourceState("gone", "u", next_poll=T0, disabled_reason="HTTP 410"))
+    store.save_state(SourceState("due", "u", next_poll=NOW))
+    ids = ["later", "gone", "due", "never"]
+
+    def claim(owner: str) -> list[str]:
+        return store.claim_due(ids, now=NOW, owner=owner, lease=timedelta(minutes=5), limit=10)
+
+    assert claim("one") == ["never", "due"]
+    assert claim("two") == []
+    store.release("due", "two")  # not the holder: no effect
+    assert claim("two") == []
+    store.release("due", "one")
+    assert claim("two") == ["due"]
+
+
+def test_an_expired_lease_can_be_claimed_again(store: Store) -> None:
+    lease = timedelta(minutes=5)
+    assert store.claim_due(["s"], now=NOW, owner="crashed", lease=lease, limit=1) == ["s"]
+    soon = NOW + lease - timedelta(seconds=1)
+    assert store.claim_due(["s"], now=soon, owner="other", lease=lease, limit=1) == []
+    assert store.claim_due(["s"], now=NOW + lease, owner="other", lease=lease, limit=1) == ["s"]
+
+
+def test_claim_limit_takes_the_most_overdue_first(store: Store) -> None:
+    for n, source_id in enumerate(["c", "a", "b"]):
+        store.save_state(SourceState(source_id, "u", next_poll=T0 + timedelta(minutes=n)))
+    claimed = store.claim_due(["a", "b", "c"], now=NOW, owner="o", lease=timedelta(1), limit=2)
+    assert claimed == ["c", "a"]
+
+
+def test_storage_failures_say_what_failed() -> None:
+    with pytest.raises(StorageError, match="could not migrate") as caught:
+        Store.open("postgresql+psycopg://nobody@127.0.0.1:1/none")
+    assert "127.0.0.1:1" in str(caught.value)
+    assert caught.value.__cause__ is not None
+
+
+def test_sqlite_pragmas_are_applied(tmp_path: Path) -> None:
+    names = ("journal_mode", "foreign_keys", "synchronous", "busy_timeout")
+    with (
+        Store.open(str(tmp_path / "nested" / "db.sqlite")) as opened,
+        opened.engine.connect() as conn,
+    ):
+        pragmas = [conn.exec_driver_sql(f"PRAGMA {name}").scalar() for name in names]
+    assert pragmas == ["wal", 1, 1, 30000]
+
+
+# -- PostgreSQL concurrency ----------------------------------------------------------
+
+
+def _save_after(url: str, barrier: object, items: list[Article]) -> tuple[int, int]:
+    with Store.open(url, migrate=False) as opened:
+        barrier.wait()  # type: ignore[attr-defined]
+        counts = opened.save_poll(A, entries(*items), SourceState("a", A.url), now=NOW)
+    return counts.new, counts.unchanged
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_two_processes_storing_the_same_articles_at_once_store_them_once() -> None:
+    with postgres_database() as url, Store.open(url) as opened:
+        context = multiprocessing.get_context("spawn")
+        for round_ in range(3):
+            items = [article(round_ * 100 + n) for n in range(25)]
+            barrier = context.Manager().Barrier(2)
+            with context.Pool(2) as pool:
+                results = pool.starmap(_save_after, [(url, barrier, items)] * 2)
+            assert sum(new for new, _ in results) == len(items)
+            assert sum(new + same for new, same in results) == 2 * len(items)
+        with opened.engine.connect() as conn:
+            assert conn.scalar(select(func.count()).select_from(articles)) == 75
+            assert conn.scalar(select(func.count()).select_from(provenance)) == 75
+
+
+@pytest.mark.postgres
+def test_concurrent_claimers_never_share_a_source() -> None:
+    with postgres_database() as url, Store.open(url) as opened:
+        ids = [f"s{n:02}" for n in range(40)]
+        barrier = threading.Barrier(6)
+        claims: dict[str, list[str]] = {}
+
+        def claim(owner: str) -> None:
+            barrier.wait()
+            claims[owner] = opened.claim_due(
+                ids, now=NOW, owner=owner, lease=timedelta(minutes=5), limit=10
+            )
+
+        threads = [threading.Thread(target=claim, args=(f"o{n}",)) for n in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        everything = [source_id for claimed in claims.values() for source_id in claimed]
+        assert len(everything) == len(set(everything))
+        assert sorted(everything) == ids  # 6 x 10 slots for 40 sources: all get claimed
+
+
+@pytest.mark.postgres
+def test_a_dropped_connection_is_replaced_transparently() -> None:
+    name = f"aggregator-test-{uuid.uuid4().hex[:8]}"
+    with postgres_database(application_name=name) as url, Store.open(url) as opened:
+        opened.ping()
+        killer = create_engine(os.environ[ENV])
+        with killer.begin() as admin:
+            admin.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE application_name = :name"
+                ),
+                {"name": name},
+            )
+        killer.dispose()
+        opened.ping()
+        assert opened.latest() == []
