@@ -8,6 +8,7 @@ a daemon that silently ignores a typo in a poll interval runs wrong for months.
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -21,7 +22,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from aggregator.errors import ConfigError
 from aggregator.types import Source
 
-__all__ = ["DEFAULT_CONFIG_FILE", "Settings", "load_settings", "load_sources"]
+__all__ = ["DEFAULT_CONFIG_FILE", "Settings", "load_settings", "load_sources", "sources_to_toml"]
 
 DEFAULT_CONFIG_FILE = Path("config/aggregator.toml")
 ENV_PREFIX = "AGGREGATOR_"
@@ -207,3 +208,26 @@ def load_sources(settings: Settings, *, adapters: Sequence[str]) -> list[Source]
         seen[config.id] = index
         sources.append(config.to_source(settings))
     return sources
+
+
+def sources_to_toml(sources: Sequence[Source]) -> str:
+    """``[[source]]`` tables that :func:`load_sources` reads back (OPML import writes these).
+
+    Strings are written as JSON strings, which are valid TOML basic strings.
+    """
+    blocks = []
+    for source in sources:
+        lines = [
+            "[[source]]",
+            f"id = {json.dumps(source.id, ensure_ascii=False)}",
+            f"name = {json.dumps(source.name, ensure_ascii=False)}",
+            f"url = {json.dumps(source.url, ensure_ascii=False)}",
+            f"adapter = {json.dumps(source.adapter)}",
+            f"interval = {int(source.interval.total_seconds())}",
+        ]
+        if not source.enabled:
+            lines.append("enabled = false")
+        if source.retention is not None:
+            lines.append(f"retention_days = {source.retention.total_seconds() / 86400:g}")
+        blocks.append("\n".join(lines) + "\n")
+    return "\n".join(blocks)

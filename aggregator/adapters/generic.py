@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from urllib.parse import urlsplit
 
 from aggregator.adapters import register
 from aggregator.clean import CleanSpec, clean_html, extract_date_line, text_content
@@ -83,12 +84,15 @@ class AdapterSpec:
     ``host_aliases``: mirror host -> canonical host for the article link (the
     body's links use ``clean.host_aliases``).  ``body_date_line``: the body may
     start with a feedx date line to strip and use as a date fallback.
+    ``site_hosts``: the publisher's own hosts, so an archived article whose file
+    does not name its source (the bare layout) can still be given to its adapter.
     """
 
     clean: CleanSpec = COMMON_CLEAN
     dates: DatePolicy = DatePolicy()
     host_aliases: Mapping[str, str] = field(default_factory=dict)
     body_date_line: bool = False
+    site_hosts: tuple[str, ...] = ()
 
 
 _SPACE = re.compile(r"\s+")
@@ -112,6 +116,11 @@ class GenericAdapter:
 
     def __repr__(self) -> str:
         return f"GenericAdapter({self.spec!r})"
+
+    def handles(self, link: str) -> bool:
+        """Is ``link`` on one of this publisher's own hosts?"""
+        host = (urlsplit(link).hostname or "").lower()
+        return any(host == site or host.endswith("." + site) for site in self.spec.site_hosts)
 
     def link(self, entry: RawEntry, source: Source) -> str | None:
         """The canonical article link; the guid stands in when ``<link>`` is empty."""

@@ -15,6 +15,7 @@ from aggregator.dates import DatePolicy, UrlDatePattern
 __all__ = ["SPEC", "rfa"]
 
 SPEC = AdapterSpec(
+    site_hosts=("rfa.org",),
     clean=FEEDX_CLEAN.extended(
         drop=(
             # lead-image zoom chrome (the caption and credit are content and stay)

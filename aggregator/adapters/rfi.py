@@ -13,6 +13,7 @@ from aggregator.dates import DatePolicy, UrlDatePattern
 __all__ = ["SPEC", "rfi"]
 
 SPEC = AdapterSpec(
+    site_hosts=("rfi.fr", "rfi.my"),
     clean=FEEDX_CLEAN.extended(
         drop=(
             "div:-soup-contains-own('分享 :')",

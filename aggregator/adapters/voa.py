@@ -16,6 +16,7 @@ __all__ = ["SPEC", "voa"]
 _ALIASES = {"m.voachinese.com": "www.voachinese.com", "voachinese.com": "www.voachinese.com"}
 
 SPEC = AdapterSpec(
+    site_hosts=("voachinese.com", "voanews.com"),
     clean=FEEDX_CLEAN.extended(
         drop=(".wsw__embed", "ul.author-hlight", ".comments-pangea"),
         host_aliases=_ALIASES,

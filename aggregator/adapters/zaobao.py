@@ -78,6 +78,7 @@ def _first(pair: tuple[int | None, Tag]) -> int:
 
 
 SPEC = AdapterSpec(
+    site_hosts=("zaobao.com", "zaobao.com.sg", "zaobao.sg"),
     clean=FEEDX_CLEAN.extended(
         drop=(
             "section:has(> h4:-soup-contains('延伸阅读'))",

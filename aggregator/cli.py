@@ -1,0 +1,610 @@
+"""The command line: the composition root that builds settings, store, fetcher and server.
+
+Nothing imports this module.  Errors are mapped to exit codes in one place:
+a configuration problem exits 2 with ``file:key: problem``, any other of our
+errors exits 1 with its one-line message; tracebacks are for bugs only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from aggregator import archive, log, opml
+from aggregator.adapters import adapter_names, get_adapter
+from aggregator.errors import AdapterError, AggregatorError, ArchiveError, ConfigError
+from aggregator.export.feeds import FeedMeta, render_atom, render_json_feed, render_rss
+from aggregator.fetch import Fetcher, FetchLimits
+from aggregator.pipeline import Poller, PollOutcome
+from aggregator.scheduler import Daemon
+from aggregator.settings import Settings, load_settings, load_sources, sources_to_toml
+from aggregator.store import Store
+from aggregator.types import Article, RawEntry, Source
+
+__all__ = ["app", "main"]
+
+logger = logging.getLogger(__name__)
+console = Console(stderr=True)
+out = Console(highlight=False)
+
+app = typer.Typer(
+    help="Poll news feeds, normalize and deduplicate their articles, serve merged feeds.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+db_app = typer.Typer(help="Database schema migrations.", no_args_is_help=True)
+opml_app = typer.Typer(help="Export or import the source list as OPML.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(opml_app, name="opml")
+
+
+class _Context:
+    """Settings are loaded lazily so `--help` works even with a broken config."""
+
+    config_file: Path | None = None
+    log_level: str | None = None
+
+    def settings(self) -> Settings:
+        settings = load_settings(self.config_file)
+        if self.log_level:
+            settings = settings.model_copy(update={"log_level": self.log_level.upper()})
+        log.setup(settings.log_level)
+        return settings
+
+
+CONTEXT = _Context()
+
+
+@app.callback()
+def _global_options(
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="Settings file (TOML). Default: config/aggregator.toml when present.",
+            envvar="AGGREGATOR_CONFIG",
+        ),
+    ] = None,
+    log_level: Annotated[
+        str | None, typer.Option(help="DEBUG, INFO, WARNING or ERROR (overrides settings).")
+    ] = None,
+) -> None:
+    CONTEXT.config_file = config
+    CONTEXT.log_level = log_level
+
+
+def _sources(settings: Settings) -> list[Source]:
+    return load_sources(settings, adapters=adapter_names())
+
+
+def _pick(sources: Sequence[Source], wanted: Sequence[str] | None) -> list[Source]:
+    if not wanted:
+        return list(sources)
+    known = {source.id: source for source in sources}
+    unknown = [name for name in wanted if name not in known]
+    if unknown:
+        raise ConfigError(
+            f"unknown source {', '.join(map(repr, unknown))} (known: {', '.join(known)})",
+            key="--source",
+        )
+    return [known[name] for name in wanted]
+
+
+def _limits(settings: Settings) -> FetchLimits:
+    return FetchLimits(
+        connect_timeout=settings.connect_timeout,
+        read_timeout=settings.read_timeout,
+        total_timeout=settings.total_timeout,
+        max_bytes=settings.max_bytes,
+        max_redirects=settings.max_redirects,
+        allow_private=settings.allow_private_addresses,
+    )
+
+
+@contextlib.contextmanager
+def _store(settings: Settings) -> Iterator[Store]:
+    store = Store.open(settings.database_url)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def _poller(settings: Settings, store: Store, fetcher: Fetcher) -> Poller:
+    return Poller(
+        store,
+        fetcher,
+        max_entries=settings.max_entries_per_poll,
+        jitter=settings.jitter,
+        backoff_cap=timedelta(seconds=settings.backoff_cap),
+    )
+
+
+def _base_url(settings: Settings) -> str:
+    host = settings.http_host
+    host = f"[{host}]" if ":" in host else host
+    return settings.base_url or f"http://{host}:{settings.http_port}"
+
+
+def _http_app(settings: Settings, sources: Sequence[Source], store: Store):  # type: ignore[no-untyped-def]
+    from aggregator.serve import create_app
+
+    return create_app(
+        store,
+        base_url=_base_url(settings),
+        title=settings.feed_title,
+        sources={source.id: source.name for source in sources},
+        default_limit=settings.feed_limit,
+        max_limit=settings.feed_max_limit,
+    )
+
+
+def _fail(error: AggregatorError) -> NoReturn:
+    console.print(f"[bold red]error:[/] {error}", markup=True, highlight=False)
+    raise typer.Exit(2 if isinstance(error, ConfigError) else 1)
+
+
+# --------------------------------------------------------------------------- run / serve
+
+
+async def _serve_until_signalled(
+    settings: Settings, sources: Sequence[Source], store: Store, *, poll: bool
+) -> None:
+    from aggregator.serve import build_server
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    server = build_server(
+        _http_app(settings, sources, store), settings.http_host, settings.http_port
+    )
+    serving = asyncio.create_task(server.serve())
+    logger.info("serving feeds on %s/feed.xml", _base_url(settings))
+    try:
+        if poll:
+            async with Fetcher(_limits(settings)) as fetcher:
+                daemon = Daemon(settings, sources, store, _poller(settings, store, fetcher))
+                await daemon.run(stop)
+        else:
+            await stop.wait()
+    finally:
+        server.stop()
+        await serving
+
+
+@app.command()
+def run() -> None:
+    """Run the daemon: poll every enabled source on its schedule and serve the feeds.
+
+    Stops cleanly on SIGINT/SIGTERM: in-flight polls finish (bounded by
+    shutdown_grace), then the database is closed.
+    """
+    try:
+        settings = CONTEXT.settings()
+        sources = _sources(settings)
+        with _store(settings) as store:
+            asyncio.run(_serve_until_signalled(settings, sources, store, poll=True))
+    except AggregatorError as error:
+        _fail(error)
+
+
+@app.command()
+def serve() -> None:
+    """Serve the feeds, /healthz and /metrics only, without polling (a read-only replica)."""
+    try:
+        settings = CONTEXT.settings()
+        sources = _sources(settings)
+        with _store(settings) as store:
+            asyncio.run(_serve_until_signalled(settings, sources, store, poll=False))
+    except AggregatorError as error:
+        _fail(error)
+
+
+# --------------------------------------------------------------------------- poll
+
+
+async def _poll_once(
+    settings: Settings, sources: Sequence[Source], store: Store
+) -> list[PollOutcome]:
+    limit = asyncio.Semaphore(settings.max_concurrent_polls)
+    async with Fetcher(_limits(settings)) as fetcher:
+        poller = _poller(settings, store, fetcher)
+
+        async def one(source: Source) -> PollOutcome:
+            async with limit:
+                return await poller.poll(source)
+
+        return list(await asyncio.gather(*(one(source) for source in sources)))
+
+
+@app.command()
+def poll(
+    source: Annotated[
+        list[str] | None, typer.Option("--source", "-s", help="Poll only this source (repeatable).")
+    ] = None,
+) -> None:
+    """Poll once, now, and print a summary. Exits non-zero only when every polled source failed."""
+    try:
+        settings = CONTEXT.settings()
+        chosen = _pick(_sources(settings), source)
+        with _store(settings) as store:
+            outcomes = asyncio.run(_poll_once(settings, chosen, store))
+    except AggregatorError as error:
+        _fail(error)
+    table = Table(
+        "source", "status", "new", "updated", "unchanged", "merged", "skipped", "time", "error"
+    )
+    for outcome in outcomes:
+        counts = outcome.counts
+        table.add_row(
+            outcome.source_id,
+            outcome.status,
+            str(counts.new),
+            str(counts.updated),
+            str(counts.unchanged),
+            str(counts.merged),
+            str(counts.skipped),
+            f"{outcome.duration:.2f}s",
+            str(outcome.error or ""),
+        )
+    out.print(table)
+    if outcomes and all(outcome.failed for outcome in outcomes):
+        raise typer.Exit(1)
+
+
+# --------------------------------------------------------------------------- status
+
+
+def _ago(moment: datetime | None, now: datetime) -> str:
+    if moment is None:
+        return "never"
+    seconds = int((now - moment).total_seconds())
+    suffix = "ago" if seconds >= 0 else "from now"
+    seconds = abs(seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} {suffix}"
+    return f"{seconds}s {suffix}"
+
+
+@app.command()
+def sources() -> None:
+    """List every source with its polling state and article count."""
+    try:
+        settings = CONTEXT.settings()
+        configured = _sources(settings)
+        with _store(settings) as store:
+            states = {state.source_id: state for state in store.states()}
+            counts = store.article_counts()
+    except AggregatorError as error:
+        _fail(error)
+    now = datetime.now(UTC)
+    table = Table(
+        "id", "name", "enabled", "last success", "failures", "last error", "next poll", "articles"
+    )
+    for source in configured:
+        state = states.get(source.id)
+        problem = ""
+        if state and state.disabled_reason:
+            problem = f"DISABLED: {state.disabled_reason}"
+        elif state and state.last_error:
+            problem = f"{state.last_error_kind}: {state.last_error}"
+        table.add_row(
+            source.id,
+            source.name,
+            "yes" if source.enabled else "no",
+            _ago(state.last_success if state else None, now),
+            str(state.consecutive_failures if state else 0),
+            problem[:80],
+            _ago(state.next_poll if state else None, now) if source.enabled else "-",
+            str(counts.get(source.id, 0)),
+        )
+    out.print(table)
+
+
+@app.command("config")
+def show_config() -> None:
+    """Print the effective settings (file + environment + defaults)."""
+    try:
+        settings = CONTEXT.settings()
+    except AggregatorError as error:
+        _fail(error)
+    for name, value in settings.model_dump().items():
+        out.print(f"{name} = {value!r}")
+
+
+# --------------------------------------------------------------------------- export / import
+
+
+class ExportFormat(StrEnum):
+    rss = "rss"
+    atom = "atom"
+    json = "json"
+    jekyll = "jekyll"
+
+
+RENDERERS = {"rss": render_rss, "atom": render_atom, "json": render_json_feed}
+FEED_PATHS = {"rss": "/feed.xml", "atom": "/atom.xml", "json": "/feed.json"}
+
+
+@app.command()
+def export(
+    format: Annotated[ExportFormat, typer.Option("--format", "-f", help="Output format.")],
+    source: Annotated[
+        list[str] | None,
+        typer.Option("--source", "-s", help="Only articles from this source (repeatable)."),
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, help="Newest N articles (feeds).")] = 50,
+    out_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", "-o", help="File (feeds) or folder (jekyll). Feeds go to stdout without it."
+        ),
+    ] = None,
+) -> None:
+    """Write the merged (or per-source) feed as a file, or the seed-format archive (jekyll)."""
+    try:
+        settings = CONTEXT.settings()
+        chosen = _pick(_sources(settings), source) if source else None
+        ids = [item.id for item in chosen] if chosen else None
+        with _store(settings) as store:
+            if format is ExportFormat.jekyll:
+                if out_path is None:
+                    raise ConfigError("jekyll export needs --out FOLDER", key="--out")
+                written = _export_jekyll(store, ids, out_path)
+                console.print(f"{written.written} written, {written.unchanged} unchanged")
+                return
+            items = store.latest(sources=ids, limit=limit)
+            base = _base_url(settings)
+            meta = FeedMeta(
+                title=settings.feed_title,
+                self_url=base + FEED_PATHS[format.value],
+                html_url=base + "/",
+                updated=store.last_updated(ids) or datetime.now(UTC),
+                id_authority=f"{base.split('//', 1)[-1].split('/')[0].split(':')[0]},2025",
+            )
+            payload = RENDERERS[format.value](meta, items)
+    except AggregatorError as error:
+        _fail(error)
+    if out_path is None:
+        sys.stdout.buffer.write(payload)
+    else:
+        out_path.write_bytes(payload)
+
+
+def _export_jekyll(store: Store, ids: list[str] | None, folder: Path) -> archive.WriteCounts:
+    """Walk the whole store newest-first, page by page, so memory stays flat."""
+    total = archive.WriteCounts()
+    cursor = None
+    while True:
+        page = store.latest(sources=ids, limit=500, before=cursor)
+        if not page:
+            return total
+        counts = archive.write_archive((stored.article for stored in page), folder)
+        total = archive.WriteCounts(
+            total.written + counts.written, total.unchanged + counts.unchanged
+        )
+        cursor = page[-1].cursor
+
+
+def _source_for(article: Article, sources: Sequence[Source], forced: Source | None) -> Source:
+    """The configured source an archived article belongs to: forced, by author, or by site."""
+    if forced is not None:
+        return forced
+    for source in sources:
+        if article.source_name and article.source_name == source.name:
+            return source
+    for source in sources:
+        handles = getattr(get_adapter(source.adapter), "handles", None)
+        if handles is not None and handles(article.link):
+            return source
+    return Source(id="archive", name=article.source_name or "archive", url=article.link)
+
+
+def _renormalized(article: Article, source: Source) -> Article:
+    """Run an archived article through its source's adapter, as if it were fetched again.
+
+    This is what cleans the body of seed files that still carry ads and repairs
+    their dates; the first-fetched time of the archive is kept.
+    """
+    published = article.published.isoformat() if article.published else None
+    entry = RawEntry(
+        link=article.link, title=article.title, content=article.body, published=published
+    )
+    fetched = article.fetched or article.published or datetime.now(UTC)
+    adapter = get_adapter(source.adapter if source.id != "archive" else "generic")
+    fresh = adapter(entry, source, fetched)
+    return replace(fresh, fetched=article.fetched or fresh.fetched, comments=article.comments)
+
+
+@app.command("import")
+def import_(
+    paths: Annotated[list[Path], typer.Argument(help="Archive files or folders of them.")],
+    source: Annotated[
+        str | None,
+        typer.Option("--source", "-s", help="Source id for every file (default: by author/site)."),
+    ] = None,
+) -> None:
+    """Import seed-format archive files into the database, deduplicated (twice adds nothing)."""
+    files = sorted(
+        {
+            file
+            for path in paths
+            for file in ([path] if path.is_file() else path.rglob("*"))
+            if file.is_file()
+        }
+    )
+    try:
+        settings = CONTEXT.settings()
+        configured = _sources(settings)
+        forced = _pick(configured, [source])[0] if source else None
+        articles: list[Article] = []
+        failures = 0
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("reading", total=len(files))
+            for path, result in archive.read_files(files):
+                progress.advance(task)
+                if isinstance(result, ArchiveError):
+                    failures += 1
+                    console.print(f"[yellow]skipped[/] {result}")
+                    continue
+                owner = _source_for(result.article, configured, forced)
+                try:
+                    articles.append(_renormalized(result.article, owner))
+                except AdapterError as exc:
+                    failures += 1
+                    console.print(f"[yellow]skipped[/] {path}: {exc}")
+        with _store(settings) as store:
+            counts = store.import_articles(articles)
+    except AggregatorError as error:
+        _fail(error)
+    out.print(
+        f"{len(files)} files: {counts.new} new, {counts.updated} updated, "
+        f"{counts.unchanged + counts.merged} already stored, {failures} skipped"
+    )
+    if files and failures == len(files):
+        raise typer.Exit(1)
+
+
+@app.command()
+def renormalize(
+    source: Annotated[
+        list[str] | None, typer.Option("--source", "-s", help="Only this source (repeatable).")
+    ] = None,
+) -> None:
+    """Re-run the (improved) adapters over the stored raw entries, without refetching."""
+    try:
+        settings = CONTEXT.settings()
+        chosen = {item.id: item for item in _pick(_sources(settings), source)}
+        with _store(settings) as store:
+            batches: dict[str, list[tuple[RawEntry, Article]]] = {}
+            skipped = 0
+            for source_id, entry, fetched in store.iter_raw(sorted(chosen)):
+                owner = chosen.get(source_id)
+                if owner is None:
+                    continue
+                try:
+                    fresh = get_adapter(owner.adapter)(entry, owner, fetched)
+                except AdapterError as exc:
+                    skipped += 1
+                    logger.warning("renormalize skipped an entry: %s", exc)
+                    continue
+                batches.setdefault(source_id, []).append((entry, fresh))
+            for source_id, pairs in batches.items():
+                counts = store.replace_articles(chosen[source_id], pairs)
+                out.print(f"{source_id}: {counts.updated} updated, {counts.unchanged} unchanged")
+    except AggregatorError as error:
+        _fail(error)
+    if skipped:
+        out.print(f"{skipped} entries skipped (see log)")
+
+
+@app.command()
+def prune(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would go.")] = False,
+) -> None:
+    """Delete articles past their retention, keeping tombstones so they do not come back."""
+    try:
+        settings = CONTEXT.settings()
+        configured = _sources(settings)
+        with _store(settings) as store:
+            gone = store.prune(
+                now=datetime.now(UTC),
+                default_retention=timedelta(days=settings.retention_days),
+                per_source={item.id: item.retention for item in configured if item.retention},
+                dry_run=dry_run,
+            )
+    except AggregatorError as error:
+        _fail(error)
+    verb = "would prune" if dry_run else "pruned"
+    for stored in gone:
+        article = stored.article
+        when = article.published or article.fetched
+        out.print(f"{verb} {article.source_id} {when:%Y-%m-%d} {article.title}")
+    out.print(f"{verb} {len(gone)} articles")
+
+
+# --------------------------------------------------------------------------- db, opml
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply pending schema migrations (also done at daemon start)."""
+    try:
+        settings = CONTEXT.settings()
+        with _store(settings):
+            pass
+    except AggregatorError as error:
+        _fail(error)
+    out.print("database is up to date")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Print the schema revision of the database."""
+    try:
+        settings = CONTEXT.settings()
+        store = Store.open(settings.database_url, migrate=False)
+        try:
+            out.print(store.current_revision() or "empty (no migrations applied)")
+        finally:
+            store.close()
+    except AggregatorError as error:
+        _fail(error)
+
+
+@opml_app.command("export")
+def opml_export(
+    out_path: Annotated[
+        Path | None, typer.Option("--out", "-o", help="File; stdout without it.")
+    ] = None,
+) -> None:
+    """Write the configured sources as OPML 2.0."""
+    try:
+        settings = CONTEXT.settings()
+        payload = opml.export_opml(_sources(settings), title=settings.feed_title)
+    except AggregatorError as error:
+        _fail(error)
+    if out_path is None:
+        sys.stdout.buffer.write(payload)
+    else:
+        out_path.write_bytes(payload)
+
+
+@opml_app.command("import")
+def opml_import(
+    path: Annotated[Path, typer.Argument(help="An OPML file.")],
+) -> None:
+    """Print the [[source]] tables for an OPML file's feeds, to append to the sources file."""
+    try:
+        settings = CONTEXT.settings()
+        known = {source.url for source in _sources(settings)}
+        imported = opml.parse_opml(path.read_bytes(), file=str(path))
+    except AggregatorError as error:
+        _fail(error)
+    except OSError as exc:
+        _fail(ConfigError(f"cannot read: {exc.strerror}", file=str(path)))
+    fresh = [item for item in imported if item.url not in known]
+    out.print(sources_to_toml(fresh), end="")
+    console.print(f"{len(fresh)} new sources ({len(imported) - len(fresh)} already configured)")
+
+
+def main() -> None:
+    app()

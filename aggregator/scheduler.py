@@ -1,0 +1,156 @@
+"""The daemon's clock: APScheduler 3.x jobs that start polls and retention.
+
+Polling is driven by the durable state, not by in-memory timers: every
+``tick`` seconds one job asks the store to *claim* the sources whose
+``next_poll`` has come (a lease in the database), starts their polls within
+the concurrency bound, and releases each claim with the next poll time when
+the poll ends.  Because of that
+
+* a restart resumes from the stored schedule: no burst of polls at start,
+  no lost backoff;
+* never two polls of one source at once, in this process or in another
+  instance sharing the database; a crashed instance's claims expire after
+  ``lease_seconds`` and another instance picks its sources up;
+* each source keeps its own interval and jitter (``timing.after_success``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from aggregator.pipeline import Poller, PollOutcome
+from aggregator.settings import Settings
+from aggregator.store import Store
+from aggregator.types import UTC, Source
+
+__all__ = ["Daemon", "instance_id"]
+
+logger = logging.getLogger(__name__)
+
+
+def instance_id() -> str:
+    """A name for this process in lease columns and logs: host, pid and a random tag."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class Daemon:
+    """Claims due sources and polls them until asked to stop."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sources: Sequence[Source],
+        store: Store,
+        poller: Poller,
+        *,
+        tick: float = 5.0,
+        owner: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.sources = {source.id: source for source in sources if source.enabled}
+        self.store = store
+        self.poller = poller
+        self.tick = tick
+        self.owner = owner or instance_id()
+        self.in_flight: dict[str, asyncio.Task[PollOutcome]] = {}
+        self.lease = timedelta(seconds=settings.lease_seconds)
+        self.scheduler = AsyncIOScheduler(timezone=UTC)
+        self._stopping = False
+
+    async def poll_due(self) -> list[str]:
+        """Claim what is due (within the free concurrency) and start polling it."""
+        free = self.settings.max_concurrent_polls - len(self.in_flight)
+        if free <= 0 or self._stopping or not self.sources:
+            return []
+        claimed = await asyncio.to_thread(
+            self.store.claim_due,
+            sorted(self.sources),
+            now=datetime.now(UTC),
+            owner=self.owner,
+            lease=self.lease,
+            limit=free,
+        )
+        for source_id in claimed:
+            task = asyncio.create_task(self._poll_and_release(self.sources[source_id]))
+            self.in_flight[source_id] = task
+        return claimed
+
+    async def _poll_and_release(self, source: Source) -> PollOutcome:
+        try:
+            return await self.poller.poll(source)
+        finally:
+            self.in_flight.pop(source.id, None)
+            try:
+                await asyncio.to_thread(self.store.release, source.id, self.owner)
+            except Exception:
+                # The lease still expires on its own; say so rather than hide it.
+                logger.exception("cannot release source %r; its claim expires by itself", source.id)
+
+    async def prune(self) -> None:
+        now = datetime.now(UTC)
+        per_source = {
+            source.id: source.retention for source in self.sources.values() if source.retention
+        }
+        removed = await asyncio.to_thread(
+            self.store.prune,
+            now=now,
+            default_retention=timedelta(days=self.settings.retention_days),
+            per_source=per_source,
+        )
+        if removed:
+            logger.info("retention: pruned %d articles", len(removed))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Poll until ``stop`` is set, then let in-flight polls finish (bounded)."""
+        self.scheduler.add_job(
+            self.poll_due,
+            "interval",
+            seconds=self.tick,
+            id="poll-due",
+            max_instances=1,
+            coalesce=True,
+            next_run_time=datetime.now(UTC),
+        )
+        self.scheduler.add_job(
+            self.prune,
+            "interval",
+            seconds=self.settings.prune_interval,
+            id="prune",
+            max_instances=1,
+            coalesce=True,
+            next_run_time=datetime.now(UTC) + timedelta(seconds=60),
+        )
+        self.scheduler.start()
+        logger.info(
+            "daemon %s started: %d sources, up to %d polls at once",
+            self.owner,
+            len(self.sources),
+            self.settings.max_concurrent_polls,
+        )
+        try:
+            await stop.wait()
+        finally:
+            await self.shutdown()
+
+    async def shutdown(self) -> None:
+        self._stopping = True
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        tasks = list(self.in_flight.values())
+        if tasks:
+            logger.info("waiting up to %ss for %d polls", self.settings.shutdown_grace, len(tasks))
+            done, pending = await asyncio.wait(tasks, timeout=self.settings.shutdown_grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+                logger.warning("cancelled %d polls still running at shutdown", len(pending))
+        logger.info("daemon %s stopped", self.owner)
