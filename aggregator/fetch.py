@@ -414,7 +414,16 @@ class Fetcher:
         except httpx.InvalidURL as exc:
             raise FetchError("invalid URL", **attempt.error_context()) from exc
         with _translate(attempt):
-            return await self._client.send(request, stream=True)
+            try:
+                return await self._client.send(request, stream=True)
+            except httpx.InvalidURL as exc:
+                # httpx prepares a redirect's next request even when it will not follow it,
+                # and a hostless Location (``javascript:alert(1)``, ``data:...``) makes that
+                # raise InvalidURL, which is not an httpx.HTTPError: refuse it here.
+                raise BlockedURLError(
+                    "redirect to a URL with no host (not http or https)",
+                    **attempt.error_context(),
+                ) from exc
 
     async def _answer(
         self,

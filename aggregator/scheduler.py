@@ -51,14 +51,13 @@ class Daemon:
         store: Store,
         poller: Poller,
         *,
-        tick: float = 5.0,
         owner: str | None = None,
     ) -> None:
         self.settings = settings
         self.sources = {source.id: source for source in sources if source.enabled}
         self.store = store
         self.poller = poller
-        self.tick = tick
+        self.tick = settings.tick_seconds
         self.owner = owner or instance_id()
         self.in_flight: dict[str, asyncio.Task[PollOutcome]] = {}
         self.lease = timedelta(seconds=settings.lease_seconds)

@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     feed_max_limit: int = Field(500, ge=1, le=5000, description="cap on ?limit=")
     default_interval: PositiveSeconds = Field(1800, description="poll interval, seconds")
     jitter: float = Field(0.1, ge=0, le=1, description="random extra delay, fraction of interval")
+    tick_seconds: PositiveSeconds = Field(
+        5, description="how often the daemon looks for due sources (the scheduling resolution)"
+    )
     max_concurrent_polls: int = Field(8, ge=1, le=256)
     max_entries_per_poll: int = Field(500, ge=1)
     connect_timeout: PositiveSeconds = 5.0
