@@ -11,16 +11,12 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 
-# The shared database fixture (SQLite file / fresh PostgreSQL schema) lives with the
-# store tests; importing it here registers it for this module.
-from test_store import database_url  # noqa: F401
-
 from aggregator.migrations import MIGRATIONS, alembic_config
 from aggregator.store import Store
 from aggregator.store.tables import metadata
 
 
-def test_the_migrated_schema_equals_the_models(database_url: str) -> None:  # noqa: F811
+def test_the_migrated_schema_equals_the_models(database_url: str) -> None:
     with Store.open(database_url) as store, store.engine.connect() as conn:
         differences = compare_metadata(MigrationContext.configure(conn), metadata)
         tables = set(inspect(conn).get_table_names())
@@ -28,7 +24,7 @@ def test_the_migrated_schema_equals_the_models(database_url: str) -> None:  # no
     assert tables == {*metadata.tables, "alembic_version"}
 
 
-def test_downgrade_to_nothing_and_back(database_url: str) -> None:  # noqa: F811
+def test_downgrade_to_nothing_and_back(database_url: str) -> None:
     with Store.open(database_url) as store:
         with store.engine.begin() as conn:
             command.downgrade(alembic_config(conn), "base")
@@ -46,7 +42,7 @@ def _open(url: str, barrier: object) -> str | None:
 
 
 @pytest.mark.slow
-def test_processes_starting_together_migrate_once(database_url: str) -> None:  # noqa: F811
+def test_processes_starting_together_migrate_once(database_url: str) -> None:
     context = multiprocessing.get_context("spawn")
     barrier = context.Manager().Barrier(3)
     with context.Pool(3) as pool:

@@ -7,14 +7,13 @@ import os
 import threading
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from dbhelpers import ENV, postgres_database
 from sqlalchemy import create_engine, func, select, text
-from sqlalchemy.engine import make_url
 
 from aggregator.errors import StorageError
 from aggregator.store import Store
@@ -29,41 +28,11 @@ from aggregator.types import (
     SourceState,
 )
 
-ENV = "AGGREGATOR_TEST_DATABASE_URL"
 T0 = datetime(2024, 5, 1, tzinfo=UTC)
 NOW = T0 + timedelta(days=1)
 HOUR = timedelta(hours=1)
 A = Source("a", "Source A", "https://a.example/feed")
 B = Source("b", "Source B", "https://b.example/feed")
-
-
-@contextmanager
-def postgres_database(**query: str) -> Iterator[str]:
-    """A URL confined to a fresh schema on the test server, dropped afterwards."""
-    base = os.environ.get(ENV)
-    if not base:
-        pytest.skip(f"{ENV} is not set; PostgreSQL tests need a server")
-    schema = f"test_{uuid.uuid4().hex[:12]}"
-    url = make_url(base).update_query_dict({"options": f"-csearch_path={schema}", **query})
-    admin = create_engine(base)
-    try:
-        with admin.begin() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        admin.dispose()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """An empty database: a SQLite file in a directory yet to be created, or a schema."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'data' / 'aggregator.db'}"
-    else:
-        with postgres_database() as url:
-            yield url
 
 
 @pytest.fixture

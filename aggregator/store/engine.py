@@ -8,6 +8,7 @@ mapped to it, since SQLAlchemy would otherwise look for psycopg2).
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -69,13 +70,32 @@ def _sqlite_connect(dbapi_connection: sqlite3.Connection, _record: ConnectionPoo
     # Take transactions away from the sqlite3 module, which only BEGINs before DML and
     # so runs our reads outside the transaction; _sqlite_begin issues them instead.
     dbapi_connection.isolation_level = None
-    for pragma in (
-        "journal_mode=WAL",
-        "foreign_keys=ON",
-        f"busy_timeout={BUSY_TIMEOUT_MS}",
-        "synchronous=NORMAL",
-    ):
+    for pragma in (f"busy_timeout={BUSY_TIMEOUT_MS}", "foreign_keys=ON", "synchronous=NORMAL"):
         dbapi_connection.execute(f"PRAGMA {pragma}")
+    _enable_wal(dbapi_connection)
+
+
+def _enable_wal(dbapi_connection: sqlite3.Connection) -> None:
+    """Switch a database to WAL once; retry when another process is doing the same.
+
+    Changing the journal mode needs an exclusive lock, and SQLite reports "database
+    is locked" at once (without its busy handler) when several processes open a new
+    database together, so the busy timeout alone does not cover it.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            (mode,) = dbapi_connection.execute("PRAGMA journal_mode=WAL").fetchone()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+            continue
+        if str(mode).lower() in ("wal", "memory"):
+            return
+        if time.monotonic() > deadline:
+            raise sqlite3.OperationalError(f"could not switch to WAL (journal_mode={mode})")
+        time.sleep(0.05)
 
 
 def _sqlite_begin(connection: Connection) -> None:
