@@ -27,6 +27,7 @@ from aggregator.errors import (
     AdapterError,
     AggregatorError,
     GoneError,
+    ParseError,
     RateLimitedError,
     SourceError,
     StorageError,
@@ -115,6 +116,18 @@ class Poller:
 
     async def poll(self, source: Source) -> PollOutcome:
         started = time.monotonic()
+        try:
+            outcome = await self._poll(source)
+        except StorageError as exc:
+            # The database itself failed (restart, full disk): there is nowhere to record
+            # it, so it is logged; the claim expires and the poll is retried later.
+            logger.error("poll not stored: source=%r: %s", source.id, exc)
+            outcome = PollOutcome(source.id, "failed", error=exc)
+        outcome = dataclasses.replace(outcome, duration=time.monotonic() - started)
+        self._report(source, outcome)
+        return outcome
+
+    async def _poll(self, source: Source) -> PollOutcome:
         now = self.clock()
         state = await asyncio.to_thread(self.store.get_state, source)
         if state.disabled_reason:
@@ -124,19 +137,10 @@ class Poller:
         try:
             result = await self.fetcher.fetch(source, state)
             if result.not_modified:
-                outcome = await self._not_modified(source, attempt, result, now)
-            else:
-                outcome = await asyncio.to_thread(self._store_result, source, attempt, result, now)
+                return await self._not_modified(source, attempt, result, now)
+            return await asyncio.to_thread(self._store_result, source, attempt, result, now)
         except SourceError as exc:
-            outcome = await self._failed(source, attempt, exc, now)
-        except StorageError as exc:
-            # The database itself failed (restart, full disk): nothing to record it in,
-            # so only log; the lease runs out and the poll is retried.
-            logger.error("poll not stored: source=%r: %s", source.id, exc)
-            outcome = PollOutcome(source.id, "failed", error=exc)
-        outcome = dataclasses.replace(outcome, duration=time.monotonic() - started)
-        self._report(source, outcome)
-        return outcome
+            return await self._failed(source, attempt, exc, now)
 
     def _success_state(
         self, source: Source, state: SourceState, result: FetchResult, now: datetime
@@ -177,6 +181,13 @@ class Poller:
         for problem in feed.problems:
             logger.warning("feed problem: source=%r url=%r: %s", source.id, result.url, problem)
         pairs, skipped = adapt_entries(entries, source, now)
+        if feed.problems and entries and not pairs:
+            # Broken markup that salvaged nothing usable is a broken feed, not an empty one.
+            raise ParseError(
+                f"malformed feed, no usable entry: {feed.problems[0]}",
+                source=source.id,
+                url=result.url,
+            )
         new_state = self._success_state(source, state, result, now)
         if feed.problems:
             new_state = dataclasses.replace(
@@ -207,10 +218,7 @@ class Poller:
             ),
             disabled_reason=str(error) if isinstance(error, GoneError) else state.disabled_reason,
         )
-        try:
-            await asyncio.to_thread(self.store.save_state, new_state)
-        except StorageError as exc:
-            logger.error("cannot record failure: source=%r: %s", source.id, exc)
+        await asyncio.to_thread(self.store.save_state, new_state)
         return PollOutcome(source.id, "failed", error=error)
 
     def _report(self, source: Source, outcome: PollOutcome) -> None:

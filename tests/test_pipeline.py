@@ -1,0 +1,199 @@
+"""One poll, end to end inside the process: real loopback server, real database.
+
+Each fault a feed server can produce must leave the state row and the log line
+a user would expect, and must never cost another source its poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from feedserver import FeedServer, redirect, reset, static, status, wrong_charset
+
+from aggregator.fetch import Fetcher, FetchLimits
+from aggregator.pipeline import Poller, PollOutcome
+from aggregator.store import Store
+from aggregator.types import Source
+
+FIXTURES = Path(__file__).parent / "fixtures"
+VOA = (FIXTURES / "adapters" / "seeds-voa.xml").read_bytes()
+ZAOBAO = (FIXTURES / "feeds" / "zaobao-1.xml").read_bytes()
+NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+INTERVAL = timedelta(minutes=30)
+
+
+@pytest.fixture
+def server() -> Iterator[FeedServer]:
+    with FeedServer() as feed_server:
+        yield feed_server
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[Store]:
+    with Store.open(database_url) as opened:
+        yield opened
+
+
+def _source(server: FeedServer, path: str, source_id: str = "voa", adapter: str = "voa") -> Source:
+    return Source(
+        id=source_id,
+        name=source_id.upper(),
+        url=server.url(path),
+        adapter=adapter,
+        interval=INTERVAL,
+        allow_private=True,
+    )
+
+
+def _poll(store: Store, *sources: Source, max_entries: int = 500) -> list[PollOutcome]:
+    async def run() -> list[PollOutcome]:
+        limits = FetchLimits(total_timeout=3, read_timeout=2)
+        async with Fetcher(limits) as fetcher:
+            poller = Poller(
+                store,
+                fetcher,
+                jitter=0,
+                max_entries=max_entries,
+                clock=lambda: NOW,
+                rng=random.Random(0),
+            )
+            return list(await asyncio.gather(*(poller.poll(source) for source in sources)))
+
+    return asyncio.run(run())
+
+
+def test_second_poll_is_conditional_and_a_304_writes_only_state(
+    server: FeedServer, store: Store
+) -> None:
+    server.route("/voa", static(VOA, etag='"v1"'))
+    source = _source(server, "/voa")
+    (first,) = _poll(store, source)
+    assert (first.status, first.counts.new) == ("ok", 1)
+    updated_before = store.last_updated()
+    (second,) = _poll(store, source)
+    assert second.status == "not-modified"
+    assert server.requests("/voa")[-1].headers["if-none-match"] == '"v1"'
+    assert store.last_updated() == updated_before
+    state = store.get_state(source)
+    assert state.etag == '"v1"'
+    assert state.next_poll == NOW + INTERVAL
+    assert state.last_success == NOW
+
+
+def test_permanent_redirect_moves_the_stored_url_temporary_does_not(
+    server: FeedServer, store: Store
+) -> None:
+    server.route("/new", static(VOA))
+    server.route("/moved", redirect("/new", 301))
+    server.route("/elsewhere", redirect("/new", 302))
+    moved, visiting = _source(server, "/moved", "moved"), _source(server, "/elsewhere", "visit")
+    _poll(store, moved, visiting)
+    assert store.get_state(moved).url == server.url("/new")
+    assert store.get_state(visiting).url == server.url("/elsewhere")
+    _poll(store, moved)
+    assert len(server.requests("/moved")) == 1  # the second poll went straight to /new
+
+
+def test_gone_disables_the_source_and_says_so(
+    server: FeedServer, store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    server.route("/gone", status(410))
+    source = _source(server, "/gone", "gone")
+    with caplog.at_level(logging.INFO):
+        (first,) = _poll(store, source)
+        (second,) = _poll(store, source)
+    assert first.status == "failed" and first.error is not None and first.error.kind == "gone"
+    assert second.status == "disabled"
+    assert len(server.requests("/gone")) == 1
+    assert "410" in (store.get_state(source).disabled_reason or "")
+    assert any("disabled source 'gone'" in message for message in caplog.messages)
+
+
+def test_rate_limit_honours_retry_after(server: FeedServer, store: Store) -> None:
+    server.route("/busy", status(429, retry_after="7200"))
+    source = _source(server, "/busy", "busy")
+    (outcome,) = _poll(store, source)
+    state = store.get_state(source)
+    assert outcome.error is not None and outcome.error.kind == "rate-limited"
+    assert state.next_poll == NOW + timedelta(hours=2)  # Retry-After beats the short backoff
+    assert state.consecutive_failures == 1
+
+
+def test_failures_back_off_and_recover(server: FeedServer, store: Store) -> None:
+    server.route("/flaky", status(500))
+    source = _source(server, "/flaky", "flaky")
+    delays = []
+    for _ in range(3):
+        _poll(store, source)
+        state = store.get_state(source)
+        assert state.next_poll is not None
+        delays.append(state.next_poll - NOW)
+    assert delays == [INTERVAL / 4, INTERVAL / 2, INTERVAL]
+    assert (state.consecutive_failures, state.last_error_kind) == (3, "http")
+    assert "500" in (state.last_error or "")
+    server.route("/flaky", static(VOA))
+    _poll(store, source)
+    state = store.get_state(source)
+    assert (state.consecutive_failures, state.last_error, state.next_poll) == (
+        0,
+        None,
+        NOW + INTERVAL,
+    )
+
+
+def test_every_fault_is_reported_by_name_and_the_good_source_is_stored(
+    server: FeedServer, store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    server.route("/good", static(VOA))
+    server.route("/reset", reset())
+    server.route("/invalid", static(b"<rss><channel><item><title>x</ti"))
+    server.route("/html", static(b"<html><body><p>no feed here</p></body></html>"))
+    sources = [
+        _source(server, "/good", "good"),
+        _source(server, "/reset", "resetting"),
+        _source(server, "/invalid", "invalid"),
+        _source(server, "/html", "html"),
+        _source(server, "/missing", "missing"),
+    ]
+    with caplog.at_level(logging.WARNING):
+        outcomes = {outcome.source_id: outcome for outcome in _poll(store, *sources)}
+    assert outcomes["good"].counts.new == 1
+    for name in ("resetting", "invalid", "html", "missing"):
+        assert outcomes[name].failed, name
+        assert any(f"source={name!r}" in message for message in caplog.messages), name
+    assert store.article_counts() == {"good": 1}
+    assert store.get_state(sources[4]).last_error_kind == "http"
+
+
+def test_wrong_charset_is_decoded_not_stored_as_mojibake(server: FeedServer, store: Store) -> None:
+    text = ZAOBAO.decode("utf-8")
+    server.route("/gbk", wrong_charset(text, actual="gb18030", declared="utf-8"))
+    source = _source(server, "/gbk", "zaobao", adapter="zaobao")
+    (outcome,) = _poll(store, source)
+    assert outcome.counts.new == 20
+    titles = {stored.article.title for stored in store.latest(limit=50)}
+    assert "港媒：江泽民遗体上午火化 301医院一带交通管制" in titles
+
+
+def test_entries_per_poll_are_bounded(server: FeedServer, store: Store) -> None:
+    server.route("/zaobao", static(ZAOBAO))
+    (outcome,) = _poll(store, _source(server, "/zaobao", "zaobao", "zaobao"), max_entries=5)
+    assert outcome.counts.new == 5
+    assert store.article_counts() == {"zaobao": 5}
+
+
+def test_storage_failure_is_reported_not_raised(server: FeedServer, tmp_path: Path) -> None:
+    server.route("/voa", static(VOA))
+    with Store.open(f"sqlite:///{tmp_path / 'db.sqlite'}") as broken:
+        broken.engine.dispose()
+        (tmp_path / "db.sqlite").unlink()
+        (tmp_path / "db.sqlite").mkdir()  # the database path is now a directory
+        (outcome,) = _poll(broken, _source(server, "/voa"))
+    assert outcome.status == "failed"
+    assert outcome.error is not None and outcome.error.kind == "storage"
