@@ -18,22 +18,31 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, NoReturn
+from urllib.parse import urlencode, urlsplit
 
 import typer
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
+from starlette.applications import Starlette
 
 from aggregator import archive, log, opml
 from aggregator.adapters import adapter_names, get_adapter
 from aggregator.errors import AdapterError, AggregatorError, ArchiveError, ConfigError
-from aggregator.export.feeds import FeedMeta, render_atom, render_json_feed, render_rss
+from aggregator.export.feeds import (
+    FeedMeta,
+    encode_cursor,
+    render_atom,
+    render_json_feed,
+    render_rss,
+)
 from aggregator.fetch import Fetcher, FetchLimits
 from aggregator.pipeline import Poller, PollOutcome
 from aggregator.scheduler import Daemon
+from aggregator.serve import build_server, create_app
 from aggregator.settings import Settings, load_settings, load_sources, sources_to_toml
 from aggregator.store import Store
-from aggregator.types import Article, RawEntry, Source
+from aggregator.types import Article, RawEntry, Source, StoredArticle
 
 __all__ = ["app", "main"]
 
@@ -142,9 +151,7 @@ def _base_url(settings: Settings) -> str:
     return settings.base_url or f"http://{host}:{settings.http_port}"
 
 
-def _http_app(settings: Settings, sources: Sequence[Source], store: Store):  # type: ignore[no-untyped-def]
-    from aggregator.serve import create_app
-
+def _http_app(settings: Settings, sources: Sequence[Source], store: Store) -> Starlette:
     return create_app(
         store,
         base_url=_base_url(settings),
@@ -166,8 +173,6 @@ def _fail(error: AggregatorError) -> NoReturn:
 async def _serve_until_signalled(
     settings: Settings, sources: Sequence[Source], store: Store, *, poll: bool
 ) -> None:
-    from aggregator.serve import build_server
-
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -372,14 +377,7 @@ def export(
                 console.print(f"{written.written} written, {written.unchanged} unchanged")
                 return
             items = store.latest(sources=ids, limit=limit)
-            base = _base_url(settings)
-            meta = FeedMeta(
-                title=settings.feed_title,
-                self_url=base + FEED_PATHS[format.value],
-                html_url=base + "/",
-                updated=store.last_updated(ids) or datetime.now(UTC),
-                id_authority=f"{base.split('//', 1)[-1].split('/')[0].split(':')[0]},2025",
-            )
+            meta = _export_meta(settings, format.value, ids or [], limit, items, store)
             payload = RENDERERS[format.value](meta, items)
     except AggregatorError as error:
         _fail(error)
@@ -387,6 +385,42 @@ def export(
         sys.stdout.buffer.write(payload)
     else:
         out_path.write_bytes(payload)
+
+
+def _export_meta(
+    settings: Settings,
+    format: str,
+    sources: list[str],
+    limit: int,
+    items: Sequence[StoredArticle],
+    store: Store,
+) -> FeedMeta:
+    """Metadata for an exported feed file, linking to the served pages of the same selection.
+
+    The file is a snapshot of the first page; its ``next`` link continues on the
+    HTTP service at ``base_url``, which serves the older pages with the same cursor.
+    """
+    base = _base_url(settings)
+    path = FEED_PATHS[format]
+    selection = [("source", source) for source in sorted(sources)]
+    if limit != settings.feed_limit:
+        selection.append(("limit", str(limit)))
+
+    def url(params: list[tuple[str, str]]) -> str:
+        return base + path + (f"?{urlencode(params)}" if params else "")
+
+    next_url = None
+    if len(items) == limit:
+        next_url = url([*selection, ("before", encode_cursor(items[-1].cursor))])
+    return FeedMeta(
+        title=settings.feed_title,
+        self_url=url(selection),
+        first_url=url(selection),
+        html_url=base + "/",
+        updated=store.last_updated(sources or None) or datetime.now(UTC),
+        id_authority=f"{urlsplit(base).hostname},2025",
+        next_url=next_url,
+    )
 
 
 def _export_jekyll(store: Store, ids: list[str] | None, folder: Path) -> archive.WriteCounts:
