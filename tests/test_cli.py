@@ -57,14 +57,14 @@ def _expected_bodies() -> dict[str, str]:
 
 
 @pytest.fixture
-def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database_url: str) -> Path:
     for name in list(os.environ):
         if name.startswith("AGGREGATOR_"):
             monkeypatch.delenv(name)
     (tmp_path / "sources.toml").write_text(SOURCES, encoding="utf-8")
     path = tmp_path / "aggregator.toml"
     path.write_text(
-        f'database_url = "sqlite:///{tmp_path / "db.sqlite"}"\n'
+        f'database_url = "{database_url}"\n'
         f'sources_file = "{tmp_path / "sources.toml"}"\n'
         'base_url = "https://news.example.org"\n',
         encoding="utf-8",
@@ -152,16 +152,15 @@ def test_sources_table_shows_counts(invoke) -> None:  # type: ignore[no-untyped-
     assert "never" in lines["voa"]
 
 
-def test_prune_dry_run_shows_and_keeps_then_prunes(invoke, config: Path) -> None:  # type: ignore[no-untyped-def]
+def test_prune_dry_run_shows_and_keeps_then_prunes(invoke, database_url: str) -> None:  # type: ignore[no-untyped-def]
     invoke("import", str(FIXTURES / "seeds"))
     dry = invoke("prune", "--dry-run")
     assert "would prune 4 articles" in dry  # voa keeps 100 years, the rest 90 days
     assert "中俄防长视频通话" in dry
-    url = f"sqlite:///{config.parent / 'db.sqlite'}"
-    with Store.open(url) as store:
+    with Store.open(database_url) as store:
         assert sum(1 for _ in store.latest(limit=50)) == 5
     assert "pruned 4 articles" in invoke("prune")
-    with Store.open(url) as store:
+    with Store.open(database_url) as store:
         assert len(store.latest(limit=50)) == 1
     assert "0 new" in invoke("import", str(FIXTURES / "seeds"))  # tombstones: they stay gone
 

@@ -57,7 +57,9 @@ def _stories(path: Path) -> set[str]:
     return {canonical_url(link.strip()) for link in links}
 
 
-def _write_config(tmp_path: Path, server: FeedServer, sources: dict[str, str]) -> Path:
+def _write_config(
+    tmp_path: Path, server: FeedServer, sources: dict[str, str], database_url: str
+) -> Path:
     blocks = []
     for source_id, path in sources.items():
         adapter, name = (
@@ -75,7 +77,7 @@ def _write_config(tmp_path: Path, server: FeedServer, sources: dict[str, str]) -
     (tmp_path / "sources.toml").write_text("\n".join(blocks), encoding="utf-8")
     config = tmp_path / "aggregator.toml"
     config.write_text(
-        f'database_url = "sqlite:///{tmp_path / "db.sqlite"}"\n'
+        f'database_url = "{database_url}"\n'
         f'sources_file = "{tmp_path / "sources.toml"}"\n'
         "allow_private_addresses = true\n"
         "total_timeout = 3.0\nread_timeout = 2.0\n",
@@ -122,16 +124,18 @@ def server() -> Iterator[FeedServer]:
         yield feed_server
 
 
-def test_poll_stores_every_source_once_and_cleanly(server: FeedServer, tmp_path: Path) -> None:
+def test_poll_stores_every_source_once_and_cleanly(
+    server: FeedServer, tmp_path: Path, database_url: str
+) -> None:
     config = _write_config(
-        tmp_path, server, {name: f"/{name}.xml" for name in [*FEEDS, "zaobao-live"]}
+        tmp_path, server, {name: f"/{name}.xml" for name in [*FEEDS, "zaobao-live"]}, database_url
     )
     first = _cli(config, "poll")
     assert first.returncode == 0, first.stderr
     for source_id in FEEDS:
         assert source_id in first.stdout
 
-    store = Store.open(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    store = Store.open(database_url)
     try:
         stored = store.latest(limit=1000)
         counts = store.article_counts()
@@ -174,7 +178,7 @@ def test_poll_stores_every_source_once_and_cleanly(server: FeedServer, tmp_path:
 
     second = _cli(config, "poll")
     assert second.returncode == 0, second.stderr
-    store = Store.open(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    store = Store.open(database_url)
     try:
         assert len(store.latest(limit=1000)) == expected  # nothing new the second time
         states = {state.source_id: state for state in store.states()}
@@ -185,7 +189,9 @@ def test_poll_stores_every_source_once_and_cleanly(server: FeedServer, tmp_path:
     assert all(state.consecutive_failures == 0 for state in states.values())
 
 
-def test_broken_feeds_do_not_stop_the_others(server: FeedServer, tmp_path: Path) -> None:
+def test_broken_feeds_do_not_stop_the_others(
+    server: FeedServer, tmp_path: Path, database_url: str
+) -> None:
     server.route("/status-500.xml", status(500))
     server.route("/invalid.xml", static(b"<html><body>not a feed<p>at all"))
     server.route("/stalled.xml", stall(seconds=30))
@@ -198,6 +204,7 @@ def test_broken_feeds_do_not_stop_the_others(server: FeedServer, tmp_path: Path)
             "broken-xml": "/invalid.xml",
             "broken-slow": "/stalled.xml",
         },
+        database_url,
     )
     result = _cli(config, "poll")
     assert result.returncode == 0, result.stderr  # not every source failed
@@ -207,7 +214,7 @@ def test_broken_feeds_do_not_stop_the_others(server: FeedServer, tmp_path: Path)
     assert "failed" in lines["broken-xml"]
     assert "failed" in lines["broken-slow"] and "timed out" in lines["broken-slow"]
 
-    store = Store.open(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    store = Store.open(database_url)
     try:
         assert store.article_counts().get("voa") == 1
         states = {state.source_id: state for state in store.states()}
@@ -219,9 +226,11 @@ def test_broken_feeds_do_not_stop_the_others(server: FeedServer, tmp_path: Path)
     assert all(states[name].consecutive_failures == 1 for name in ("broken-500", "broken-xml"))
 
 
-def test_poll_exits_non_zero_when_every_source_failed(server: FeedServer, tmp_path: Path) -> None:
+def test_poll_exits_non_zero_when_every_source_failed(
+    server: FeedServer, tmp_path: Path, database_url: str
+) -> None:
     server.route("/gone.xml", status(410))
-    config = _write_config(tmp_path, server, {"gone": "/gone.xml"})
+    config = _write_config(tmp_path, server, {"gone": "/gone.xml"}, database_url)
     result = _cli(config, "poll")
     assert result.returncode == 1
     assert "410" in result.stdout
