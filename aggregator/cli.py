@@ -78,6 +78,11 @@ class _Context:
 
 CONTEXT = _Context()
 
+SourceOption = Annotated[
+    list[str] | None,
+    typer.Option("--source", "-s", help="Only this source (repeatable; default: all)."),
+]
+
 
 @app.callback()
 def _global_options(
@@ -167,6 +172,15 @@ def _fail(error: AggregatorError) -> NoReturn:
     raise typer.Exit(2 if isinstance(error, ConfigError) else 1)
 
 
+@contextlib.contextmanager
+def _reported() -> Iterator[None]:
+    """Our errors become one line and an exit code; other exceptions are bugs: traceback."""
+    try:
+        yield
+    except AggregatorError as error:
+        _fail(error)
+
+
 # --------------------------------------------------------------------------- run / serve
 
 
@@ -201,25 +215,21 @@ def run() -> None:
     Stops cleanly on SIGINT/SIGTERM: in-flight polls finish (bounded by
     shutdown_grace), then the database is closed.
     """
-    try:
+    with _reported():
         settings = CONTEXT.settings()
         sources = _sources(settings)
         with _store(settings) as store:
             asyncio.run(_serve_until_signalled(settings, sources, store, poll=True))
-    except AggregatorError as error:
-        _fail(error)
 
 
 @app.command()
 def serve() -> None:
     """Serve the feeds, /healthz and /metrics only, without polling (a read-only replica)."""
-    try:
+    with _reported():
         settings = CONTEXT.settings()
         sources = _sources(settings)
         with _store(settings) as store:
             asyncio.run(_serve_until_signalled(settings, sources, store, poll=False))
-    except AggregatorError as error:
-        _fail(error)
 
 
 # --------------------------------------------------------------------------- poll
@@ -241,18 +251,14 @@ async def _poll_once(
 
 @app.command()
 def poll(
-    source: Annotated[
-        list[str] | None, typer.Option("--source", "-s", help="Poll only this source (repeatable).")
-    ] = None,
+    source: SourceOption = None,
 ) -> None:
     """Poll once, now, and print a summary. Exits non-zero only when every polled source failed."""
-    try:
+    with _reported():
         settings = CONTEXT.settings()
         chosen = _pick(_sources(settings), source)
         with _store(settings) as store:
             outcomes = asyncio.run(_poll_once(settings, chosen, store))
-    except AggregatorError as error:
-        _fail(error)
     table = Table(
         "source", "status", "new", "updated", "unchanged", "merged", "skipped", "time", "error"
     )
@@ -292,14 +298,12 @@ def _ago(moment: datetime | None, now: datetime) -> str:
 @app.command()
 def sources() -> None:
     """List every source with its polling state and article count."""
-    try:
+    with _reported():
         settings = CONTEXT.settings()
         configured = _sources(settings)
         with _store(settings) as store:
             states = {state.source_id: state for state in store.states()}
             counts = store.article_counts()
-    except AggregatorError as error:
-        _fail(error)
     now = datetime.now(UTC)
     table = Table(
         "id", "name", "enabled", "last success", "failures", "last error", "next poll", "articles"
@@ -327,10 +331,8 @@ def sources() -> None:
 @app.command("config")
 def show_config() -> None:
     """Print the effective settings (file + environment + defaults)."""
-    try:
+    with _reported():
         settings = CONTEXT.settings()
-    except AggregatorError as error:
-        _fail(error)
     for name, value in settings.model_dump().items():
         out.print(f"{name} = {value!r}")
 
@@ -352,10 +354,7 @@ FEED_PATHS = {"rss": "/feed.xml", "atom": "/atom.xml", "json": "/feed.json"}
 @app.command()
 def export(
     format: Annotated[ExportFormat, typer.Option("--format", "-f", help="Output format.")],
-    source: Annotated[
-        list[str] | None,
-        typer.Option("--source", "-s", help="Only articles from this source (repeatable)."),
-    ] = None,
+    source: SourceOption = None,
     limit: Annotated[int, typer.Option(min=1, help="Newest N articles (feeds).")] = 50,
     out_path: Annotated[
         Path | None,
@@ -365,7 +364,7 @@ def export(
     ] = None,
 ) -> None:
     """Write the merged (or per-source) feed as a file, or the seed-format archive (jekyll)."""
-    try:
+    with _reported():
         settings = CONTEXT.settings()
         chosen = _pick(_sources(settings), source) if source else None
         ids = [item.id for item in chosen] if chosen else None
@@ -379,8 +378,6 @@ def export(
             items = store.latest(sources=ids, limit=limit)
             meta = _export_meta(settings, format.value, ids or [], limit, items, store)
             payload = RENDERERS[format.value](meta, items)
-    except AggregatorError as error:
-        _fail(error)
     if out_path is None:
         sys.stdout.buffer.write(payload)
     else:
@@ -485,7 +482,7 @@ def import_(
             if file.is_file()
         }
     )
-    try:
+    with _reported():
         settings = CONTEXT.settings()
         configured = _sources(settings)
         forced = _pick(configured, [source])[0] if source else None
@@ -507,8 +504,6 @@ def import_(
                     console.print(f"[yellow]skipped[/] {path}: {exc}")
         with _store(settings) as store:
             counts = store.import_articles(articles)
-    except AggregatorError as error:
-        _fail(error)
     out.print(
         f"{len(files)} files: {counts.new} new, {counts.updated} updated, "
         f"{counts.unchanged + counts.merged} already stored, {failures} skipped"
@@ -519,12 +514,10 @@ def import_(
 
 @app.command()
 def renormalize(
-    source: Annotated[
-        list[str] | None, typer.Option("--source", "-s", help="Only this source (repeatable).")
-    ] = None,
+    source: SourceOption = None,
 ) -> None:
     """Re-run the (improved) adapters over the stored raw entries, without refetching."""
-    try:
+    with _reported():
         settings = CONTEXT.settings()
         chosen = {item.id: item for item in _pick(_sources(settings), source)}
         with _store(settings) as store:
@@ -544,8 +537,6 @@ def renormalize(
             for source_id, pairs in batches.items():
                 counts = store.replace_articles(chosen[source_id], pairs)
                 out.print(f"{source_id}: {counts.updated} updated, {counts.unchanged} unchanged")
-    except AggregatorError as error:
-        _fail(error)
     if skipped:
         out.print(f"{skipped} entries skipped (see log)")
 
@@ -555,7 +546,7 @@ def prune(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would go.")] = False,
 ) -> None:
     """Delete articles past their retention, keeping tombstones so they do not come back."""
-    try:
+    with _reported():
         settings = CONTEXT.settings()
         configured = _sources(settings)
         with _store(settings) as store:
@@ -565,8 +556,6 @@ def prune(
                 per_source={item.id: item.retention for item in configured if item.retention},
                 dry_run=dry_run,
             )
-    except AggregatorError as error:
-        _fail(error)
     verb = "would prune" if dry_run else "pruned"
     for stored in gone:
         article = stored.article
@@ -581,27 +570,23 @@ def prune(
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply pending schema migrations (also done at daemon start)."""
-    try:
+    with _reported():
         settings = CONTEXT.settings()
         with _store(settings):
             pass
-    except AggregatorError as error:
-        _fail(error)
     out.print("database is up to date")
 
 
 @db_app.command("current")
 def db_current() -> None:
     """Print the schema revision of the database."""
-    try:
+    with _reported():
         settings = CONTEXT.settings()
         store = Store.open(settings.database_url, migrate=False)
         try:
             out.print(store.current_revision() or "empty (no migrations applied)")
         finally:
             store.close()
-    except AggregatorError as error:
-        _fail(error)
 
 
 @opml_app.command("export")
@@ -611,11 +596,9 @@ def opml_export(
     ] = None,
 ) -> None:
     """Write the configured sources as OPML 2.0."""
-    try:
+    with _reported():
         settings = CONTEXT.settings()
         payload = opml.export_opml(_sources(settings), title=settings.feed_title)
-    except AggregatorError as error:
-        _fail(error)
     if out_path is None:
         sys.stdout.buffer.write(payload)
     else:
@@ -627,14 +610,14 @@ def opml_import(
     path: Annotated[Path, typer.Argument(help="An OPML file.")],
 ) -> None:
     """Print the [[source]] tables for an OPML file's feeds, to append to the sources file."""
-    try:
+    with _reported():
         settings = CONTEXT.settings()
         known = {source.url for source in _sources(settings)}
-        imported = opml.parse_opml(path.read_bytes(), file=str(path))
-    except AggregatorError as error:
-        _fail(error)
-    except OSError as exc:
-        _fail(ConfigError(f"cannot read: {exc.strerror}", file=str(path)))
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"cannot read: {exc.strerror}", file=str(path)) from exc
+        imported = opml.parse_opml(data, file=str(path))
     fresh = [item for item in imported if item.url not in known]
     out.print(sources_to_toml(fresh), end="")
     console.print(f"{len(fresh)} new sources ({len(imported) - len(fresh)} already configured)")
