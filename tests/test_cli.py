@@ -7,6 +7,7 @@ import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 import feedparser
 import pytest
@@ -72,8 +73,12 @@ def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database_url: str) -
     return path
 
 
+class Invoke(Protocol):
+    def __call__(self, *args: str, code: int = 0) -> str: ...
+
+
 @pytest.fixture
-def invoke(config: Path) -> Iterator[object]:
+def invoke(config: Path) -> Iterator[Invoke]:
     runner = CliRunner()
 
     def run(*args: str, code: int = 0) -> str:
@@ -84,7 +89,7 @@ def invoke(config: Path) -> Iterator[object]:
     yield run
 
 
-def test_import_then_jekyll_export_reproduces_the_seeds(invoke, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_import_then_jekyll_export_reproduces_the_seeds(invoke: Invoke, tmp_path: Path) -> None:
     output = invoke("import", *map(str, SEEDS))
     assert "5 files: 5 new" in output
     assert "0 new" in invoke("import", str(FIXTURES / "seeds"))  # twice adds nothing
@@ -124,7 +129,7 @@ def test_import_then_jekyll_export_reproduces_the_seeds(invoke, tmp_path: Path) 
         assert "获取更多RSS" not in again.body and "dfp-ad" not in again.body
 
 
-def test_export_feeds_to_stdout_and_files(invoke, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_export_feeds_to_stdout_and_files(invoke: Invoke, tmp_path: Path) -> None:
     invoke("import", str(FIXTURES / "seeds"))
     rss = invoke("export", "--format", "rss")
     parsed = feedparser.parse(rss.encode())
@@ -143,7 +148,7 @@ def test_export_feeds_to_stdout_and_files(invoke, tmp_path: Path) -> None:  # ty
     invoke("export", "--format", "rss", "--source", "nope", code=2)
 
 
-def test_sources_table_shows_counts(invoke) -> None:  # type: ignore[no-untyped-def]
+def test_sources_table_shows_counts(invoke: Invoke) -> None:
     invoke("import", str(FIXTURES / "seeds"))
     table = invoke("sources")
     lines = {line.split()[1]: line for line in table.splitlines() if line.startswith("│")}
@@ -152,7 +157,7 @@ def test_sources_table_shows_counts(invoke) -> None:  # type: ignore[no-untyped-
     assert "never" in lines["voa"]
 
 
-def test_prune_dry_run_shows_and_keeps_then_prunes(invoke, database_url: str) -> None:  # type: ignore[no-untyped-def]
+def test_prune_dry_run_shows_and_keeps_then_prunes(invoke: Invoke, database_url: str) -> None:
     invoke("import", str(FIXTURES / "seeds"))
     dry = invoke("prune", "--dry-run")
     assert "would prune 4 articles" in dry  # voa keeps 100 years, the rest 90 days
@@ -165,7 +170,7 @@ def test_prune_dry_run_shows_and_keeps_then_prunes(invoke, database_url: str) ->
     assert "0 new" in invoke("import", str(FIXTURES / "seeds"))  # tombstones: they stay gone
 
 
-def test_opml_round_trip(invoke, tmp_path: Path, config: Path) -> None:  # type: ignore[no-untyped-def]
+def test_opml_round_trip(invoke: Invoke, tmp_path: Path, config: Path) -> None:
     exported = tmp_path / "sources.opml"
     invoke("opml", "export", "--out", str(exported))
     outlines = etree.parse(str(exported)).findall(".//outline")
@@ -219,6 +224,33 @@ def test_bad_config_exits_2_naming_file_and_key(tmp_path: Path) -> None:
     assert f"{config}:http_port:" in result.output.replace("\n", "")
 
 
-def test_db_commands(invoke) -> None:  # type: ignore[no-untyped-def]
+def test_db_commands(invoke: Invoke) -> None:
     assert "up to date" in invoke("db", "upgrade")
     assert invoke("db", "current").strip()
+
+
+def test_renormalize_reruns_adapters_over_stored_raw_entries(
+    invoke: Invoke, database_url: str
+) -> None:
+    from dataclasses import replace
+
+    from aggregator.adapters import get_adapter
+    from aggregator.parse import parse_feed
+    from aggregator.types import Source
+
+    source = Source("voa", "美国之音", "https://feedx.net/rss/mgzy1.xml", adapter="voa")
+    feed = parse_feed((FIXTURES / "adapters" / "seeds-voa.xml").read_bytes(), url=source.url)
+    fetched = datetime(2023, 7, 3, 11, tzinfo=UTC)
+    entry = feed.entries[0]
+    good = get_adapter("voa")(entry, source, fetched)
+    stale = replace(
+        good, body=good.body + "<p>获取更多RSS：https://feedx.net</p>"
+    )  # an old adapter's output
+    with Store.open(database_url) as store:
+        store.save_poll(source, [(entry, stale)], store.get_state(source))
+    output = invoke("renormalize", "--source", "voa")
+    assert "voa: 1 updated" in output
+    with Store.open(database_url) as store:
+        (stored,) = store.latest(limit=5)
+    assert stored.article.body == good.body
+    assert "voa: 0 updated, 1 unchanged" in invoke("renormalize")
