@@ -146,7 +146,16 @@ def _iso_ms(moment: datetime) -> str:
     )
 
 
-_MD_TITLE_ESCAPES = {"\\": "\\\\", "[": "\\[", "]": "\\]", "\n": "\\n", "\r": "\\r"}
+# `<` and `>` too: kramdown passes raw HTML in the Markdown line through to the page.
+_MD_TITLE_ESCAPES = {
+    "\\": "\\\\",
+    "[": "\\[",
+    "]": "\\]",
+    "<": "\\<",
+    ">": "\\>",
+    "\n": "\\n",
+    "\r": "\\r",
+}
 _MD_LINK_ESCAPES = {"\\": "\\\\", "(": "\\(", ")": "\\)", "\n": "\\n", "\r": "\\r"}
 
 

@@ -154,10 +154,22 @@ def _looks_json(content: bytes) -> bool:
     return content.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] == b"{"
 
 
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def _str(value: object) -> str:
+    """``str(value)`` without lone surrogates (JSON ``"\\ud800"``, XML ``&#xD800;``).
+
+    They cannot be encoded as UTF-8, so they would crash the HTML cleaner, the
+    store and every export; U+FFFD says "a character was here" like a bad byte does.
+    """
+    return _SURROGATES.sub("\ufffd", str(value))
+
+
 def _text(value: object) -> str | None:
     if value is None:
         return None
-    text = str(value).strip()
+    text = _str(value).strip()
     return text or None
 
 
@@ -198,15 +210,15 @@ def _enclosures(entry: Mapping[str, Any]) -> tuple[str, ...]:
     found: list[str] = []
     for link in entry.get("links") or ():
         if link.get("rel") == "enclosure" and link.get("href"):
-            found.append(str(link["href"]).strip())
+            found.append(_str(link["href"]).strip())
     rdf = entry.get("enc_enclosure")
     if isinstance(rdf, Mapping) and rdf.get("rdf:resource"):
-        found.append(str(rdf["rdf:resource"]).strip())
+        found.append(_str(rdf["rdf:resource"]).strip())
     return tuple(dict.fromkeys(found))
 
 
 def _tags(terms: Iterable[object]) -> tuple[str, ...]:
-    cleaned = (str(term).strip().strip(";；").strip() for term in terms if term)
+    cleaned = (_str(term).strip().strip(";；").strip() for term in terms if term)
     return tuple(dict.fromkeys(term for term in cleaned if term))
 
 
@@ -215,12 +227,24 @@ def _plain(entry: Mapping[str, Any], key: str) -> object:
     return dict.get(entry, key) if isinstance(entry, dict) else entry.get(key)
 
 
+def _title_markup(title: str | None, detail: Mapping[str, Any] | None) -> str | None:
+    """The title as markup: a plain-text title is escaped so ``a <b> c`` keeps its ``<b>``.
+
+    ``RawEntry.title`` is always HTML; feedparser tells plain text (RSS, Atom
+    ``type="text"``) from markup (Atom ``type="html"``) and unescapes both, so the
+    difference must be carried over here or text that looks like a tag is lost.
+    """
+    if title is not None and (detail or {}).get("type") == "text/plain":
+        return html.escape(title, quote=False)
+    return title
+
+
 def _entry(entry: Mapping[str, Any], base: str) -> RawEntry:
     content, summary = _fullest_body(entry)
     return RawEntry(
         guid=_text(entry.get("id")),
         link=_resolve(_text(entry.get("link")), base),
-        title=_text(entry.get("title")),
+        title=_title_markup(_text(entry.get("title")), entry.get("title_detail")),
         content=content,
         summary=summary,
         published=_text(_plain(entry, "published")),
@@ -299,6 +323,29 @@ def neutralise_dtd(document: bytes) -> tuple[bytes, tuple[str, ...]]:
     return rebuilt + document[end:], problems
 
 
+_CHAR_REF = re.compile(rb"&#(?:[xX]([0-9A-Fa-f]+)|([0-9]+));")
+
+
+def _char_ref(match: re.Match[bytes]) -> bytes:
+    hexadecimal, decimal = match.group(1), match.group(2)
+    digits = (hexadecimal or decimal).lstrip(b"0")
+    # Length first: int() of thousands of decimal digits is itself refused (CPython's limit).
+    if len(digits) <= 7:
+        code = int(digits or b"0", 16 if hexadecimal else 10)
+        if code <= 0x10FFFF and not 0xD800 <= code <= 0xDFFF:
+            return match.group(0)
+    return b"&#xFFFD;"
+
+
+def _fix_char_refs(document: bytes) -> bytes:
+    """Replace character references beyond U+10FFFF, or to surrogates, with U+FFFD.
+
+    expat refuses them, and feedparser's loose fallback parser then calls ``chr()``
+    on them and crashes with a ValueError, losing every entry of the feed.
+    """
+    return _CHAR_REF.sub(_char_ref, document) if b"&#" in document else document
+
+
 def _parse_xml(
     content: bytes, *, url: str, headers: Mapping[str, str] | None, source: str | None
 ) -> RawFeed:
@@ -308,12 +355,17 @@ def _parse_xml(
     media_type = (_header(headers, "content-type") or "application/xml").split(";")[0].strip()
     response_headers = {"content-type": f"{media_type or 'application/xml'}; charset=utf-8"}
     # No content-location: feedparser would resolve bare-UUID guids against it.
-    result = feedparser.parse(
-        utf8,
-        response_headers=response_headers,
-        sanitize_html=False,
-        resolve_relative_uris=False,
-    )
+    try:
+        result = feedparser.parse(
+            _fix_char_refs(utf8),
+            response_headers=response_headers,
+            sanitize_html=False,
+            resolve_relative_uris=False,
+        )
+    except Exception as crash:
+        # feedparser is third-party code run on hostile bytes; whatever else it trips
+        # over must still end as this source's ParseError, not crash the poll.
+        raise ParseError("feed parser failed", source=source, url=url) from crash
     exc = result.get("bozo_exception") if result.get("bozo") else None
     entries = tuple(_entry(item, url) for item in result.get("entries") or ())
     survivable = exc is not None and type(exc).__name__ in _SURVIVABLE
@@ -339,17 +391,18 @@ def _parse_xml(
 def _json_entry(item: Mapping[str, Any], base: str) -> RawEntry:
     content = _text(item.get("content_html"))
     if content is None and _text(item.get("content_text")):
-        paragraphs = str(item["content_text"]).strip().split("\n\n")
+        paragraphs = _str(item["content_text"]).strip().split("\n\n")
         content = "".join(f"<p>{html.escape(part.strip(), quote=False)}</p>" for part in paragraphs)
     authors = item.get("authors") or ([item["author"]] if item.get("author") else [])
     names = [
-        str(a.get("name")).strip() for a in authors if isinstance(a, Mapping) and a.get("name")
+        _str(a.get("name")).strip() for a in authors if isinstance(a, Mapping) and a.get("name")
     ]
     attachments = item.get("attachments") or ()
     return RawEntry(
         guid=_text(item.get("id")),
         link=_resolve(_text(item.get("url")) or _text(item.get("external_url")), base),
-        title=_text(item.get("title")),
+        # JSON Feed titles are plain text by the spec.
+        title=_title_markup(_text(item.get("title")), {"type": "text/plain"}),
         content=content or _text(item.get("summary")),
         summary=_text(item.get("summary")) if content else None,
         published=_text(item.get("date_published")),
@@ -357,7 +410,7 @@ def _json_entry(item: Mapping[str, Any], base: str) -> RawEntry:
         author=", ".join(names) or None,
         tags=_tags(item.get("tags") or ()),
         enclosures=tuple(
-            str(a["url"]).strip() for a in attachments if isinstance(a, Mapping) and a.get("url")
+            _str(a["url"]).strip() for a in attachments if isinstance(a, Mapping) and a.get("url")
         ),
     )
 

@@ -59,7 +59,10 @@ def is_http_url(text: str | None) -> bool:
     """True for an absolute http(s) URL with a host (a guid that can double as a link)."""
     if not text:
         return False
-    parts = urlsplit(text.strip())
+    try:
+        parts = urlsplit(text.strip())
+    except ValueError:  # e.g. an unclosed IPv6 bracket: "http://[::1"
+        return False
     return parts.scheme.lower() in ("http", "https") and bool(parts.netloc)
 
 
@@ -137,7 +140,10 @@ def canonical_url(
     """
     text = url.strip()
     if base:
-        text = urljoin(base.strip(), text)
+        try:
+            text = urljoin(base.strip(), text)
+        except ValueError:  # unparseable ("http://[::1"): returned as sent, like below
+            return text
     elif text.startswith("//"):
         text = "https:" + text
     try:

@@ -185,3 +185,26 @@ def test_parse_never_fetches(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(urllib.request.OpenerDirector, "open", boom)
     with pytest.raises(ParseError):
         parse_feed(b"https://example.org/feed.xml", url="https://example.org/feed.xml")
+
+
+def test_plain_text_titles_keep_text_that_looks_like_markup() -> None:
+    """An Atom ``type="text"`` title is text: ``a<b c> d`` must not lose ``<b c>`` as a tag.
+
+    (RSS titles are ambiguous; feedparser sniffs them, and so do we.)
+    """
+    from datetime import UTC, datetime
+
+    from aggregator.adapters import get_adapter
+    from aggregator.types import Source
+
+    doc = (
+        b'<?xml version="1.0"?><feed xmlns="http://www.w3.org/2005/Atom"><title>t</title>'
+        b"<id>urn:x</id><updated>2026-01-01T00:00:00Z</updated><entry><id>urn:1</id>"
+        b'<title type="text">a&lt;b c&gt; d &amp;amp; e</title>'
+        b'<link href="https://example.org/1"/><updated>2026-01-01T00:00:00Z</updated>'
+        b"</entry></feed>"
+    )
+    (entry,) = parse_feed(doc, url="https://example.org/feed").entries
+    source = Source("s", "S", "https://example.org/feed")
+    article = get_adapter("generic")(entry, source, datetime(2026, 1, 2, tzinfo=UTC))
+    assert article.title == "a<b c> d &amp; e"

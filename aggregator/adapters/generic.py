@@ -123,19 +123,23 @@ class GenericAdapter:
         return any(host == site or host.endswith("." + site) for site in self.spec.site_hosts)
 
     def link(self, entry: RawEntry, source: Source) -> str | None:
-        """The canonical article link; the guid stands in when ``<link>`` is empty."""
-        raw = entry.link if entry.link and entry.link.strip() else None
-        if raw is None and is_http_url(entry.guid):
-            raw = entry.guid
-        if raw is None:
-            return None
-        return canonical_url(raw, source.url, host_aliases=self.spec.host_aliases)
+        """The canonical http(s) article link; a URL guid stands in for a missing one.
+
+        Only http(s) survives: the link is exported as an ``href`` (feeds, archive,
+        web page), so a ``javascript:`` or ``data:`` link is treated as no link at all.
+        """
+        for raw in (entry.link, entry.guid if is_http_url(entry.guid) else None):
+            if raw and raw.strip():
+                link = canonical_url(raw, source.url, host_aliases=self.spec.host_aliases)
+                if is_http_url(link):
+                    return link
+        return None
 
     def __call__(self, entry: RawEntry, source: Source, fetched_at: datetime) -> Article:
         link = self.link(entry, source)
         if link is None:
             raise AdapterError(
-                "entry has neither a link nor a URL guid",
+                "entry has neither an http(s) link nor a URL guid",
                 source=source.id,
                 url=source.url,
                 guid=entry.guid,
@@ -147,7 +151,8 @@ class GenericAdapter:
         body = clean_html(raw_body, base_url=link, spec=self.spec.clean)
         title = normalize_title(entry.title)
         if not title:
-            title = text_content(body)[:80].strip()
+            # Normalized like a feed title, so feeding this article back changes nothing.
+            title = normalize_title(html.escape(text_content(body)[:80], quote=False))
         if not title:
             raise AdapterError(
                 "entry has no title and no text", source=source.id, url=link, guid=entry.guid

@@ -1,0 +1,14 @@
+"""Shared helpers for the hostile-input suite.
+
+``tests/`` is put on ``sys.path`` so ``from feedserver import ...`` works when this
+folder is run on its own (pytest's default import mode only adds ``tests/hostile``).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+TESTS = Path(__file__).resolve().parent.parent
+if str(TESTS) not in sys.path:
+    sys.path.insert(0, str(TESTS))
