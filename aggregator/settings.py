@@ -10,13 +10,22 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from aggregator.errors import ConfigError
@@ -27,13 +36,19 @@ __all__ = ["DEFAULT_CONFIG_FILE", "Settings", "load_settings", "load_sources", "
 DEFAULT_CONFIG_FILE = Path("config/aggregator.toml")
 ENV_PREFIX = "AGGREGATOR_"
 
-PositiveSeconds = Annotated[float, Field(gt=0)]
+DAY = 86400.0
+# Every duration is bounded on both sides: a zero interval is a hot loop, an infinite
+# timeout switches a defence off, and both used to slip through as "valid floats".
+Seconds = Annotated[float, Field(ge=0.05, le=30 * DAY)]
+Timeout = Annotated[float, Field(ge=0.1, le=3600)]
 
 
 class Settings(BaseSettings):
     """Daemon-wide settings.  Field docs are shown by ``aggregator config``."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="forbid", frozen=True, allow_inf_nan=False
+    )
 
     database_url: str = Field(
         "sqlite:///data/aggregator.db",
@@ -44,33 +59,40 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = Field(8080, ge=0, le=65535)
     base_url: str | None = Field(
-        None, description="public URL of the HTTP service, for self links in feeds"
+        None,
+        pattern=r"^https?://[^\s/?#]+[^\s]*$",
+        max_length=500,
+        description="public URL of the HTTP service, for self links in feeds",
     )
     feed_title: str = "aggregator"
     feed_limit: int = Field(50, ge=1, le=1000, description="items per feed page by default")
     feed_max_limit: int = Field(500, ge=1, le=5000, description="cap on ?limit=")
-    default_interval: PositiveSeconds = Field(1800, description="poll interval, seconds")
+    default_interval: Seconds = Field(1800, ge=1, description="poll interval, seconds")
     jitter: float = Field(0.1, ge=0, le=1, description="random extra delay, fraction of interval")
-    tick_seconds: PositiveSeconds = Field(
+    tick_seconds: Seconds = Field(
         5, description="how often the daemon looks for due sources (the scheduling resolution)"
     )
     max_concurrent_polls: int = Field(8, ge=1, le=256)
-    max_entries_per_poll: int = Field(500, ge=1)
-    connect_timeout: PositiveSeconds = 5.0
-    read_timeout: PositiveSeconds = 15.0
-    total_timeout: PositiveSeconds = 30.0
-    max_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="response cap, decompressed")
+    max_entries_per_poll: int = Field(500, ge=1, le=100_000)
+    connect_timeout: Timeout = 5.0
+    read_timeout: Timeout = 15.0
+    total_timeout: Timeout = 30.0
+    max_bytes: int = Field(
+        20 * 1024 * 1024, ge=1024, le=1024**3, description="response cap, decompressed"
+    )
     max_redirects: int = Field(5, ge=0, le=20)
     allow_private_addresses: bool = Field(
         False, description="allow sources on private, loopback or link-local addresses"
     )
-    backoff_cap: PositiveSeconds = Field(86400, description="longest delay after failures")
-    retention_days: float = Field(90, gt=0, description="prune articles older than this")
-    prune_interval: PositiveSeconds = Field(3600 * 6, description="how often retention runs")
-    lease_seconds: PositiveSeconds = Field(
+    backoff_cap: Seconds = Field(86400, ge=1, description="longest delay after failures")
+    retention_days: float = Field(
+        90, ge=0.01, le=36500, description="prune articles older than this"
+    )
+    prune_interval: Seconds = Field(3600 * 6, ge=1, description="how often retention runs")
+    lease_seconds: Seconds = Field(
         300, description="how long an instance's claim on a source lasts (multi-instance)"
     )
-    shutdown_grace: PositiveSeconds = Field(20, description="wait for in-flight polls on stop")
+    shutdown_grace: Timeout = Field(20, description="wait for in-flight polls on stop")
 
     @classmethod
     def settings_customise_sources(
@@ -91,18 +113,27 @@ def _read_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(handle)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}", file=str(path)) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 text ({exc.reason})", file=str(path)) from exc
+    except RecursionError as exc:
+        raise ConfigError("not valid TOML: nested too deeply", file=str(path)) from exc
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror}", file=str(path)) from exc
+
+
+def _short(text: str, limit: int = 80) -> str:
+    """Enough of a hostile value to recognise it, never a 100 kB echo."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _first_error(exc: ValidationError, file: str, *, prefix: str = "") -> ConfigError:
     """The first problem as ``file:key: problem`` (the rest are counted, not hidden)."""
     error = exc.errors()[0]
-    problem = error["msg"]
+    problem = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         problem = "unknown key"
     elif "input" in error and error["type"] != "missing":
-        problem = f"{problem} (got {error['input']!r})"
+        problem = f"{problem} (got {_short(repr(error['input']))})"
     more = len(exc.errors()) - 1
     if more:
         problem += f" (and {more} more problem{'s' if more > 1 else ''})"
@@ -134,7 +165,11 @@ def load_settings(config_file: Path | None = None) -> Settings:
 
 
 def _parse_interval(value: object) -> object:
-    """Accept seconds, or a string like ``90s``, ``30m``, ``2h``, ``1d``."""
+    """Accept seconds, or a string like ``90s``, ``30m``, ``2h``, ``1d``.
+
+    Anything else is passed on unchanged for the field's own validation to refuse
+    (a bool is not a number here, whatever Python says).
+    """
     if isinstance(value, str):
         units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
         text = value.strip().lower()
@@ -146,18 +181,56 @@ def _parse_interval(value: object) -> object:
     return value
 
 
-class SourceConfig(BaseModel):
-    """One ``[[source]]`` table of the sources file."""
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+
+def _check_url(value: str) -> str:
+    """An absolute http(s) URL with a host, a valid port, no credentials, nothing invisible.
+
+    Credentials are refused because a feed URL appears in every log line, error
+    and ``aggregator sources`` row; control and bidi characters because they forge
+    log lines or spoof what an operator sees.
+    """
+    if _CONTROL.search(value) or any(char.isspace() for char in value):
+        raise ValueError("URL contains whitespace or control characters")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError("URL must start with http:// or https://")
+    if not parts.hostname:
+        raise ValueError("URL has no host")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("credentials in the URL are not supported (they would be logged)")
+    try:
+        parts.port  # noqa: B018 -- raises ValueError for a port outside 0..65535
+    except ValueError as exc:
+        raise ValueError("URL has an invalid port") from exc
+    return value
+
+
+def _check_name(value: str) -> str:
+    if _CONTROL.search(value):
+        raise ValueError("name contains control characters")
+    if not value.strip():
+        raise ValueError("name is blank")
+    return value
+
+
+class SourceConfig(BaseModel):
+    """One ``[[source]]`` table of the sources file.
+
+    Strict: TOML values are typed, so ``enabled = 'yes'`` or ``interval = true`` is a
+    mistake to report, not something to coerce.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
-    name: str = Field(min_length=1, max_length=200)
-    url: str = Field(pattern=r"^https?://[^\s/?#]+[^\s]*$", max_length=2000)
-    adapter: str = "generic"
-    interval: float | None = Field(None, gt=0, description="seconds, or '30m', '2h'")
+    name: Annotated[str, AfterValidator(_check_name)] = Field(min_length=1, max_length=200)
+    url: Annotated[str, AfterValidator(_check_url)] = Field(max_length=2000)
+    adapter: str = Field("generic", max_length=64)
+    interval: float | None = Field(None, ge=1, le=30 * DAY, description="seconds, or '30m', '2h'")
     enabled: bool = True
-    retention_days: float | None = Field(None, gt=0)
+    retention_days: float | None = Field(None, ge=0.01, le=36500)
     allow_private: bool = False
 
     _interval = field_validator("interval", mode="before")(_parse_interval)
@@ -191,7 +264,7 @@ def load_sources(settings: Settings, *, adapters: Sequence[str]) -> list[Source]
     for index, table in enumerate(tables):
         where = f"source[{index}]"
         if isinstance(table, Mapping) and isinstance(table.get("id"), str):
-            where = f"source[{index}] ({table['id']})"
+            where = f"source[{index}] ({_short(table['id'], 70)})"
         try:
             config = SourceConfig.model_validate(table)
         except ValidationError as exc:

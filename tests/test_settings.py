@@ -110,10 +110,10 @@ url = "https://example.com/feed.xml"
     [
         (GOOD + "colour = 'red'\n", "source[0] (one).colour", "unknown key"),
         (GOOD + "interval = 'often'\n", "source[0] (one).interval", "valid number"),
-        (GOOD + "interval = -5\n", "source[0] (one).interval", "greater than 0"),
+        (GOOD + "interval = -5\n", "source[0] (one).interval", "greater than or equal to 1"),
         (GOOD + "adapter = 'nope'\n", "source[0] (one).adapter", "unknown adapter 'nope'"),
         (GOOD + GOOD, "source[1] (one).id", "duplicate source id 'one'"),
-        (GOOD.replace("https://", "file://"), "source[0] (one).url", "pattern"),
+        (GOOD.replace("https://", "file://"), "source[0] (one).url", "http:// or https://"),
         (GOOD.replace('id = "one"', 'id = "../x"'), "source[0] (../x).id", "pattern"),
         (GOOD + "\n[extra]\n", "extra", "unknown key"),
     ],
