@@ -549,3 +549,11 @@ def test_feed_json_is_valid_json_with_unicode(client: TestClient) -> None:
     raw = client.get("/feed.json").content
     assert "中俄防长视频通话".encode() in raw
     assert json.loads(raw)["version"] == "https://jsonfeed.org/version/1.1"
+
+
+def test_every_answer_carries_security_headers() -> None:
+    client = TestClient(create_app(FakeReader(), base_url=BASE, sources=SOURCES))
+    for path in ("/", "/feed.xml", "/feed.xml?limit=-1", "/healthz", "/metrics", "/nope"):
+        response = client.get(path)
+        assert response.headers["x-content-type-options"] == "nosniff", path
+        assert "default-src 'none'" in response.headers["content-security-policy"], path
