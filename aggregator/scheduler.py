@@ -63,20 +63,34 @@ class Daemon:
         self.lease = timedelta(seconds=settings.lease_seconds)
         self.scheduler = AsyncIOScheduler(timezone=UTC)
         self._stopping = False
+        self._claiming: asyncio.Future[list[str]] | None = None
 
     async def poll_due(self) -> list[str]:
         """Claim what is due (within the free concurrency) and start polling it."""
         free = self.settings.max_concurrent_polls - len(self.in_flight)
         if free <= 0 or self._stopping or not self.sources:
             return []
-        claimed = await asyncio.to_thread(
-            self.store.claim_due,
-            sorted(self.sources),
-            now=datetime.now(UTC),
-            owner=self.owner,
-            lease=self.lease,
-            limit=free,
+        # Shielded: a stop may cancel this job mid-claim, but the claim still commits
+        # in its thread; shutdown() awaits it and releases what it took.
+        self._claiming = asyncio.ensure_future(
+            asyncio.to_thread(
+                self.store.claim_due,
+                sorted(self.sources),
+                now=datetime.now(UTC),
+                owner=self.owner,
+                lease=self.lease,
+                limit=free,
+            )
         )
+        try:
+            claimed = await asyncio.shield(self._claiming)
+        except asyncio.CancelledError:
+            if self._stopping:  # the stop cancelled this job: an expected end, not an error
+                return []
+            raise
+        self._claiming = None
+        if self._stopping:
+            return []  # shutdown() releases what this claim took
         for source_id in claimed:
             task = asyncio.create_task(self._poll_and_release(self.sources[source_id]))
             self.in_flight[source_id] = task
@@ -143,6 +157,12 @@ class Daemon:
         self._stopping = True
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
+        if self._claiming is not None:
+            # A claim that was under way when the stop came: hand its sources back now
+            # rather than leaving them leased (unpolled) until the lease runs out.
+            for source_id in await self._claiming:
+                if source_id not in self.in_flight:
+                    await asyncio.to_thread(self.store.release, source_id, self.owner)
         tasks = list(self.in_flight.values())
         if tasks:
             logger.info("waiting up to %ss for %d polls", self.settings.shutdown_grace, len(tasks))

@@ -321,6 +321,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # Several daemons connecting at once overflow the default backlog of 5, and the
+    # kernel then retries a connection a second later: a delay that looks like ours.
+    request_queue_size = 128
 
     def __init__(self, owner: FeedServer) -> None:
         self.owner = owner
