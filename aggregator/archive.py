@@ -111,7 +111,8 @@ def _quoted(value: str) -> str:
 
 _RESOLVER = Resolver()
 _PLAIN_START_FORBIDDEN = set("-?:,[]{}#&*!|>'\"%@`")
-_FLOW_FORBIDDEN = set(",[]{}")
+# Inside [ ... ] PyYAML ends a plain scalar at any of these (`?` and `:` included).
+_FLOW_FORBIDDEN = set(",[]{}?:")
 
 
 def _plain_is_safe(value: str, *, in_flow: bool) -> bool:

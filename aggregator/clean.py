@@ -259,14 +259,18 @@ def _promote_lazy(root: Tag, lazy_attrs: Iterable[str]) -> None:
 
 
 def _iframes_to_links(root: Tag, soup: BeautifulSoup) -> None:
+    """An embed becomes a plain link to it, in place.
+
+    The link is not wrapped in a ``<p>``: an iframe may sit inside a heading or a
+    paragraph, where a ``<p>`` is invalid and a second parse would move it, so
+    cleaning would not be a fixed point.
+    """
     for frame in root.find_all("iframe"):
         src = frame.get("src")
         if isinstance(src, str) and src.strip().lower().startswith(("http://", "https://", "//")):
             link = soup.new_tag("a", href=src.strip())
             link.string = src.strip()
-            paragraph = soup.new_tag("p")
-            paragraph.append(link)
-            frame.replace_with(paragraph)
+            frame.replace_with(link)
         else:
             frame.decompose()
 

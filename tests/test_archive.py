@@ -263,3 +263,10 @@ def test_millisecond_precision_is_kept() -> None:
     text = render(article)
     assert "date: 2021-11-24T01:38:51.387Z" in text
     assert parse(text).article.published == article.published
+
+
+@pytest.mark.parametrize("tag", ["0?", "a?b", "a:b", "a:", "x]", "{y}", "a,b"])
+def test_flow_sequence_values_that_pyyaml_splits_are_quoted(tag: str) -> None:
+    """Found by hypothesis: in [ ... ] PyYAML ends a plain scalar at `?`."""
+    article = dataclasses.replace(_article("t"), tags=(tag,), categories=(tag,))
+    assert parse(render(article)).article.tags == (tag,)
