@@ -1,0 +1,304 @@
+"""What the benchmark runs in child processes, one job per process.
+
+``python -m bench.workers JOB CONFIG.json RESULT.json``; each job writes its figures
+as JSON.  A fresh process per job means every figure includes what a daemon really
+pays (imports, connections, caches warming up) and that a peak RSS is the job's own
+(``VmHWM`` of the child), not the runner's.
+
+Our side goes through the daemon's own objects, configured as ``aggregator run``
+configures them: :class:`Settings` defaults, :class:`FetchLimits` from the settings,
+one :class:`Fetcher`, a :class:`Poller`, and the lease-driven :class:`Daemon`, whose
+``poll_due`` (claim -> poll -> release) is called again as soon as a poll slot frees
+instead of on the ``tick_seconds`` timer, so the figure is the pipeline's capacity,
+not the timer's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import cProfile
+import json
+import logging
+import os
+import pstats
+import statistics
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main"]
+
+
+def _cpu() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+def _proc_status() -> dict[str, int]:
+    """VmHWM / VmRSS of this process in bytes."""
+    found: dict[str, int] = {}
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            name, _, value = line.partition(":")
+            if name in ("VmHWM", "VmRSS"):
+                found[name] = int(value.split()[0]) * 1024
+    return found
+
+
+def _daemon_logging() -> None:
+    """What the CLI does (INFO, noisy libraries at WARNING); stderr goes to a log file."""
+    from aggregator import log
+
+    log.setup("INFO")
+
+
+class _Profiles:
+    """cProfile on the event-loop thread *and* on every worker thread of ``to_thread``."""
+
+    def __init__(self) -> None:
+        self.profiles: list[cProfile.Profile] = []
+
+    def _start_thread(self) -> None:
+        # Per-thread CPU time: a wall-clock timer would charge GIL waits to whatever
+        # C call (lxml, nh3, sqlite) happened to be waiting for the GIL.
+        profile = cProfile.Profile(time.thread_time)
+        self.profiles.append(profile)
+        profile.enable()
+
+    def executor(self) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(initializer=self._start_thread)
+
+    def report(self, main: cProfile.Profile, path: Path, title: str) -> None:
+        main.disable()
+        for profile in self.profiles:
+            # Each worker thread's profiler is still installed on its (now idle) thread;
+            # snapshotting reads the stats gathered so far.
+            profile.snapshot_stats()
+        with path.open("w") as out:
+            out.write(f"# {title}\n\n## event-loop thread (fetch, scheduling), by cumulative\n")
+            stats = pstats.Stats(main, stream=out)
+            stats.sort_stats("cumulative").print_stats(35)
+            if self.profiles:
+                out.write("\n## to_thread workers (parse, adapt, store), by cumulative\n")
+                stats = pstats.Stats(*self.profiles, stream=out)
+                stats.sort_stats("cumulative").print_stats(60)
+                out.write("\n## to_thread workers, by own time\n")
+                stats.sort_stats("tottime").print_stats(40)
+            out.write("\n## event-loop thread, by own time\n")
+            pstats.Stats(main, stream=out).sort_stats("tottime").print_stats(30)
+
+
+# --------------------------------------------------------------------------- ours
+
+
+def poll_ours(config: dict[str, Any]) -> dict[str, Any]:
+    _daemon_logging()
+    from aggregator.fetch import Fetcher, FetchLimits
+    from aggregator.pipeline import Poller, PollOutcome
+    from aggregator.scheduler import Daemon
+    from aggregator.settings import Settings
+    from aggregator.store import Store
+    from aggregator.types import Source
+
+    settings = Settings(
+        database_url=f"sqlite:///{config['db']}",
+        allow_private_addresses=True,  # the corpus is on 127.0.0.1
+        **config.get("settings", {}),
+    )
+    sources = [
+        Source(id=feed_id, name=name, url=config["base_url"] + f"/rss/{feed_id}.xml", adapter=kind)
+        for feed_id, kind, name in config["feeds"]
+    ]
+    store = Store.open(settings.database_url)
+    limits = FetchLimits(  # as cli._limits builds them
+        connect_timeout=settings.connect_timeout,
+        read_timeout=settings.read_timeout,
+        total_timeout=settings.total_timeout,
+        max_bytes=settings.max_bytes,
+        max_redirects=settings.max_redirects,
+        allow_private=settings.allow_private_addresses,
+    )
+    profiles = _Profiles() if config.get("profile") else None
+    main_profile = cProfile.Profile(time.thread_time) if profiles else None
+    rss_before = _proc_status()
+
+    async def run() -> tuple[list[PollOutcome], float, float]:
+        if profiles is not None:
+            asyncio.get_running_loop().set_default_executor(profiles.executor())
+        async with Fetcher(limits) as fetcher:
+            poller = Poller(  # as cli._poller builds it
+                store,
+                fetcher,
+                max_entries=settings.max_entries_per_poll,
+                jitter=settings.jitter,
+                backoff_cap=timedelta(seconds=settings.backoff_cap),
+            )
+            daemon = Daemon(settings, sources, store, poller)
+            tasks: list[asyncio.Task[PollOutcome]] = []
+            if main_profile is not None:
+                main_profile.enable()
+            wall, cpu = time.perf_counter(), _cpu()
+            while True:
+                claimed = await daemon.poll_due()
+                tasks.extend(daemon.in_flight[source_id] for source_id in claimed)
+                running = list(daemon.in_flight.values())
+                if not running:
+                    if not claimed:
+                        break
+                    continue
+                await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.gather(*tasks)
+            wall, cpu = time.perf_counter() - wall, _cpu() - cpu
+            if main_profile is not None:
+                main_profile.disable()
+            return [task.result() for task in tasks], wall, cpu
+
+    outcomes, wall, cpu = asyncio.run(run())
+    if profiles is not None and main_profile is not None:
+        profiles.report(main_profile, Path(config["profile"]), config.get("title", "poll"))
+    store.close()
+    statuses: dict[str, int] = {}
+    for outcome in outcomes:
+        statuses[outcome.status] = statuses.get(outcome.status, 0) + 1
+    counts = {
+        name: sum(getattr(outcome.counts, name) for outcome in outcomes)
+        for name in ("new", "updated", "unchanged", "merged", "skipped")
+    }
+    errors = [f"{o.source_id}: {o.error}" for o in outcomes if o.error is not None][:5]
+    return {
+        "wall": wall,
+        "cpu": cpu,
+        "polls": len(outcomes),
+        "statuses": statuses,
+        "counts": counts,
+        "errors": errors,
+        "rss_start": rss_before.get("VmRSS", 0),
+        **_proc_status(),
+    }
+
+
+# --------------------------------------------------------------------------- reader
+
+
+def poll_reader(config: dict[str, Any]) -> dict[str, Any]:
+    logging.basicConfig(level=logging.WARNING)
+    from reader import make_reader
+
+    reader = make_reader(config["db"])
+    if config.get("add"):
+        for url in config["urls"]:
+            reader.add_feed(url, exist_ok=True)
+    rss_before = _proc_status()
+    wall, cpu = time.perf_counter(), _cpu()
+    reader.update_feeds(workers=config["workers"], scheduled=False)
+    wall, cpu = time.perf_counter() - wall, _cpu() - cpu
+    broken = [f"{feed.url}: {feed.last_exception}" for feed in reader.get_feeds(broken=True)]
+    total = reader.get_entry_counts().total
+    reader.close()
+    return {
+        "wall": wall,
+        "cpu": cpu,
+        "entries_stored": total,
+        "broken": broken[:5],
+        "rss_start": rss_before.get("VmRSS", 0),
+        **_proc_status(),
+    }
+
+
+# --------------------------------------------------------------------------- export
+
+
+def export(config: dict[str, Any]) -> dict[str, Any]:
+    from aggregator.store import Store
+
+    url = f"sqlite:///{config['db']}"
+    Store.open(url).close()  # migrations checked once, as at daemon start
+    source = config["source"]
+    result: dict[str, Any] = {}
+
+    def timed(call: Any) -> float:
+        started = time.perf_counter()
+        rows = call()
+        elapsed = time.perf_counter() - started
+        assert rows, "no rows"
+        return elapsed
+
+    for label, selection in (("merged", None), ("source", [source])):
+        # A new Store (new engine): new connection *and* empty statement cache.
+        new_store = []
+        for _ in range(config.get("cold_repeats", 5)):
+            store = Store.open(url, migrate=False)
+            new_store.append(timed(partial(store.latest, sources=selection, limit=100)))
+            store.close()
+        store = Store.open(url, migrate=False)
+        store.latest(sources=selection, limit=100)  # statements compiled and cached
+        # The daemon's case: same engine, the pool opens a new SQLite connection.
+        new_connection = []
+        for _ in range(config.get("cold_repeats", 5)):
+            store.engine.dispose()
+            new_connection.append(timed(partial(store.latest, sources=selection, limit=100)))
+        warm = [
+            timed(partial(store.latest, sources=selection, limit=100))
+            for _ in range(config.get("warm_repeats", 30))
+        ]
+        stamp = [
+            timed(partial(lambda s, sel: [s.last_updated(sel)], store, selection))
+            for _ in range(config.get("warm_repeats", 30))
+        ]
+        store.close()
+        result[label] = {
+            "first": statistics.median(new_connection),
+            "first_new_store": statistics.median(new_store),
+            "warm": statistics.median(warm),
+            "last_updated": statistics.median(stamp),
+        }
+    return result
+
+
+def serve_http(config: dict[str, Any]) -> dict[str, Any]:
+    """Run the real uvicorn server from serve.build_server until stdin closes."""
+    _daemon_logging()
+    from aggregator.serve import build_server, create_app
+    from aggregator.store import Store
+
+    store = Store.open(f"sqlite:///{config['db']}", migrate=False)
+    port = config["port"]
+    app = create_app(
+        store,
+        base_url=f"http://127.0.0.1:{port}",
+        sources={f"b{n:03d}": f"bulk {n}" for n in range(1000)},
+    )
+    server = build_server(app, "127.0.0.1", port)
+
+    async def run() -> None:
+        serving = asyncio.create_task(server.serve())
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        server.stop()
+        await serving
+
+    asyncio.run(run())
+    store.close()
+    return {"cpu": _cpu()}
+
+
+JOBS = {
+    "poll_ours": poll_ours,
+    "poll_reader": poll_reader,
+    "export": export,
+    "serve_http": serve_http,
+}
+
+
+def main() -> None:
+    job, config_path, result_path = sys.argv[1:4]
+    config = json.loads(Path(config_path).read_text())
+    result = JOBS[job](config)
+    Path(result_path).write_text(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
