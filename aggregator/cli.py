@@ -10,9 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import multiprocessing
+import os
 import signal
 import sys
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -37,7 +40,7 @@ from aggregator.export.feeds import (
     render_rss,
 )
 from aggregator.fetch import Fetcher, FetchLimits
-from aggregator.pipeline import Poller, PollOutcome
+from aggregator.pipeline import Poller, PollOutcome, init_worker
 from aggregator.scheduler import Daemon
 from aggregator.serve import build_server, create_app
 from aggregator.settings import Settings, load_settings, load_sources, sources_to_toml
@@ -140,13 +143,42 @@ def _store(settings: Settings) -> Iterator[Store]:
         store.close()
 
 
-def _poller(settings: Settings, store: Store, fetcher: Fetcher) -> Poller:
+@contextlib.contextmanager
+def _parse_pool(settings: Settings) -> Iterator[Executor | None]:
+    """Processes for the CPU-bound parse-and-clean step, or None for a thread.
+
+    Spawned, not forked: the daemon has threads (database, HTTP) by then, and a
+    fork copies their locks in whatever state they are.
+    """
+    workers = settings.parse_processes
+    if workers < 0:
+        workers = os.cpu_count() or 1
+        workers = workers if workers > 1 else 0
+    if workers == 0:
+        yield None
+        return
+    pool = ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=init_worker,
+        initargs=(settings.log_level,),
+    )
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _poller(
+    settings: Settings, store: Store, fetcher: Fetcher, executor: Executor | None
+) -> Poller:
     return Poller(
         store,
         fetcher,
         max_entries=settings.max_entries_per_poll,
         jitter=settings.jitter,
         backoff_cap=timedelta(seconds=settings.backoff_cap),
+        executor=executor,
     )
 
 
@@ -198,9 +230,10 @@ async def _serve_until_signalled(
     logger.info("serving feeds on %s/feed.xml", _base_url(settings))
     try:
         if poll:
-            async with Fetcher(_limits(settings)) as fetcher:
-                daemon = Daemon(settings, sources, store, _poller(settings, store, fetcher))
-                await daemon.run(stop)
+            with _parse_pool(settings) as pool:
+                async with Fetcher(_limits(settings)) as fetcher:
+                    poller = _poller(settings, store, fetcher, pool)
+                    await Daemon(settings, sources, store, poller).run(stop)
         else:
             await stop.wait()
     finally:
@@ -239,14 +272,17 @@ async def _poll_once(
     settings: Settings, sources: Sequence[Source], store: Store
 ) -> list[PollOutcome]:
     limit = asyncio.Semaphore(settings.max_concurrent_polls)
-    async with Fetcher(_limits(settings)) as fetcher:
-        poller = _poller(settings, store, fetcher)
+    # One-shot polls of a few feeds would spend longer starting a pool than using it.
+    pool = _parse_pool(settings) if len(sources) > 4 else contextlib.nullcontext()
+    with pool as executor:
+        async with Fetcher(_limits(settings)) as fetcher:
+            poller = _poller(settings, store, fetcher, executor)
 
-        async def one(source: Source) -> PollOutcome:
-            async with limit:
-                return await poller.poll(source)
+            async def one(source: Source) -> PollOutcome:
+                async with limit:
+                    return await poller.poll(source)
 
-        return list(await asyncio.gather(*(one(source) for source in sources)))
+            return list(await asyncio.gather(*(one(source) for source in sources)))
 
 
 @app.command()

@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import random
+import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import BrokenExecutor, Executor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from aggregator import timing
+from aggregator import log, timing
 from aggregator.adapters import get_adapter
 from aggregator.errors import (
     AdapterError,
@@ -39,7 +42,14 @@ from aggregator.parse import parse_feed
 from aggregator.store import Store
 from aggregator.types import UTC, Article, FetchResult, PollCounts, RawEntry, Source, SourceState
 
-__all__ = ["PollOutcome", "Poller", "adapt_entries"]
+__all__ = [
+    "Normalized",
+    "PollOutcome",
+    "Poller",
+    "adapt_entries",
+    "init_worker",
+    "parse_and_adapt",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -90,8 +100,58 @@ def adapt_entries(
     return pairs, skipped
 
 
+@dataclass(frozen=True)
+class Normalized:
+    """What parse-and-adapt made of one fetched document (picklable: it may cross processes)."""
+
+    pairs: list[tuple[RawEntry, Article]]
+    skipped: int
+    problems: tuple[str, ...]
+    entries_sent: int
+
+
+def parse_and_adapt(
+    content: bytes,
+    *,
+    url: str,
+    headers: Mapping[str, str],
+    source: Source,
+    fetched_at: datetime,
+    max_entries: int,
+) -> Normalized:
+    """The CPU-bound middle of a poll, pure: bytes in, normalized articles out.
+
+    A module-level function so that a process pool can run it: on a multi-core
+    machine parsing and cleaning are most of a full poll's cost, and threads
+    would serialise on the GIL.
+    """
+    feed = parse_feed(content, url=url, headers=headers, source=source.id)
+    entries = feed.entries[:max_entries]
+    pairs, skipped = adapt_entries(entries, source, fetched_at)
+    if feed.problems and entries and not pairs:
+        # Broken markup that salvaged nothing usable is a broken feed, not an empty one.
+        raise ParseError(
+            f"malformed feed, no usable entry: {feed.problems[0]}", source=source.id, url=url
+        )
+    return Normalized(pairs, skipped, feed.problems, len(feed.entries))
+
+
+def init_worker(log_level: str) -> None:
+    """Set up a parse-pool worker: our log format, and Ctrl-C left to the parent.
+
+    SIGINT reaches the whole process group; the parent shuts the pool down in
+    order, so a worker must not die of it mid-task.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    log.setup(log_level)
+
+
 class Poller:
-    """Polls sources through one shared fetcher into one store."""
+    """Polls sources through one shared fetcher into one store.
+
+    ``executor`` (a process pool) runs :func:`parse_and_adapt`; without one it
+    runs in a worker thread, which keeps the event loop free but uses one core.
+    """
 
     def __init__(
         self,
@@ -104,8 +164,10 @@ class Poller:
         metrics: Metrics = DEFAULT_METRICS,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         rng: random.Random | None = None,
+        executor: Executor | None = None,
     ) -> None:
         self.store = store
+        self.executor = executor
         self.fetcher = fetcher
         self.max_entries = max_entries
         self.jitter = jitter
@@ -138,7 +200,10 @@ class Poller:
             result = await self.fetcher.fetch(source, state)
             if result.not_modified:
                 return await self._not_modified(source, attempt, result, now)
-            return await asyncio.to_thread(self._store_result, source, attempt, result, now)
+            normalized = await self._normalize(source, result, now)
+            return await asyncio.to_thread(
+                self._store_result, source, attempt, result, normalized, now
+            )
         except SourceError as exc:
             return await self._failed(source, attempt, exc, now)
 
@@ -165,37 +230,51 @@ class Poller:
         )
         return PollOutcome(source.id, "not-modified")
 
-    def _store_result(
-        self, source: Source, state: SourceState, result: FetchResult, now: datetime
-    ) -> PollOutcome:
+    async def _normalize(self, source: Source, result: FetchResult, now: datetime) -> Normalized:
         assert result.content is not None
-        feed = parse_feed(result.content, url=result.url, headers=result.headers, source=source.id)
-        entries = feed.entries[: self.max_entries]
-        if len(feed.entries) > len(entries):
+        work = functools.partial(
+            parse_and_adapt,
+            result.content,
+            url=result.url,
+            headers=dict(result.headers),
+            source=source,
+            fetched_at=now,
+            max_entries=self.max_entries,
+        )
+        if self.executor is not None:
+            try:
+                return await asyncio.get_running_loop().run_in_executor(self.executor, work)
+            except BrokenExecutor:
+                # A worker died (killed, out of memory): keep polling, on one core.
+                logger.exception("parse pool broken; parsing in threads from now on")
+                self.executor = None
+        return await asyncio.to_thread(work)
+
+    def _store_result(
+        self,
+        source: Source,
+        state: SourceState,
+        result: FetchResult,
+        normalized: Normalized,
+        now: datetime,
+    ) -> PollOutcome:
+        if normalized.entries_sent > self.max_entries:
             logger.warning(
-                "source %r sent %d entries; keeping the first %d",
+                "source %r sent %d entries; kept the first %d",
                 source.id,
-                len(feed.entries),
+                normalized.entries_sent,
                 self.max_entries,
             )
-        for problem in feed.problems:
+        for problem in normalized.problems:
             logger.warning("feed problem: source=%r url=%r: %s", source.id, result.url, problem)
-        pairs, skipped = adapt_entries(entries, source, now)
-        if feed.problems and entries and not pairs:
-            # Broken markup that salvaged nothing usable is a broken feed, not an empty one.
-            raise ParseError(
-                f"malformed feed, no usable entry: {feed.problems[0]}",
-                source=source.id,
-                url=result.url,
-            )
         new_state = self._success_state(source, state, result, now)
-        if feed.problems:
+        if normalized.problems:
             new_state = dataclasses.replace(
-                new_state, last_error_kind="parse-warning", last_error=feed.problems[0]
+                new_state, last_error_kind="parse-warning", last_error=normalized.problems[0]
             )
-        counts = self.store.save_poll(source, pairs, new_state)
-        counts = dataclasses.replace(counts, skipped=counts.skipped + skipped)
-        return PollOutcome(source.id, "ok", counts, problems=feed.problems)
+        counts = self.store.save_poll(source, normalized.pairs, new_state)
+        counts = dataclasses.replace(counts, skipped=counts.skipped + normalized.skipped)
+        return PollOutcome(source.id, "ok", counts, problems=normalized.problems)
 
     async def _failed(
         self, source: Source, state: SourceState, error: SourceError, now: datetime

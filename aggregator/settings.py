@@ -74,6 +74,13 @@ class Settings(BaseSettings):
     )
     max_concurrent_polls: int = Field(8, ge=1, le=256)
     max_entries_per_poll: int = Field(500, ge=1, le=100_000)
+    parse_processes: int = Field(
+        -1,
+        ge=-1,
+        le=64,
+        description="processes that parse and clean fetched feeds: -1 one per CPU core "
+        "(when there are several), 0 none (a thread of the daemon)",
+    )
     connect_timeout: Timeout = 5.0
     read_timeout: Timeout = 15.0
     total_timeout: Timeout = 30.0

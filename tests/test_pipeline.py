@@ -197,3 +197,46 @@ def test_storage_failure_is_reported_not_raised(server: FeedServer, tmp_path: Pa
         (outcome,) = _poll(broken, _source(server, "/voa"))
     assert outcome.status == "failed"
     assert outcome.error is not None and outcome.error.kind == "storage"
+
+
+def _poll_with(store: Store, source: Source, executor: object) -> PollOutcome:
+    async def run() -> PollOutcome:
+        async with Fetcher(FetchLimits()) as fetcher:
+            poller = Poller(store, fetcher, jitter=0, clock=lambda: NOW, executor=executor)  # type: ignore[arg-type]
+            return await poller.poll(source)
+
+    return asyncio.run(run())
+
+
+def test_a_process_pool_gives_the_same_articles_as_a_thread(
+    server: FeedServer, tmp_path: Path
+) -> None:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    server.route("/zaobao", static(ZAOBAO))
+    source = _source(server, "/zaobao", "zaobao", "zaobao")
+    results = []
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for name, executor in (("thread", None), ("pool", pool)):
+            with Store.open(f"sqlite:///{tmp_path / name}.db") as store:
+                assert _poll_with(store, source, executor).counts.new == 20
+                results.append([stored.article for stored in store.latest(limit=50)])
+    assert results[0] == results[1]
+
+
+def test_a_broken_pool_falls_back_to_threads(server: FeedServer, store: Store) -> None:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    server.route("/voa", static(VOA))
+    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+    pool.submit(int).result()  # start the worker
+    for process in list(pool._processes.values()):  # a worker dies (OOM killer, kill -9)
+        process.kill()
+        process.join()
+    try:
+        outcome = _poll_with(store, _source(server, "/voa"), pool)
+    finally:
+        pool.shutdown()
+    assert (outcome.status, outcome.counts.new) == ("ok", 1)
