@@ -40,7 +40,8 @@ from aggregator.export.feeds import (
     render_rss,
 )
 from aggregator.fetch import Fetcher, FetchLimits
-from aggregator.pipeline import Poller, PollOutcome, init_worker
+from aggregator.normalize import init_worker, warm_up
+from aggregator.pipeline import Poller, PollOutcome
 from aggregator.scheduler import Daemon
 from aggregator.serve import build_server, create_app
 from aggregator.settings import Settings, load_settings, load_sources, sources_to_toml
@@ -164,6 +165,7 @@ def _parse_pool(settings: Settings) -> Iterator[Executor | None]:
         initargs=(settings.log_level,),
     )
     try:
+        list(pool.map(warm_up, range(workers)))
         yield pool
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

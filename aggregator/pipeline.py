@@ -5,8 +5,9 @@ failures at two levels: a bad entry is logged with its guid and skipped, and a
 failed source records the error and its backoff in its state row and returns an
 outcome instead of raising, so one source never stops the others.
 
-Network I/O runs on the event loop; parsing, adapting and the database
-transaction are CPU- or disk-bound and run in a worker thread, so the HTTP
+Network I/O runs on the event loop.  Parsing and cleaning (the CPU-bound
+middle, :mod:`aggregator.normalize`) run in a process pool when there is one,
+else in a thread, and the database transaction runs in a thread, so the HTTP
 service sharing the loop stays responsive during a large poll.
 """
 
@@ -17,20 +18,16 @@ import dataclasses
 import functools
 import logging
 import random
-import signal
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from concurrent.futures import BrokenExecutor, Executor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from aggregator import log, timing
-from aggregator.adapters import get_adapter
+from aggregator import timing
 from aggregator.errors import (
-    AdapterError,
     AggregatorError,
     GoneError,
-    ParseError,
     RateLimitedError,
     SourceError,
     StorageError,
@@ -38,18 +35,11 @@ from aggregator.errors import (
 from aggregator.fetch import Fetcher
 from aggregator.metrics import DEFAULT as DEFAULT_METRICS
 from aggregator.metrics import Metrics
-from aggregator.parse import parse_feed
+from aggregator.normalize import Normalized, parse_and_adapt
 from aggregator.store import Store
-from aggregator.types import UTC, Article, FetchResult, PollCounts, RawEntry, Source, SourceState
+from aggregator.types import UTC, FetchResult, PollCounts, Source, SourceState
 
-__all__ = [
-    "Normalized",
-    "PollOutcome",
-    "Poller",
-    "adapt_entries",
-    "init_worker",
-    "parse_and_adapt",
-]
+__all__ = ["PollOutcome", "Poller"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,82 +58,6 @@ class PollOutcome:
     @property
     def failed(self) -> bool:
         return self.error is not None
-
-
-def adapt_entries(
-    entries: Sequence[RawEntry], source: Source, fetched_at: datetime
-) -> tuple[list[tuple[RawEntry, Article]], int]:
-    """Normalize each entry with the source's adapter; return the pairs and the skip count.
-
-    A bad entry never costs the others.  An :class:`AdapterError` is an expected
-    rejection (no link, no title); anything else is a bug met on hostile input,
-    logged with its traceback and the entry's identity, and still skipped.
-    """
-    adapter = get_adapter(source.adapter)
-    pairs: list[tuple[RawEntry, Article]] = []
-    skipped = 0
-    for entry in entries:
-        try:
-            pairs.append((entry, adapter(entry, source, fetched_at)))
-        except AdapterError as exc:
-            skipped += 1
-            logger.warning("skipping entry: %s", exc)
-        except Exception:
-            skipped += 1
-            logger.exception(
-                "adapter %r crashed on an entry: source=%r guid=%r link=%r",
-                source.adapter,
-                source.id,
-                entry.guid,
-                entry.link,
-            )
-    return pairs, skipped
-
-
-@dataclass(frozen=True)
-class Normalized:
-    """What parse-and-adapt made of one fetched document (picklable: it may cross processes)."""
-
-    pairs: list[tuple[RawEntry, Article]]
-    skipped: int
-    problems: tuple[str, ...]
-    entries_sent: int
-
-
-def parse_and_adapt(
-    content: bytes,
-    *,
-    url: str,
-    headers: Mapping[str, str],
-    source: Source,
-    fetched_at: datetime,
-    max_entries: int,
-) -> Normalized:
-    """The CPU-bound middle of a poll, pure: bytes in, normalized articles out.
-
-    A module-level function so that a process pool can run it: on a multi-core
-    machine parsing and cleaning are most of a full poll's cost, and threads
-    would serialise on the GIL.
-    """
-    feed = parse_feed(content, url=url, headers=headers, source=source.id)
-    entries = feed.entries[:max_entries]
-    pairs, skipped = adapt_entries(entries, source, fetched_at)
-    if feed.problems and entries and not pairs:
-        # Broken markup that salvaged nothing usable is a broken feed, not an empty one.
-        raise ParseError(
-            f"malformed feed, no usable entry: {feed.problems[0]}", source=source.id, url=url
-        )
-    return Normalized(pairs, skipped, feed.problems, len(feed.entries))
-
-
-def init_worker(log_level: str) -> None:
-    """Set up a parse-pool worker: our log format, and Ctrl-C left to the parent.
-
-    SIGINT reaches the whole process group; the parent shuts the pool down in
-    order, so a worker must not die of it mid-task.
-    """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    log.setup(log_level)
 
 
 class Poller:

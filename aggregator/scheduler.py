@@ -20,8 +20,10 @@ import asyncio
 import logging
 import os
 import socket
+import time
 import uuid
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Coroutine, Sequence
 from datetime import datetime, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -64,12 +66,29 @@ class Daemon:
         self.scheduler = AsyncIOScheduler(timezone=UTC)
         self._stopping = False
         self._claiming: asyncio.Future[list[str]] | None = None
+        # Claimed, not yet started: a batch per claim keeps claims rare when many
+        # sources are due at once (one round trip per batch, not per poll).
+        self.queue: deque[tuple[str, float]] = deque()  # (source id, when claimed)
+        self._claim_lock = asyncio.Lock()
+        self._batch = 2 * settings.max_concurrent_polls
+        self._background: set[asyncio.Task[object]] = set()
 
     async def poll_due(self) -> list[str]:
-        """Claim what is due (within the free concurrency) and start polling it."""
-        free = self.settings.max_concurrent_polls - len(self.in_flight)
-        if free <= 0 or self._stopping or not self.sources:
+        """Claim what is due (a batch, when the queue runs low) and start what fits."""
+        if self._stopping or not self.sources or self._claim_lock.locked():
             return []
+        async with self._claim_lock:
+            self._start_queued()
+            want = self._batch - len(self.queue) - len(self.in_flight)
+            if len(self.queue) >= self.settings.max_concurrent_polls or want <= 0:
+                return []
+            claimed = await self._claim(want)
+            now = time.monotonic()
+            self.queue.extend((source_id, now) for source_id in claimed)
+            self._start_queued()
+            return claimed
+
+    async def _claim(self, limit: int) -> list[str]:
         # Shielded: a stop may cancel this job mid-claim, but the claim still commits
         # in its thread; shutdown() awaits it and releases what it took.
         self._claiming = asyncio.ensure_future(
@@ -79,7 +98,7 @@ class Daemon:
                 now=datetime.now(UTC),
                 owner=self.owner,
                 lease=self.lease,
-                limit=free,
+                limit=limit,
             )
         )
         try:
@@ -88,24 +107,47 @@ class Daemon:
             if self._stopping:  # the stop cancelled this job: an expected end, not an error
                 return []
             raise
-        self._claiming = None
         if self._stopping:
             return []  # shutdown() releases what this claim took
-        for source_id in claimed:
-            task = asyncio.create_task(self._poll_and_release(self.sources[source_id]))
-            self.in_flight[source_id] = task
+        self._claiming = None
         return claimed
+
+    def _start_queued(self) -> None:
+        # A claim that waited half its lease in the queue may soon be another
+        # instance's: let it go (it is claimed again when due) rather than race.
+        stale_before = time.monotonic() - self.lease.total_seconds() / 2
+        while self.queue and len(self.in_flight) < self.settings.max_concurrent_polls:
+            source_id, claimed_at = self.queue.popleft()
+            if claimed_at < stale_before:
+                self._spawn(self._release(source_id))
+                continue
+            source = self.sources[source_id]
+            self.in_flight[source.id] = asyncio.create_task(self._poll_and_release(source))
+
+    def _spawn(self, work: Coroutine[object, object, object]) -> None:
+        task = asyncio.create_task(work)
+        self._background.add(task)  # asyncio keeps only weak references to tasks
+        task.add_done_callback(self._background.discard)
 
     async def _poll_and_release(self, source: Source) -> PollOutcome:
         try:
             return await self.poller.poll(source)
         finally:
             self.in_flight.pop(source.id, None)
-            try:
-                await asyncio.to_thread(self.store.release, source.id, self.owner)
-            except Exception:
-                # The lease still expires on its own; say so rather than hide it.
-                logger.exception("cannot release source %r; its claim expires by itself", source.id)
+            await self._release(source.id)
+            if not self._stopping:
+                # A slot is free: start the next claimed source now, and claim more
+                # when the queue runs low, rather than waiting for the next tick.
+                self._start_queued()
+                if len(self.queue) < self.settings.max_concurrent_polls:
+                    self._spawn(self.poll_due())
+
+    async def _release(self, source_id: str) -> None:
+        try:
+            await asyncio.to_thread(self.store.release, source_id, self.owner)
+        except Exception:
+            # The lease still expires on its own; say so rather than hide it.
+            logger.exception("cannot release source %r; its claim expires by itself", source_id)
 
     async def prune(self) -> None:
         now = datetime.now(UTC)
@@ -157,12 +199,18 @@ class Daemon:
         self._stopping = True
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
+        unstarted = [source_id for source_id, _ in self.queue]
+        self.queue.clear()
         if self._claiming is not None:
-            # A claim that was under way when the stop came: hand its sources back now
-            # rather than leaving them leased (unpolled) until the lease runs out.
-            for source_id in await self._claiming:
-                if source_id not in self.in_flight:
-                    await asyncio.to_thread(self.store.release, source_id, self.owner)
+            # A claim that was under way when the stop came.
+            unstarted += await self._claiming
+        # Hand back what was claimed but never started, rather than leaving it
+        # leased (and unpolled) until the lease runs out.
+        for source_id in unstarted:
+            if source_id not in self.in_flight:
+                await self._release(source_id)
+        if self._background:  # releases of stale claims, refills that found us stopping
+            await asyncio.wait(set(self._background), timeout=self.settings.shutdown_grace)
         tasks = list(self.in_flight.values())
         if tasks:
             logger.info("waiting up to %ss for %d polls", self.settings.shutdown_grace, len(tasks))

@@ -164,6 +164,7 @@ def _build(path: Path, count: int, log: callable) -> None:  # type: ignore[valid
                             "guid": None,
                             "guid_key": None,
                             "first_seen": fetched,
+                            "updated": fetched,
                             "sort_time": when,
                         }
                     )

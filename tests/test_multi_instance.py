@@ -201,19 +201,21 @@ def test_a_killed_instance_s_sources_are_taken_over(
         victim: list[str] = []
 
         def pick_victim() -> bool:
-            # The instance with a poll in flight right now: killing it strands a lease.
+            # An instance with polls behind it and a claim held right now: killing it
+            # strands leases (claimed sources queued or in flight).
             with engine.connect() as conn:
-                row = conn.execute(
+                owners = conn.execute(
                     text(
                         "SELECT owner FROM leases WHERE owner IS NOT NULL AND expires > now()"
-                        " GROUP BY owner ORDER BY count(*) DESC LIMIT 1"
+                        " GROUP BY owner ORDER BY count(*) DESC"
                     )
-                ).first()
-            if row is None or row[0] not in instances:
-                return False
-            instances[row[0]].kill()
-            victim.append(row[0])
-            return True
+                ).scalars()
+                for owner in owners:
+                    if owner in instances and _polled_sources(instances[owner]):
+                        instances[owner].kill()
+                        victim.append(owner)
+                        return True
+            return False
 
         assert wait_until(pick_victim, 10, step=0.01)
         killed = time.monotonic()

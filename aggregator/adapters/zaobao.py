@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+from typing import TypeVar
 
 from bs4 import Tag
+from lxml import etree
 
 from aggregator.adapters import register
 from aggregator.adapters.generic import FEEDX_CLEAN, AdapterSpec, GenericAdapter
@@ -46,24 +48,62 @@ def decode_data_s(value: str | None) -> int | None:
     return int(text) if text.isdigit() else None
 
 
-def restore_data_s_order(root: Tag) -> None:
+def restore_data_s_order(root: etree._Element | Tag) -> None:
     """Put ``data-s`` blocks back in their true order, in the slots they occupy.
 
     Only when every ``data-s`` sibling under a parent decodes to a distinct rank:
     a partial or ambiguous decode would scramble a correct article, so it is left
     alone.  Siblings without ``data-s`` (feedx's empty leading ``<div>``) keep their
-    positions.
+    positions, and so does the text between blocks.  ``root`` is the lxml element
+    :func:`~aggregator.clean.clean_html` hands its hook; a BeautifulSoup tag works too.
     """
+    if isinstance(root, Tag):
+        _restore_in_soup(root)
+        return
+    parents: dict[etree._Element, list[etree._Element]] = {}
+    for block in root.iterfind(".//*[@data-s]"):
+        parent = block.getparent()
+        if parent is not None:
+            parents.setdefault(parent, []).append(block)
+    for parent, blocks in parents.items():
+        ordered = _ordered(blocks, [block.get("data-s") for block in blocks])
+        if ordered is None:
+            continue
+        slots = [(parent.index(block), block.tail) for block in blocks]
+        for block in blocks:
+            block.tail = None
+        markers = []
+        for index, tail in slots:
+            marker = etree.Element("aggregator-slot")
+            marker.tail = tail
+            parent[index] = marker  # the block is detached, its slot kept
+            markers.append(marker)
+        for marker, block in zip(markers, ordered, strict=True):
+            block.tail = marker.tail
+            parent.replace(marker, block)
+
+
+B = TypeVar("B")
+
+
+def _ordered(blocks: list[B], values: list[str | None]) -> list[B] | None:
+    """``blocks`` sorted by their decoded ranks, or None when they are not all distinct."""
+    ranks = [decode_data_s(value) for value in values]
+    if len(blocks) < 2 or None in ranks or len(set(ranks)) != len(ranks):
+        return None
+    return [block for _rank, block in sorted(zip(ranks, blocks, strict=True), key=_first)]
+
+
+def _restore_in_soup(root: Tag) -> None:
     parents: dict[int, tuple[Tag, list[Tag]]] = {}
     for tag in root.find_all(True, attrs={"data-s": True}):
         parent = tag.parent
         if parent is not None:
             parents.setdefault(id(parent), (parent, []))[1].append(tag)
     for _parent, blocks in parents.values():
-        ranks = [decode_data_s(str(block.get("data-s"))) for block in blocks]
-        if len(blocks) < 2 or None in ranks or len(set(ranks)) != len(ranks):
+        ordered = _ordered(blocks, [str(block.get("data-s")) for block in blocks])
+        if ordered is None:
             continue
-        ordered = [block for _rank, block in sorted(zip(ranks, blocks, strict=True), key=_first)]
         placeholders = []
         for block in blocks:
             marker = Tag(name="aggregator-slot")
@@ -73,7 +113,7 @@ def restore_data_s_order(root: Tag) -> None:
             marker.replace_with(block)
 
 
-def _first(pair: tuple[int | None, Tag]) -> int:
+def _first(pair: tuple[int | None, object]) -> int:
     return pair[0] or 0
 
 

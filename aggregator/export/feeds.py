@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import html
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -52,7 +53,6 @@ from email.utils import format_datetime
 from typing import Final
 
 from lxml import etree
-from lxml import html as lxml_html
 
 from ..types import UTC, Cursor, StoredArticle
 
@@ -199,14 +199,28 @@ def _clean(text: str) -> str:
     return _NOT_XML_CHAR.sub("", text)
 
 
+# Comments, then tags (an unterminated one at the end of a cut-off prefix too).
+_MARKUP: Final = re.compile(r"<!--.*?(?:-->|\Z)|<[^>]*(?:>|\Z)", re.DOTALL)
+_EXCERPT_WINDOWS: Final = (1024, 4096)
+
+
+def _text(fragment: str) -> str:
+    return _SPACE.sub(" ", html.unescape(_MARKUP.sub("", fragment))).strip()
+
+
 def _excerpt(body_html: str, limit: int = SUMMARY_CHARS) -> str:
-    if not body_html.strip():
-        return ""
-    try:
-        fragment = lxml_html.fragment_fromstring(body_html, create_parent="div")
-    except etree.ParserError:
-        return ""
-    text = _SPACE.sub(" ", fragment.text_content()).strip()
+    """The body's text, whitespace collapsed, cut to ``limit`` characters.
+
+    Bodies are already cleaned HTML, so removing the markup and decoding entities
+    gives the text an HTML parser would (``text_content()``) at a fraction of the
+    cost; only a prefix is read when it holds enough text (a cut entity or tag can
+    only spoil the tail, which the margin keeps out of the excerpt).
+    """
+    text = ""
+    for window in (*_EXCERPT_WINDOWS, len(body_html)):
+        text = _text(body_html[:window])
+        if window >= len(body_html) or len(text) > limit + 16:
+            break
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 

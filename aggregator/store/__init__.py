@@ -14,6 +14,7 @@ what was being done.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -38,6 +39,7 @@ from sqlalchemy import (
     select,
     text,
     tuple_,
+    union_all,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -58,7 +60,6 @@ from aggregator.store.tables import (
     source_state,
     state_values,
     to_article,
-    to_provenance,
     to_state,
     tombstones,
 )
@@ -92,6 +93,10 @@ class Store:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        # Source ids known to have a lease row (rows are never deleted), so a claim
+        # inserts rows only for sources it has not seen before.
+        self._leased: set[str] = set()
+        self._leased_lock = threading.Lock()
 
     @classmethod
     def open(cls, database_url: str, *, migrate: bool = True) -> Store:
@@ -184,6 +189,17 @@ class Store:
         ):
             self._save_state(conn, state)
 
+    def finish_poll(self, state: SourceState, owner: str) -> None:
+        """:meth:`save_state` and :meth:`release` of ``state.source_id`` by ``owner``,
+        in one transaction (the end of a poll that stored no articles: a 304 or a
+        failure).  The release is a no-op unless ``owner`` still holds the lease."""
+        with (
+            self._errors("save source state", source=state.source_id, owner=owner),
+            writing(self._engine) as conn,
+        ):
+            self._save_state(conn, state)
+            _release(conn, state.source_id, owner)
+
     def _save_state(self, conn: Connection, state: SourceState) -> None:
         values = state_values(state)
         statement = _insert(conn, source_state).values(values)
@@ -209,53 +225,96 @@ class Store:
         conditional UPDATE re-checks the lease, which alone suffices on SQLite where
         the write lock serialises claimers.
         """
+        return [source_id for source_id, _ in self._claim(source_ids, now, owner, lease, limit)]
+
+    def claim_due_states(
+        self,
+        sources: Sequence[Source],
+        *,
+        now: datetime,
+        owner: str,
+        lease: timedelta,
+        limit: int,
+    ) -> list[SourceState]:
+        """:meth:`claim_due`, returning the claimed sources' states (what
+        :meth:`get_state` would return, read in the same transaction) in claim order."""
+        by_id = {source.id: source for source in sources}
+        claimed = self._claim(list(by_id), now, owner, lease, limit, states=True)
+        return [
+            state if state is not None else SourceState(source_id, by_id[source_id].url)
+            for source_id, state in claimed
+        ]
+
+    def _claim(
+        self,
+        source_ids: Sequence[str],
+        now: datetime,
+        owner: str,
+        lease: timedelta,
+        limit: int,
+        *,
+        states: bool = False,
+    ) -> list[tuple[str, SourceState | None]]:
         if not source_ids or limit <= 0:
             return []
         lease_c, state = leases.c, source_state.c
         free = or_(lease_c.owner.is_(None), lease_c.expires <= _at(now))
+        with self._leased_lock:
+            missing = sorted(set(source_ids) - self._leased)
         with self._errors("claim due sources", owner=owner), writing(self._engine) as conn:
-            # A lease row per source first, so there is a row to lock.  Sorted so that
-            # concurrent claimers take row locks in the same order.
-            fresh = [{"source_id": source_id} for source_id in sorted(set(source_ids))]
-            conn.execute(_insert(conn, leases).values(fresh).on_conflict_do_nothing())
-            candidates = (
+            if missing:
+                # A lease row per source first, so there is a row to lock.  Sorted so
+                # that concurrent claimers take row locks in the same order.
+                fresh = [{"source_id": source_id} for source_id in missing]
+                conn.execute(_insert(conn, leases).values(fresh).on_conflict_do_nothing())
+            due = (
                 select(lease_c.source_id)
                 .outerjoin(source_state, state.source_id == lease_c.source_id)
                 .where(
-                    lease_c.source_id.in_(source_ids),
                     free,
                     state.disabled_reason.is_(None),
                     or_(state.next_poll.is_(None), state.next_poll <= _at(now)),
                 )
                 .order_by(state.next_poll.asc().nulls_first(), lease_c.source_id)
-                .limit(limit)
-                .with_for_update(of=leases, skip_locked=True)
             )
-            chosen = list(conn.scalars(candidates))
-            if not chosen:
-                return []
-            claimed = set(
-                conn.scalars(
-                    update(leases)
-                    .where(lease_c.source_id.in_(chosen), free)
-                    .values(owner=owner, expires=now + lease)
-                    .returning(lease_c.source_id)
+            if is_postgresql(self._engine):
+                candidates = (
+                    due.where(lease_c.source_id.in_(source_ids))
+                    .limit(limit)
+                    .with_for_update(of=leases, skip_locked=True)
                 )
-            )
-        return [source_id for source_id in chosen if source_id in claimed]
+                chosen = list(conn.scalars(candidates))
+            else:
+                # SQLite holds the write lock, so nothing changes while we read: filter
+                # by ``source_ids`` here rather than binding a thousand-item IN list
+                # (its compilation cost more than the whole query).
+                chosen = _ours(conn, due, set(source_ids), limit)
+            claimed: set[str] = set()
+            found: dict[str, SourceState] = {}
+            if chosen:
+                claimed.update(
+                    conn.scalars(
+                        update(leases)
+                        .where(lease_c.source_id.in_(chosen), free)
+                        .values(owner=owner, expires=now + lease)
+                        .returning(lease_c.source_id)
+                    )
+                )
+            if states and claimed:
+                query = source_state.select().where(state.source_id.in_(sorted(claimed)))
+                found = {row["source_id"]: to_state(row) for row in conn.execute(query).mappings()}
+        if missing:
+            with self._leased_lock:
+                self._leased.update(missing)
+        return [(source_id, found.get(source_id)) for source_id in chosen if source_id in claimed]
 
     def release(self, source_id: str, owner: str) -> None:
         """Give the lease back early; a no-op unless ``owner`` still holds it."""
-        lease = leases.c
         with (
             self._errors("release lease", source=source_id, owner=owner),
             writing(self._engine) as conn,
         ):
-            conn.execute(
-                update(leases)
-                .where(lease.source_id == source_id, lease.owner == owner)
-                .values(owner=None, expires=None)
-            )
+            _release(conn, source_id, owner)
 
     # -- writing articles ------------------------------------------------------------
 
@@ -266,16 +325,21 @@ class Store:
         state: SourceState,
         *,
         now: datetime | None = None,
+        release: str | None = None,
     ) -> PollCounts:
         """Store one poll's articles, their raw entries and the new state, atomically.
 
         A crash mid-poll then leaves either the whole poll or none of it, and the
-        state (ETag, next poll) never claims articles that were not stored.
+        state (ETag, next poll) never claims articles that were not stored.  With
+        ``release=owner`` the lease ``owner`` holds on the source is given back in
+        the same transaction (as :meth:`release` would).
         """
         _check_source(source, [article for _, article in entries])
         with self._errors("save poll", source=source.id), writing(self._engine) as conn:
             counts = self._store(conn, entries, now=_now(now), mode=Mode.POLL)
             self._save_state(conn, state)
+            if release is not None:
+                _release(conn, source.id, release)
         return counts
 
     def replace_articles(
@@ -342,7 +406,7 @@ class Store:
             or_(articles.c.link_key.in_(keys), articles.c.id.in_(owners))
         )
         rows = list(conn.execute(query).mappings())
-        routes = _routes(conn, [row["id"] for row in rows])
+        routes = _routes(conn, {row["id"]: row["source_id"] for row in rows})
         return {
             row["id"]: Record(
                 id=row["id"],
@@ -370,30 +434,57 @@ class Store:
         """
         if limit <= 0:
             return []
+        a, p = articles.c, provenance.c
         with self._errors("read latest articles", sources=sources), self._engine.connect() as conn:
-            if sources is None:
-                newest = _newest(conn, articles.c.sort_time, articles.c.id, before, limit)
-            else:
-                p = provenance.c
-                found = {
-                    row_id: moment
-                    for source in set(sources)
-                    for moment, row_id in _newest(
-                        conn, p.sort_time, p.article_id, before, limit, p.source_id == source
+            picked = set(sources or ())
+            if sources is None or len(picked) == 1:
+                # One index range scan, reading the article rows it reaches directly.
+                query = articles.select()
+                if sources is None:
+                    sort_time, id_ = a.sort_time, a.id
+                else:
+                    sort_time, id_ = p.sort_time, p.article_id
+                    query = query.join(provenance, p.article_id == a.id).where(
+                        p.source_id == next(iter(picked))
                     )
-                }
-                newest = sorted(
-                    ((moment, row_id) for row_id, moment in found.items()), reverse=True
+                if before is not None:
+                    query = query.where(
+                        tuple_(sort_time, id_) < tuple_(_at(before.sort_time), before.id)
+                    )
+                query = query.order_by(sort_time.desc(), id_.desc()).limit(limit)
+                rows = list(conn.execute(query).mappings())
+                return _stored(rows, _routes(conn, {row["id"]: row["source_id"] for row in rows}))
+            found = {
+                row_id: moment
+                for source in picked
+                for moment, row_id in _newest(
+                    conn, p.sort_time, p.article_id, before, limit, p.source_id == source
                 )
+            }
+            newest = sorted(((moment, row_id) for row_id, moment in found.items()), reverse=True)
             return _load(conn, [row_id for _, row_id in newest[:limit]])
 
     def last_updated(self, sources: Sequence[str] | None = None) -> datetime | None:
-        """When anything shown in a feed of ``sources`` (all when ``None``) last changed."""
-        query = select(func.max(articles.c.updated))
-        if sources is not None:
-            query = query.join(provenance, provenance.c.article_id == articles.c.id).where(
-                provenance.c.source_id.in_(sources)
-            )
+        """When anything shown in a feed of ``sources`` (all when ``None``) last changed.
+
+        One index seek per source: every provenance row carries its article's
+        ``updated`` (``ix_provenance_source_updated``)."""
+        if sources is None:
+            query = select(func.max(articles.c.updated))
+        else:
+            picked = sorted(set(sources))
+            if not picked:
+                return None
+            p = provenance.c
+            newest = [
+                select(func.max(p.updated).label("updated")).where(p.source_id == source)
+                for source in picked
+            ]
+            if len(newest) == 1:
+                query = newest[0]
+            else:
+                each = union_all(*newest).subquery()
+                query = select(func.max(each.c.updated))
         with self._errors("read last update", sources=sources), self._engine.connect() as conn:
             value: datetime | None = conn.scalar(query)
         return value
@@ -495,10 +586,13 @@ class _Execution:
         for intent in merged:
             self._route(intent.id, intent.route)
         if merged:
+            ids = {intent.id for intent in merged}
             self.conn.execute(
-                update(articles)
-                .where(articles.c.id.in_({intent.id for intent in merged}))
-                .values(updated=self.now)
+                update(articles).where(articles.c.id.in_(ids)).values(updated=self.now)
+            )
+            # Every route repeats its article's update time (the new ones get it below).
+            self.conn.execute(
+                update(provenance).where(provenance.c.article_id.in_(ids)).values(updated=self.now)
             )
         lost += self._add_routes()
         self._save_raws()
@@ -549,8 +643,11 @@ class _Execution:
         self.conn.execute(
             update(provenance)
             .where(provenance.c.article_id == bindparam("row_id"))
-            .values(sort_time=bindparam("sort_time")),
-            [{"row_id": row["row_id"], "sort_time": row["sort_time"]} for row in rows],
+            .values(sort_time=bindparam("sort_time"), updated=bindparam("updated")),
+            [
+                {"row_id": row["row_id"], "sort_time": row["sort_time"], "updated": self.now}
+                for row in rows
+            ],
         )
 
     def _route(self, article_id: int, route: dedupe.Route) -> None:
@@ -564,6 +661,7 @@ class _Execution:
             return []
         for row in self.routes:
             row["sort_time"] = self.sort_times[row["article_id"]]
+            row["updated"] = self.now
         statement = (
             _insert(self.conn, provenance)
             .on_conflict_do_nothing()
@@ -669,19 +767,34 @@ def _newest(
     return [(moment, row_id) for moment, row_id in conn.execute(query)]
 
 
-def _routes(conn: Connection, ids: Sequence[int]) -> dict[int, tuple[Provenance, ...]]:
-    """Each article's provenance, primary source first, then in order of arrival."""
-    found: dict[int, list[tuple[Any, ...]]] = {id_: [] for id_ in ids}
-    for chunk in _chunks(ids, _IMPORT_BATCH):
-        query = (
-            select(provenance, articles.c.source_id.label("primary"))
-            .join(articles, articles.c.id == provenance.c.article_id)
-            .where(provenance.c.article_id.in_(chunk))
-        )
-        for row in conn.execute(query).mappings():
-            order = (row["source_id"] != row["primary"], row["first_seen"], row["source_id"])
-            found[row["article_id"]].append((order, to_provenance(row)))
+def _routes(conn: Connection, primaries: Mapping[int, str]) -> dict[int, tuple[Provenance, ...]]:
+    """Each article's provenance, primary source first, then in order of arrival.
+
+    ``primaries`` maps each article id to its primary source id."""
+    found: dict[int, list[tuple[Any, ...]]] = {id_: [] for id_ in primaries}
+    p = provenance.c
+    columns = (p.article_id, p.source_id, p.source_name, p.link, p.guid, p.first_seen)
+    for chunk in _chunks(list(primaries), _IMPORT_BATCH):
+        query = select(*columns).where(p.article_id.in_(chunk))
+        for article_id, source_id, source_name, link, guid, first_seen in conn.execute(query):
+            order = (source_id != primaries[article_id], first_seen, source_id)
+            route = Provenance(source_id, source_name, link, guid, first_seen)
+            found[article_id].append((order, route))
     return {id_: tuple(route for _, route in sorted(rows)) for id_, rows in found.items()}
+
+
+def _stored(
+    rows: Sequence[Any], routes: Mapping[int, tuple[Provenance, ...]]
+) -> list[StoredArticle]:
+    return [
+        StoredArticle(
+            id=row["id"],
+            article=to_article(row),
+            provenance=routes[row["id"]],
+            updated=row["updated"],
+        )
+        for row in rows
+    ]
 
 
 def _load(conn: Connection, ids: Sequence[int]) -> list[StoredArticle]:
@@ -690,14 +803,29 @@ def _load(conn: Connection, ids: Sequence[int]) -> list[StoredArticle]:
     for chunk in _chunks(ids, _IMPORT_BATCH):
         query = articles.select().where(articles.c.id.in_(chunk))
         rows.update((row["id"], row) for row in conn.execute(query).mappings())
-    routes = _routes(conn, list(rows))
-    return [
-        StoredArticle(
-            id=row_id,
-            article=to_article(rows[row_id]),
-            provenance=routes[row_id],
-            updated=rows[row_id]["updated"],
-        )
-        for row_id in ids
-        if row_id in rows
-    ]
+    routes = _routes(conn, {row_id: row["source_id"] for row_id, row in rows.items()})
+    return _stored([rows[row_id] for row_id in ids if row_id in rows], routes)
+
+
+def _release(conn: Connection, source_id: str, owner: str) -> None:
+    lease = leases.c
+    conn.execute(
+        update(leases)
+        .where(lease.source_id == source_id, lease.owner == owner)
+        .values(owner=None, expires=None)
+    )
+
+
+def _ours(conn: Connection, due: Any, ours: set[str], limit: int) -> list[str]:
+    """The first ``limit`` rows of ``due`` whose source is in ``ours``, read in pages
+    (rows of sources that other instances poll are skipped)."""
+    chosen: list[str] = []
+    page = max(limit * 2, 64)
+    offset = 0
+    while len(chosen) < limit:
+        rows = list(conn.scalars(due.limit(page).offset(offset)))
+        chosen += [source_id for source_id in rows if source_id in ours][: limit - len(chosen)]
+        if len(rows) < page:
+            break
+        offset += page
+    return chosen

@@ -10,15 +10,16 @@ Index notes: ``ix_articles_recent (sort_time, id)`` serves ``ORDER BY sort_time
 DESC, id DESC LIMIT n`` as a backward index scan on both databases, so it needs no
 ``DESC`` columns (which alembic cannot compare reliably).  ``provenance`` repeats the
 article's ``sort_time`` so the per-source "latest N" is an index range scan too,
-whichever of its sources the article came through.  Identity columns hold SHA-256
-keys from :mod:`aggregator.dedupe`: a URL or GUID longer than PostgreSQL's B-tree
-row limit (~2.7 kB) then still indexes.
+whichever of its sources the article came through; it repeats ``updated`` as well
+(``ix_provenance_source_updated``), so a per-source "last changed" is one index
+seek.  Identity columns hold SHA-256 keys from :mod:`aggregator.dedupe`: a URL or
+GUID longer than PostgreSQL's B-tree row limit (~2.7 kB) then still indexes.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -61,6 +62,7 @@ __all__ = [
     "tombstones",
 ]
 
+_fromisoformat = datetime.fromisoformat
 KEY = String(64)  # a SHA-256 hex digest
 ID = String(255)  # a configured source id
 
@@ -89,6 +91,29 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
+
+    def result_processor(
+        self, dialect: Dialect, coltype: object
+    ) -> Callable[[Any], datetime | None] | None:
+        """On SQLite, parse the stored text in one step: the generic path runs
+        SQLAlchemy's regex parser and then :meth:`process_result_value`, which showed
+        up as a large part of reading a page of articles."""
+        generic = super().result_processor(dialect, coltype)
+        if dialect.name != "sqlite":
+            return generic
+
+        def process(value: Any) -> datetime | None:
+            if value is None:
+                return None
+            try:
+                moment = _fromisoformat(value)
+            except (TypeError, ValueError):
+                return generic(value) if generic is not None else value
+            if moment.tzinfo is None:
+                return moment.replace(tzinfo=UTC)
+            return moment.astimezone(UTC)
+
+        return process
 
 
 class ArticleRow(SQLModel, table=True):
@@ -130,6 +155,7 @@ class ProvenanceRow(SQLModel, table=True):
         UniqueConstraint("guid_key", name="uq_provenance_guid_key"),
         Index("ix_provenance_source_recent", "source_id", "sort_time", "article_id"),
         Index("ix_provenance_link_key", "link_key"),
+        Index("ix_provenance_source_updated", "source_id", "updated"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -147,6 +173,7 @@ class ProvenanceRow(SQLModel, table=True):
     guid_key: str | None = Field(default=None, sa_type=KEY)
     first_seen: datetime = Field(sa_type=UTCDateTime)
     sort_time: datetime = Field(sa_type=UTCDateTime)  # copy of articles.sort_time
+    updated: datetime = Field(sa_type=UTCDateTime)  # copy of articles.updated
 
 
 class RawEntryRow(SQLModel, table=True):
