@@ -54,6 +54,7 @@ class PollOutcome:
     duration: float = 0.0
     error: AggregatorError | None = None
     problems: tuple[str, ...] = ()
+    released: bool = False  # the lease was handed back with the final write
 
     @property
     def failed(self) -> bool:
@@ -90,10 +91,14 @@ class Poller:
         self.clock = clock
         self.rng = rng or random.Random()
 
-    async def poll(self, source: Source) -> PollOutcome:
+    async def poll(
+        self, source: Source, *, state: SourceState | None = None, owner: str | None = None
+    ) -> PollOutcome:
+        """Poll one source.  ``state``: as claimed (saves a read); ``owner``: the lease
+        holder, whose lease the poll's final write gives back in the same transaction."""
         started = time.monotonic()
         try:
-            outcome = await self._poll(source)
+            outcome = await self._poll(source, state, owner)
         except StorageError as exc:
             # The database itself failed (restart, full disk): there is nowhere to record
             # it, so it is logged; the claim expires and the poll is retried later.
@@ -103,9 +108,12 @@ class Poller:
         self._report(source, outcome)
         return outcome
 
-    async def _poll(self, source: Source) -> PollOutcome:
+    async def _poll(
+        self, source: Source, state: SourceState | None, owner: str | None
+    ) -> PollOutcome:
         now = self.clock()
-        state = await asyncio.to_thread(self.store.get_state, source)
+        if state is None:
+            state = await asyncio.to_thread(self.store.get_state, source)
         if state.disabled_reason:
             logger.info("not polling disabled source %r: %s", source.id, state.disabled_reason)
             return PollOutcome(source.id, "disabled")
@@ -113,13 +121,22 @@ class Poller:
         try:
             result = await self.fetcher.fetch(source, state)
             if result.not_modified:
-                return await self._not_modified(source, attempt, result, now)
+                new_state = self._success_state(source, attempt, result, now)
+                await self._finish(new_state, owner)
+                return PollOutcome(source.id, "not-modified", released=owner is not None)
             normalized = await self._normalize(source, result, now)
             return await asyncio.to_thread(
-                self._store_result, source, attempt, result, normalized, now
+                self._store_result, source, attempt, result, normalized, now, owner
             )
         except SourceError as exc:
-            return await self._failed(source, attempt, exc, now)
+            return await self._failed(source, attempt, exc, now, owner)
+
+    async def _finish(self, state: SourceState, owner: str | None) -> None:
+        """Save the state of a poll that stored no articles (and release, when leased)."""
+        if owner is None:
+            await asyncio.to_thread(self.store.save_state, state)
+        else:
+            await asyncio.to_thread(self.store.finish_poll, state, owner)
 
     def _success_state(
         self, source: Source, state: SourceState, result: FetchResult, now: datetime
@@ -135,14 +152,6 @@ class Poller:
             last_error=None,
             next_poll=timing.after_success(now, source.interval, jitter=self.jitter, rng=self.rng),
         )
-
-    async def _not_modified(
-        self, source: Source, state: SourceState, result: FetchResult, now: datetime
-    ) -> PollOutcome:
-        await asyncio.to_thread(
-            self.store.save_state, self._success_state(source, state, result, now)
-        )
-        return PollOutcome(source.id, "not-modified")
 
     async def _normalize(self, source: Source, result: FetchResult, now: datetime) -> Normalized:
         assert result.content is not None
@@ -171,6 +180,7 @@ class Poller:
         result: FetchResult,
         normalized: Normalized,
         now: datetime,
+        owner: str | None,
     ) -> PollOutcome:
         if normalized.entries_sent > self.max_entries:
             logger.warning(
@@ -186,12 +196,19 @@ class Poller:
             new_state = dataclasses.replace(
                 new_state, last_error_kind="parse-warning", last_error=normalized.problems[0]
             )
-        counts = self.store.save_poll(source, normalized.pairs, new_state)
+        counts = self.store.save_poll(source, normalized.pairs, new_state, release=owner)
         counts = dataclasses.replace(counts, skipped=counts.skipped + normalized.skipped)
-        return PollOutcome(source.id, "ok", counts, problems=normalized.problems)
+        return PollOutcome(
+            source.id, "ok", counts, problems=normalized.problems, released=owner is not None
+        )
 
     async def _failed(
-        self, source: Source, state: SourceState, error: SourceError, now: datetime
+        self,
+        source: Source,
+        state: SourceState,
+        error: SourceError,
+        now: datetime,
+        owner: str | None,
     ) -> PollOutcome:
         failures = state.consecutive_failures + 1
         retry_after = error.retry_after if isinstance(error, RateLimitedError) else None
@@ -211,8 +228,8 @@ class Poller:
             ),
             disabled_reason=str(error) if isinstance(error, GoneError) else state.disabled_reason,
         )
-        await asyncio.to_thread(self.store.save_state, new_state)
-        return PollOutcome(source.id, "failed", error=error)
+        await self._finish(new_state, owner)
+        return PollOutcome(source.id, "failed", error=error, released=owner is not None)
 
     def _report(self, source: Source, outcome: PollOutcome) -> None:
         counts = outcome.counts

@@ -31,7 +31,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from aggregator.pipeline import Poller, PollOutcome
 from aggregator.settings import Settings
 from aggregator.store import Store
-from aggregator.types import UTC, Source
+from aggregator.types import UTC, Source, SourceState
 
 __all__ = ["Daemon", "instance_id"]
 
@@ -65,10 +65,10 @@ class Daemon:
         self.lease = timedelta(seconds=settings.lease_seconds)
         self.scheduler = AsyncIOScheduler(timezone=UTC)
         self._stopping = False
-        self._claiming: asyncio.Future[list[str]] | None = None
+        self._claiming: asyncio.Future[list[SourceState]] | None = None
         # Claimed, not yet started: a batch per claim keeps claims rare when many
         # sources are due at once (one round trip per batch, not per poll).
-        self.queue: deque[tuple[str, float]] = deque()  # (source id, when claimed)
+        self.queue: deque[tuple[SourceState, float]] = deque()  # (claimed state, when)
         self._claim_lock = asyncio.Lock()
         self._batch = 2 * settings.max_concurrent_polls
         self._background: set[asyncio.Task[object]] = set()
@@ -84,17 +84,17 @@ class Daemon:
                 return []
             claimed = await self._claim(want)
             now = time.monotonic()
-            self.queue.extend((source_id, now) for source_id in claimed)
+            self.queue.extend((state, now) for state in claimed)
             self._start_queued()
-            return claimed
+            return [state.source_id for state in claimed]
 
-    async def _claim(self, limit: int) -> list[str]:
+    async def _claim(self, limit: int) -> list[SourceState]:
         # Shielded: a stop may cancel this job mid-claim, but the claim still commits
         # in its thread; shutdown() awaits it and releases what it took.
         self._claiming = asyncio.ensure_future(
             asyncio.to_thread(
-                self.store.claim_due,
-                sorted(self.sources),
+                self.store.claim_due_states,
+                [self.sources[source_id] for source_id in sorted(self.sources)],
                 now=datetime.now(UTC),
                 owner=self.owner,
                 lease=self.lease,
@@ -117,24 +117,29 @@ class Daemon:
         # instance's: let it go (it is claimed again when due) rather than race.
         stale_before = time.monotonic() - self.lease.total_seconds() / 2
         while self.queue and len(self.in_flight) < self.settings.max_concurrent_polls:
-            source_id, claimed_at = self.queue.popleft()
+            state, claimed_at = self.queue.popleft()
             if claimed_at < stale_before:
-                self._spawn(self._release(source_id))
+                self._spawn(self._release(state.source_id))
                 continue
-            source = self.sources[source_id]
-            self.in_flight[source.id] = asyncio.create_task(self._poll_and_release(source))
+            source = self.sources[state.source_id]
+            task = asyncio.create_task(self._poll_and_release(source, state))
+            self.in_flight[source.id] = task
 
     def _spawn(self, work: Coroutine[object, object, object]) -> None:
         task = asyncio.create_task(work)
         self._background.add(task)  # asyncio keeps only weak references to tasks
         task.add_done_callback(self._background.discard)
 
-    async def _poll_and_release(self, source: Source) -> PollOutcome:
+    async def _poll_and_release(self, source: Source, state: SourceState) -> PollOutcome:
+        released = False
         try:
-            return await self.poller.poll(source)
+            outcome = await self.poller.poll(source, state=state, owner=self.owner)
+            released = outcome.released
+            return outcome
         finally:
             self.in_flight.pop(source.id, None)
-            await self._release(source.id)
+            if not released:  # disabled, cancelled or the final write failed
+                await self._release(source.id)
             if not self._stopping:
                 # A slot is free: start the next claimed source now, and claim more
                 # when the queue runs low, rather than waiting for the next tick.
@@ -199,11 +204,11 @@ class Daemon:
         self._stopping = True
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
-        unstarted = [source_id for source_id, _ in self.queue]
+        unstarted = [state.source_id for state, _ in self.queue]
         self.queue.clear()
         if self._claiming is not None:
             # A claim that was under way when the stop came.
-            unstarted += await self._claiming
+            unstarted += [state.source_id for state in await self._claiming]
         # Hand back what was claimed but never started, rather than leaving it
         # leased (and unpolled) until the lease runs out.
         for source_id in unstarted:

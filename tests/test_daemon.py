@@ -43,7 +43,7 @@ from aggregator.scheduler import Daemon
 from aggregator.settings import Settings
 from aggregator.store import Store
 from aggregator.store.engine import create_engine
-from aggregator.types import UTC, Source
+from aggregator.types import UTC, Source, SourceState
 
 pytestmark = pytest.mark.slow
 
@@ -203,7 +203,7 @@ def test_sigterm_cancels_a_poll_that_outlasts_the_grace_period(
     finally:
         connection.close()
     # The cancelled poll gave its claim back, so a restart need not wait out the lease.
-    # (Only this source: a claim racing the stop is the defect tested further below.)
+    # (Only this source: a claim racing the stop is tested further below.)
     assert "stuck" not in {row[0] for row in held}
 
 
@@ -212,10 +212,10 @@ class _SlowClaims(Store):
 
     claiming = threading.Event()
 
-    def claim_due(self, *args: Any, **kwargs: Any) -> list[str]:
+    def claim_due_states(self, *args: Any, **kwargs: Any) -> list[SourceState]:
         self.claiming.set()
         time.sleep(0.5)
-        return super().claim_due(*args, **kwargs)
+        return super().claim_due_states(*args, **kwargs)
 
 
 def test_a_stop_during_a_claim_leaves_no_lease_held(server: FeedServer, tmp_path: Path) -> None:

@@ -240,3 +240,28 @@ def test_a_broken_pool_falls_back_to_threads(server: FeedServer, store: Store) -
     finally:
         pool.shutdown()
     assert (outcome.status, outcome.counts.new) == ("ok", 1)
+
+
+@pytest.mark.parametrize("route", ["/voa", "/missing"])  # stored articles, and a failure
+def test_a_claimed_poll_gives_its_lease_back_with_its_final_write(
+    server: FeedServer, store: Store, route: str
+) -> None:
+    from sqlalchemy import select
+
+    from aggregator.store.tables import leases
+
+    server.route("/voa", static(VOA))
+    source = _source(server, route)
+    (state,) = store.claim_due_states([source], now=NOW, owner="me", lease=INTERVAL, limit=5)
+
+    async def run() -> PollOutcome:
+        async with Fetcher(FetchLimits()) as fetcher:
+            poller = Poller(store, fetcher, jitter=0, clock=lambda: NOW)
+            return await poller.poll(source, state=state, owner="me")
+
+    outcome = asyncio.run(run())
+    assert outcome.released
+    with store.engine.connect() as connection:
+        owner = connection.execute(select(leases.c.owner).where(leases.c.source_id == "voa"))
+        assert owner.scalar_one() is None
+    assert store.get_state(source).last_attempt == NOW
