@@ -96,8 +96,8 @@ class _Profiles:
 
 def poll_ours(config: dict[str, Any]) -> dict[str, Any]:
     _daemon_logging()
-    from aggregator.cli import _parse_pool, _poller
-    from aggregator.fetch import Fetcher, FetchLimits
+    from aggregator.cli import _limits, _parse_pool, _poller
+    from aggregator.fetch import Fetcher
     from aggregator.pipeline import PollOutcome
     from aggregator.scheduler import Daemon
     from aggregator.settings import Settings
@@ -114,14 +114,7 @@ def poll_ours(config: dict[str, Any]) -> dict[str, Any]:
         for feed_id, kind, name in config["feeds"]
     ]
     store = Store.open(settings.database_url)
-    limits = FetchLimits(  # as cli._limits builds them
-        connect_timeout=settings.connect_timeout,
-        read_timeout=settings.read_timeout,
-        total_timeout=settings.total_timeout,
-        max_bytes=settings.max_bytes,
-        max_redirects=settings.max_redirects,
-        allow_private=settings.allow_private_addresses,
-    )
+    limits = _limits(settings)
     profiles = _Profiles() if config.get("profile") else None
     main_profile = cProfile.Profile(time.thread_time) if profiles else None
     rss_before = _proc_status()
