@@ -48,10 +48,13 @@ def schema_key(cache: Path) -> str:
     with Store.open(f"sqlite:///{probe}") as store:
         head = store.current_revision() or "none"
     with sqlite3.connect(probe) as conn:
+        # Lines sorted: SQLite's batch migrations re-create a table with its
+        # constraints in set order, so the DDL text varies between runs.
         ddl = "\n".join(
-            sql
-            for (sql,) in conn.execute(
-                "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name"
+            sorted(
+                line.strip()
+                for (sql,) in conn.execute("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL")
+                for line in sql.splitlines()
             )
         )
     conn.close()
