@@ -326,7 +326,7 @@ class Fetcher:
                 async with asyncio.timeout(self.limits.total_timeout):
                     result = await self._follow(attempt, headers, state, started)
             except TimeoutError as exc:
-                logger.warning(
+                logger.debug(
                     "fetch exceeded the %.1f s total deadline: source=%s url=%s",
                     self.limits.total_timeout,
                     source.id,
@@ -396,7 +396,7 @@ class Fetcher:
     def _check_scheme(attempt: _Attempt) -> None:
         scheme = attempt.url.partition(":")[0].lower() if ":" in attempt.url else ""
         if scheme not in _ALLOWED_SCHEMES:
-            logger.warning(
+            logger.debug(
                 "refusing URL scheme %r: source=%s url=%s", scheme, attempt.source.id, attempt.url
             )
             raise BlockedURLError(
@@ -535,11 +535,10 @@ class _translate:
                 f"address {refused.address} of {refused.host!r} is not public", **context
             ) from exc
         if isinstance(exc, httpx.TimeoutException):
-            logger.warning(
-                "%s: source=%s url=%s", type(exc).__name__, attempt.source.id, attempt.url
-            )
+            logger.debug("%s: source=%s url=%s", type(exc).__name__, attempt.source.id, attempt.url)
             raise FetchTimeoutError(f"timed out ({type(exc).__name__})", **context) from exc
-        logger.warning("network error %s: source=%s url=%s", exc, attempt.source.id, attempt.url)
+        # DEBUG: the error is raised with the same context and the pipeline logs it once.
+        logger.debug("network error %s: source=%s url=%s", exc, attempt.source.id, attempt.url)
         raise FetchError(f"network error ({type(exc).__name__})", **context) from exc
 
 
