@@ -32,18 +32,12 @@ from starlette.applications import Starlette
 from aggregator import archive, log, opml
 from aggregator.adapters import adapter_names, get_adapter
 from aggregator.errors import AdapterError, AggregatorError, ArchiveError, ConfigError
-from aggregator.export.feeds import (
-    FeedMeta,
-    encode_cursor,
-    render_atom,
-    render_json_feed,
-    render_rss,
-)
+from aggregator.export.feeds import FORMATS, FeedMeta, encode_cursor
 from aggregator.fetch import Fetcher, FetchLimits
 from aggregator.normalize import init_worker, warm_up
 from aggregator.pipeline import Poller, PollOutcome
 from aggregator.scheduler import Daemon
-from aggregator.serve import build_server, create_app
+from aggregator.serve import FEED_PATHS, build_server, create_app
 from aggregator.settings import Settings, load_settings, load_sources, sources_to_toml
 from aggregator.store import Store
 from aggregator.types import Article, RawEntry, Source, StoredArticle
@@ -385,10 +379,6 @@ class ExportFormat(StrEnum):
     jekyll = "jekyll"
 
 
-RENDERERS = {"rss": render_rss, "atom": render_atom, "json": render_json_feed}
-FEED_PATHS = {"rss": "/feed.xml", "atom": "/atom.xml", "json": "/feed.json"}
-
-
 @app.command()
 def export(
     format: Annotated[ExportFormat, typer.Option("--format", "-f", help="Output format.")],
@@ -415,7 +405,7 @@ def export(
                 return
             items = store.latest(sources=ids, limit=limit)
             meta = _export_meta(settings, format.value, ids or [], limit, items, store)
-            payload = RENDERERS[format.value](meta, items)
+            payload = FORMATS[format.value].render(meta, items)
     if out_path is None:
         sys.stdout.buffer.write(payload)
     else:

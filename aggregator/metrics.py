@@ -4,8 +4,7 @@ The metrics live in a private :class:`~prometheus_client.CollectorRegistry`, nev
 process-global one: the global registry also collects whatever any imported library
 registers, refuses a second registration of the same name (so two apps or two tests in
 one process would collide), and cannot be reset.  ``Metrics()`` gives an isolated set;
-the module-level :func:`record_poll` / :func:`render` use one shared default instance,
-which is what the daemon (pipeline + ``/metrics``) needs.
+:data:`DEFAULT` is the one the daemon shares between the pipeline and ``/metrics``.
 
 Labels are source ids and short error kinds (:attr:`AggregatorError.kind`), both from
 small closed sets, so cardinality stays bounded; article ids or URLs never become labels.
@@ -20,7 +19,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_late
 
 from .types import SourceState
 
-__all__ = ["CONTENT_TYPE", "DEFAULT", "Metrics", "record_poll", "render"]
+__all__ = ["CONTENT_TYPE", "DEFAULT", "Metrics"]
 
 # The classic 0.0.4 text format: every Prometheus version and most other scrapers read
 # it, and with plain ASCII metric names it is byte-identical to what 1.0.0 would send.
@@ -130,23 +129,3 @@ class Metrics:
 
 
 DEFAULT = Metrics()
-
-
-def record_poll(
-    source_id: str,
-    outcome: str,
-    *,
-    new: int,
-    updated: int,
-    duration: float,
-    error_kind: str | None = None,
-) -> None:
-    """Count one finished poll in the default metrics (see :meth:`Metrics.record_poll`)."""
-    DEFAULT.record_poll(
-        source_id, outcome, new=new, updated=updated, duration=duration, error_kind=error_kind
-    )
-
-
-def render() -> tuple[bytes, str]:
-    """Render the default metrics as Prometheus text: ``(payload, content type)``."""
-    return DEFAULT.render()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -107,6 +108,4 @@ def warm_up(_: int) -> None:
     takes a second or more on a busy machine; inside a poll that second would
     count against the source's lease and interval.
     """
-    import time
-
     time.sleep(0.2)
