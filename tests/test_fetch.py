@@ -126,6 +126,37 @@ def test_state_url_wins_over_the_configured_url(server: FeedServer) -> None:
     assert server.requests("/original") == []
 
 
+def test_unread_answers_keep_the_connection_alive(server: FeedServer) -> None:
+    """A 304, a redirect and an error page leave the connection reusable.
+
+    Most polls are 304s; closing their connection unread would cost a new TCP (and
+    TLS) handshake per poll.  A long error body is not read just to save a connection.
+    """
+    server.route("/feed", static(FEED, etag='"v1"'))
+    server.route("/old", redirect("/feed", 302))
+    server.route("/missing", status(404, body=b"not here"))
+    server.route("/huge-error", status(500, body=b"x" * 200_000))
+    state = SourceState(source_id="src", url=server.url("/feed"), etag='"v1"')
+
+    async def run() -> None:
+        async with Fetcher(LIMITS, max_connections=1) as fetcher:
+            for _ in range(3):
+                assert (await fetcher.fetch(source_for(state.url), state)).not_modified
+            assert (await fetcher.fetch(source_for(server.url("/old")))).content == FEED
+            with pytest.raises(HTTPStatusError):
+                await fetcher.fetch(source_for(server.url("/missing")))
+            assert (await fetcher.fetch(source_for(state.url), state)).not_modified
+            with pytest.raises(HTTPStatusError):
+                await fetcher.fetch(source_for(server.url("/huge-error")))
+            assert (await fetcher.fetch(source_for(state.url), state)).not_modified
+
+    asyncio.run(run())
+    ports = [request.client[1] for request in server.requests()]
+    assert len(ports) == 9
+    assert len(set(ports[:8])) == 1  # one connection up to and including the huge error
+    assert ports[8] != ports[7]  # the unread 200 kB error body cost its connection
+
+
 def test_request_headers_identify_us(server: FeedServer) -> None:
     server.route("/feed", static(FEED))
     fetch(server.url("/feed"))
