@@ -13,6 +13,7 @@ small closed sets, so cardinality stays bounded; article ids or URLs never becom
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
@@ -30,11 +31,20 @@ CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 _DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0)
 
 
+@dataclass(frozen=True)
+class _SourceSeries:
+    new: Counter
+    updated: Counter
+    duration: Histogram
+
+
 class Metrics:
     """One isolated set of aggregator metrics."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+        self._poll_children: dict[tuple[str, str], Counter] = {}
+        self._source_children: dict[str, _SourceSeries] = {}
         reg = self.registry
         self.polls = Counter(
             "aggregator_polls",
@@ -102,13 +112,34 @@ class Metrics:
         error_kind: str | None = None,
     ) -> None:
         """Count one finished poll; ``error_kind`` is set exactly when it failed."""
-        self.polls.labels(source=source_id, outcome=outcome).inc()
+        self._polls(source_id, outcome).inc()
         if error_kind is not None:
             self.poll_failures.labels(source=source_id, kind=error_kind).inc()
+        per_source = self._per_source(source_id)
         # Touch the per-source series even at zero so a dashboard shows 0, not "no data".
-        self.articles_new.labels(source=source_id).inc(max(new, 0))
-        self.articles_updated.labels(source=source_id).inc(max(updated, 0))
-        self.poll_duration.labels(source=source_id).observe(max(duration, 0.0))
+        per_source.new.inc(max(new, 0))
+        per_source.updated.inc(max(updated, 0))
+        per_source.duration.observe(max(duration, 0.0))
+
+    # ``labels()`` validates and locks on every call, a noticeable share of a 304 poll's
+    # CPU; the labelled children never change, so each is looked up once.
+
+    def _polls(self, source_id: str, outcome: str) -> Counter:
+        key = (source_id, outcome)
+        child = self._poll_children.get(key)
+        if child is None:
+            child = self._poll_children[key] = self.polls.labels(source=source_id, outcome=outcome)
+        return child
+
+    def _per_source(self, source_id: str) -> _SourceSeries:
+        series = self._source_children.get(source_id)
+        if series is None:
+            series = self._source_children[source_id] = _SourceSeries(
+                new=self.articles_new.labels(source=source_id),
+                updated=self.articles_updated.labels(source=source_id),
+                duration=self.poll_duration.labels(source=source_id),
+            )
+        return series
 
     def observe_states(self, states: Iterable[SourceState]) -> None:
         """Refresh the per-source gauges from the durable state rows.

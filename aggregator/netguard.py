@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import select
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -228,13 +229,14 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         last_error: Exception | None = None
         for address in addresses:
             try:
-                return await self._inner.connect_tcp(
+                stream = await self._inner.connect_tcp(
                     str(address),
                     port,
                     timeout=timeout,
                     local_address=local_address,
                     socket_options=socket_options,
                 )
+                return _PooledStream(stream)
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
                 last_error = exc
         assert last_error is not None  # addresses is never empty
@@ -250,3 +252,56 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
 
     async def sleep(self, seconds: float) -> None:
         await self._inner.sleep(seconds)
+
+
+class _PooledStream(httpcore.AsyncNetworkStream):
+    """A connection's stream that answers httpcore's "is it readable?" cheaply.
+
+    Before routing each request, httpcore asks every pooled connection whether its
+    socket is readable (an idle keep-alive socket with data or EOF waiting is dead).
+    anyio answers by building a dict of all its stream attributes each time, and with a
+    pool of a dozen connections that was the largest single cost of a 304 poll.  The
+    socket of a stream never changes (TLS runs over the same one), so it is looked up
+    once; everything else is the wrapped stream's.
+    """
+
+    def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
+        self._inner = inner
+        self._socket: socket.socket | None = inner.get_extra_info("socket")
+        self._poller = _poller(self._socket)
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return await self._inner.read(max_bytes, timeout)
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        await self._inner.write(buffer, timeout)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def start_tls(
+        self,
+        ssl_context: Any,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        tls = await self._inner.start_tls(ssl_context, server_hostname, timeout)
+        return _PooledStream(tls)
+
+    def get_extra_info(self, info: str) -> Any:
+        if info == "is_readable":
+            if self._socket is None or self._socket.fileno() < 0:
+                return True  # closed: a read would return EOF at once
+            if self._poller is None:  # no poll() (Windows)
+                return bool(select.select([self._socket], [], [], 0)[0])
+            return bool(self._poller.poll(0))
+        return self._inner.get_extra_info(info)
+
+
+def _poller(sock: socket.socket | None) -> Any:
+    """A poll object watching ``sock`` for input, made once per connection."""
+    if sock is None or not hasattr(select, "poll"):
+        return None
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return poller

@@ -61,6 +61,71 @@ class PollOutcome:
         return self.error is not None
 
 
+class _GroupCommit:
+    """Writes the ends of polls that stored no articles, many per transaction.
+
+    Such a poll (a 304, a failure) writes one small state row, and a transaction of its
+    own cost more CPU than the row (thread hop, BEGIN, COMMIT): most of a re-poll of
+    unchanged feeds.  Ends that arrive while a batch is being written wait for the next
+    one, so batches form under load with no timer, and a lone poll is written at once.
+    Each poll still awaits its own commit: nothing counts as saved before it is.  A
+    batch that fails is retried one poll at a time, so one bad row fails only its poll.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._pending: list[tuple[SourceState, str | None, asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def commit(self, state: SourceState, owner: str | None) -> None:
+        done = asyncio.get_running_loop().create_future()
+        self._pending.append((state, owner, done))
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write())
+        # Shielded: a poll cancelled now (shutdown) still has its end written.
+        await asyncio.shield(done)
+
+    async def _write(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                await self._write_batch(batch)
+        finally:
+            self._writer = None
+            for *_, done in self._pending:  # cancelled with ends still queued
+                done.cancel()
+
+    async def _write_batch(
+        self, batch: list[tuple[SourceState, str | None, asyncio.Future[None]]]
+    ) -> None:
+        try:
+            await asyncio.to_thread(
+                self.store.finish_polls, [(state, owner) for state, owner, _ in batch]
+            )
+        except StorageError as exc:
+            if len(batch) == 1:
+                _settle(batch[0][2], exc)
+            else:
+                for one in batch:  # one bad row must fail only its own poll
+                    await self._write_batch([one])
+            return
+        except BaseException:
+            for *_, done in batch:
+                done.cancel()
+            raise
+        for *_, done in batch:
+            _settle(done, None)
+
+
+def _settle(done: asyncio.Future[None], error: BaseException | None) -> None:
+    if done.done():  # its poll was cancelled meanwhile
+        return
+    if error is None:
+        done.set_result(None)
+    else:
+        done.set_exception(error)
+
+
 class Poller:
     """Polls sources through one shared fetcher into one store.
 
@@ -90,6 +155,7 @@ class Poller:
         self.metrics = metrics
         self.clock = clock
         self.rng = rng or random.Random()
+        self._finishes = _GroupCommit(store)
 
     async def poll(
         self, source: Source, *, state: SourceState | None = None, owner: str | None = None
@@ -133,10 +199,7 @@ class Poller:
 
     async def _finish(self, state: SourceState, owner: str | None) -> None:
         """Save the state of a poll that stored no articles (and release, when leased)."""
-        if owner is None:
-            await asyncio.to_thread(self.store.save_state, state)
-        else:
-            await asyncio.to_thread(self.store.finish_poll, state, owner)
+        await self._finishes.commit(state, owner)
 
     def _success_state(
         self, source: Source, state: SourceState, result: FetchResult, now: datetime
@@ -246,7 +309,11 @@ class Poller:
                 "poll failed: source=%r in %.2fs: %s", source.id, outcome.duration, outcome.error
             )
         else:
-            logger.info(
+            # A poll that changed nothing is the common case (thousands a day with many
+            # feeds): DEBUG, so INFO shows what arrived and what went wrong.
+            changed = counts.new or counts.updated or counts.merged or counts.skipped
+            logger.log(
+                logging.INFO if changed or outcome.problems else logging.DEBUG,
                 "poll %s: source=%r new=%d updated=%d unchanged=%d merged=%d skipped=%d in %.2fs",
                 outcome.status,
                 source.id,

@@ -67,10 +67,14 @@ class Daemon:
         self._stopping = False
         self._claiming: asyncio.Future[list[SourceState]] | None = None
         # Claimed, not yet started: a batch per claim keeps claims rare when many
-        # sources are due at once (one round trip per batch, not per poll).
+        # sources are due at once (one round trip per batch, not per poll).  The queue
+        # is refilled to ``_batch`` only once it is down to ``_low_water``, so a claim
+        # takes many sources, not the one or two that finished meanwhile.
         self.queue: deque[tuple[SourceState, float]] = deque()  # (claimed state, when)
         self._claim_lock = asyncio.Lock()
-        self._batch = 2 * settings.max_concurrent_polls
+        self._batch = 4 * settings.max_concurrent_polls
+        self._low_water = settings.max_concurrent_polls // 2
+        self._all_claimed = False  # the last claim found fewer due sources than it asked
         self._background: set[asyncio.Task[object]] = set()
 
     async def poll_due(self) -> list[str]:
@@ -79,10 +83,13 @@ class Daemon:
             return []
         async with self._claim_lock:
             self._start_queued()
-            want = self._batch - len(self.queue) - len(self.in_flight)
-            if len(self.queue) >= self.settings.max_concurrent_polls or want <= 0:
+            if len(self.queue) > self._low_water:
                 return []
+            want = self._batch - len(self.queue)
             claimed = await self._claim(want)
+            # Fewer than asked: nothing else is due now, so finished polls need not
+            # ask again; the next tick will.
+            self._all_claimed = len(claimed) < want
             now = time.monotonic()
             self.queue.extend((state, now) for state in claimed)
             self._start_queued()
@@ -144,7 +151,8 @@ class Daemon:
                 # A slot is free: start the next claimed source now, and claim more
                 # when the queue runs low, rather than waiting for the next tick.
                 self._start_queued()
-                if len(self.queue) < self.settings.max_concurrent_polls:
+                refill = len(self.queue) <= self._low_water and not self._all_claimed
+                if refill and not self._claim_lock.locked():
                     self._spawn(self.poll_due())
 
     async def _release(self, source_id: str) -> None:

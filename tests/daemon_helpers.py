@@ -133,6 +133,7 @@ def write_config(
         "jitter": 0.0,
         "total_timeout": 10.0,
         "read_timeout": 10.0,
+        "log_level": "DEBUG",  # tests read every poll's outcome from the log
         **settings,
     }
     lines = []

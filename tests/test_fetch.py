@@ -19,6 +19,7 @@ from email.utils import format_datetime
 import httpx
 import pytest
 from feedserver import (
+    Exchange,
     FeedServer,
     endless,
     gzip_bomb,
@@ -155,6 +156,32 @@ def test_unread_answers_keep_the_connection_alive(server: FeedServer) -> None:
     assert len(ports) == 9
     assert len(set(ports[:8])) == 1  # one connection up to and including the huge error
     assert ports[8] != ports[7]  # the unread 200 kB error body cost its connection
+
+
+def test_a_pooled_connection_the_server_closed_is_not_reused(server: FeedServer) -> None:
+    """A keep-alive connection the server hung up on while idle is detected and replaced.
+
+    The server answers without ``Connection: close`` and then closes the socket, as a
+    server does when its keep-alive timeout runs out: the next fetch must not be sent
+    down the dead connection (it would fail), but on a new one.
+    """
+
+    def answer_then_hang_up(exchange: Exchange) -> None:
+        exchange.send(200, FEED, {"Content-Type": "application/rss+xml"})
+        exchange.close = True  # after the head: the client was not told
+
+    server.route("/feed", answer_then_hang_up)
+
+    async def run() -> list[bytes | None]:
+        async with Fetcher(LIMITS, max_connections=1) as fetcher:
+            bodies = []
+            for _ in range(3):
+                bodies.append((await fetcher.fetch(source_for(server.url("/feed")))).content)
+                await asyncio.sleep(0.05)  # the FIN arrives
+            return bodies
+
+    assert asyncio.run(run()) == [FEED] * 3
+    assert len({request.client[1] for request in server.requests("/feed")}) == 3
 
 
 def test_request_headers_identify_us(server: FeedServer) -> None:

@@ -7,6 +7,7 @@ a user would expect, and must never cost another source its poll.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 from collections.abc import Iterator
@@ -16,10 +17,11 @@ from pathlib import Path
 import pytest
 from feedserver import FeedServer, redirect, reset, static, status, wrong_charset
 
+from aggregator.errors import StorageError
 from aggregator.fetch import Fetcher, FetchLimits
-from aggregator.pipeline import Poller, PollOutcome
+from aggregator.pipeline import Poller, PollOutcome, _GroupCommit
 from aggregator.store import Store
-from aggregator.types import Source
+from aggregator.types import Source, SourceState
 
 FIXTURES = Path(__file__).parent / "fixtures"
 VOA = (FIXTURES / "adapters" / "seeds-voa.xml").read_bytes()
@@ -265,3 +267,44 @@ def test_a_claimed_poll_gives_its_lease_back_with_its_final_write(
         owner = connection.execute(select(leases.c.owner).where(leases.c.source_id == "voa"))
         assert owner.scalar_one() is None
     assert store.get_state(source).last_attempt == NOW
+
+
+# -- group commit of polls that stored nothing --------------------------------------------
+
+
+def test_ends_of_polls_are_written_in_batches_and_a_bad_row_fails_only_its_poll(
+    store: Store,
+) -> None:
+    """304s and failures finishing together share transactions; each still gets its result.
+
+    A state row the database refuses (NULL in a NOT NULL column) fails its own poll with
+    a StorageError naming it, and the other polls of its batch are saved all the same.
+    """
+    batches: list[int] = []
+    finish_polls = store.finish_polls
+
+    def recording(finished: list[tuple[SourceState, str | None]]) -> None:
+        batches.append(len(finished))
+        finish_polls(finished)
+
+    store.finish_polls = recording  # type: ignore[method-assign]
+    states = [SourceState(f"s{n}", f"https://example.org/{n}", etag=f'"{n}"') for n in range(12)]
+    bad = dataclasses.replace(states[5], consecutive_failures=None)  # type: ignore[arg-type]
+
+    async def run() -> list[BaseException | None]:
+        commits = _GroupCommit(store)
+        results = await asyncio.gather(
+            *(commits.commit(state, None) for state in [*states[:5], bad, *states[6:]]),
+            return_exceptions=True,
+        )
+        return list(results)
+
+    results = asyncio.run(run())
+    assert isinstance(results[5], StorageError) and "s5" in str(results[5])
+    assert [r for n, r in enumerate(results) if n != 5] == [None] * 11
+    # All twelve ends arrived before the writer ran: one transaction, which the bad row
+    # failed; then each poll alone, so only the bad one fails.
+    assert batches == [12] + [1] * 12
+    saved = {state.source_id: state for state in store.states()}
+    assert sorted(saved) == sorted(f"s{n}" for n in range(12) if n != 5)
+    assert saved["s7"].etag == '"7"'

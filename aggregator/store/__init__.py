@@ -190,16 +190,29 @@ class Store:
         ):
             self._save_state(conn, state)
 
-    def finish_poll(self, state: SourceState, owner: str) -> None:
-        """:meth:`save_state` and :meth:`release` of ``state.source_id`` by ``owner``,
-        in one transaction (the end of a poll that stored no articles: a 304 or a
-        failure).  The release is a no-op unless ``owner`` still holds the lease."""
-        with (
-            self._errors("save source state", source=state.source_id, owner=owner),
-            writing(self._engine) as conn,
-        ):
-            self._save_state(conn, state)
-            _release(conn, state.source_id, owner)
+    def finish_polls(self, finished: Sequence[tuple[SourceState, str | None]]) -> None:
+        """Save the states of polls that stored no articles (304s, failures) and give
+        their leases back, all in one transaction.
+
+        Each ``(state, owner)`` releases ``state.source_id`` only if ``owner`` (when not
+        ``None``) still holds its lease.  One transaction for many polls because such a
+        poll's whole write is one small row: the transaction around it cost more than
+        the row, on every 304.
+        """
+        if not finished:
+            return
+        ids = ", ".join(state.source_id for state, _ in finished[:5])
+        more = f" and {len(finished) - 5} more" if len(finished) > 5 else ""
+        with self._errors("save source states", sources=ids + more), writing(self._engine) as conn:
+            rows = [state_values(state) for state, _ in finished]
+            conn.execute(_state_upsert(conn.dialect.name, tuple(rows[0])), rows)
+            releases = [
+                {"sid": state.source_id, "holder": owner}
+                for state, owner in finished
+                if owner is not None
+            ]
+            if releases:
+                conn.execute(_RELEASE, releases)
 
     def _save_state(self, conn: Connection, state: SourceState) -> None:
         values = state_values(state)
@@ -256,52 +269,32 @@ class Store:
     ) -> list[tuple[str, SourceState | None]]:
         if not source_ids or limit <= 0:
             return []
-        lease_c, state = leases.c, source_state.c
-        free = or_(lease_c.owner.is_(None), lease_c.expires <= _at(now))
         with self._leased_lock:
             missing = sorted(set(source_ids) - self._leased)
+        at = {"now": now}
         with self._errors("claim due sources", owner=owner), writing(self._engine) as conn:
             if missing:
                 # A lease row per source first, so there is a row to lock.  Sorted so
                 # that concurrent claimers take row locks in the same order.
                 fresh = [{"source_id": source_id} for source_id in missing]
                 conn.execute(_insert(conn, leases).values(fresh).on_conflict_do_nothing())
-            due = (
-                select(lease_c.source_id)
-                .outerjoin(source_state, state.source_id == lease_c.source_id)
-                .where(
-                    free,
-                    state.disabled_reason.is_(None),
-                    or_(state.next_poll.is_(None), state.next_poll <= _at(now)),
-                )
-                .order_by(state.next_poll.asc().nulls_first(), lease_c.source_id)
-            )
             if is_postgresql(self._engine):
-                candidates = (
-                    due.where(lease_c.source_id.in_(source_ids))
-                    .limit(limit)
-                    .with_for_update(of=leases, skip_locked=True)
+                chosen = list(
+                    conn.scalars(_DUE_LOCKED, {**at, "ids": list(source_ids), "limit": limit})
                 )
-                chosen = list(conn.scalars(candidates))
             else:
                 # SQLite holds the write lock, so nothing changes while we read: filter
                 # by ``source_ids`` here rather than binding a thousand-item IN list
                 # (its compilation cost more than the whole query).
-                chosen = _ours(conn, due, set(source_ids), limit)
+                chosen = _ours(conn, at, set(source_ids), limit)
             claimed: set[str] = set()
             found: dict[str, SourceState] = {}
             if chosen:
-                claimed.update(
-                    conn.scalars(
-                        update(leases)
-                        .where(lease_c.source_id.in_(chosen), free)
-                        .values(owner=owner, expires=now + lease)
-                        .returning(lease_c.source_id)
-                    )
-                )
+                taken = {**at, "ids": chosen, "holder": owner, "until": now + lease}
+                claimed.update(conn.scalars(_TAKE, taken))
             if states and claimed:
-                query = source_state.select().where(state.source_id.in_(sorted(claimed)))
-                found = {row["source_id"]: to_state(row) for row in conn.execute(query).mappings()}
+                rows = conn.execute(_STATES, {"ids": sorted(claimed)}).mappings()
+                found = {row["source_id"]: to_state(row) for row in rows}
         if missing:
             with self._leased_lock:
                 self._leased.update(missing)
@@ -815,23 +808,56 @@ def _load(conn: Connection, ids: Sequence[int]) -> list[StoredArticle]:
     return _stored([rows[row_id] for row_id in ids if row_id in rows], routes)
 
 
-def _release(conn: Connection, source_id: str, owner: str) -> None:
-    lease = leases.c
-    conn.execute(
-        update(leases)
-        .where(lease.source_id == source_id, lease.owner == owner)
-        .values(owner=None, expires=None)
+# The claim's statements, built once: building and cache-keying them cost more CPU
+# than running them (a claim runs every few polls).
+_NOW = bindparam("now", type_=UTCDateTime())
+_FREE = or_(leases.c.owner.is_(None), leases.c.expires <= _NOW)
+_DUE = (
+    select(leases.c.source_id)
+    .outerjoin(source_state, source_state.c.source_id == leases.c.source_id)
+    .where(
+        _FREE,
+        source_state.c.disabled_reason.is_(None),
+        or_(source_state.c.next_poll.is_(None), source_state.c.next_poll <= _NOW),
     )
+    .order_by(source_state.c.next_poll.asc().nulls_first(), leases.c.source_id)
+)
+_DUE_PAGE = _DUE.limit(bindparam("limit")).offset(bindparam("offset"))
+_DUE_LOCKED = (
+    _DUE.where(leases.c.source_id.in_(bindparam("ids", expanding=True)))
+    .limit(bindparam("limit"))
+    .with_for_update(of=leases, skip_locked=True)
+)
+_TAKE = (
+    update(leases)
+    .where(leases.c.source_id.in_(bindparam("ids", expanding=True)), _FREE)
+    .values(owner=bindparam("holder"), expires=bindparam("until", type_=UTCDateTime()))
+    .returning(leases.c.source_id)
+)
+_STATES = source_state.select().where(
+    source_state.c.source_id.in_(bindparam("ids", expanding=True))
+)
 
 
-def _ours(conn: Connection, due: Any, ours: set[str], limit: int) -> list[str]:
-    """The first ``limit`` rows of ``due`` whose source is in ``ours``, read in pages
-    (rows of sources that other instances poll are skipped)."""
+_RELEASE = (
+    update(leases)
+    .where(leases.c.source_id == bindparam("sid"), leases.c.owner == bindparam("holder"))
+    .values(owner=None, expires=None)
+)
+
+
+def _release(conn: Connection, source_id: str, owner: str) -> None:
+    conn.execute(_RELEASE, {"sid": source_id, "holder": owner})
+
+
+def _ours(conn: Connection, at: Mapping[str, datetime], ours: set[str], limit: int) -> list[str]:
+    """The first ``limit`` due sources that are in ``ours``, read in pages (rows of
+    sources that other instances poll are skipped)."""
     chosen: list[str] = []
     page = max(limit * 2, 64)
     offset = 0
     while len(chosen) < limit:
-        rows = list(conn.scalars(due.limit(page).offset(offset)))
+        rows = list(conn.scalars(_DUE_PAGE, {**at, "limit": page, "offset": offset}))
         chosen += [source_id for source_id in rows if source_id in ours][: limit - len(chosen)]
         if len(rows) < page:
             break
