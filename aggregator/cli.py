@@ -36,7 +36,7 @@ from aggregator.export.feeds import FORMATS, FeedMeta, encode_cursor
 from aggregator.fetch import Fetcher, FetchLimits
 from aggregator.normalize import init_worker, warm_up
 from aggregator.pipeline import Poller, PollOutcome
-from aggregator.scheduler import Daemon
+from aggregator.scheduler import Daemon, sync_sources
 from aggregator.serve import FEED_PATHS, build_server, create_app
 from aggregator.settings import Settings, load_settings, load_sources, sources_to_toml
 from aggregator.store import Store
@@ -267,6 +267,7 @@ def serve() -> None:
 async def _poll_once(
     settings: Settings, sources: Sequence[Source], store: Store
 ) -> list[PollOutcome]:
+    await sync_sources(store, sources)
     limit = asyncio.Semaphore(settings.max_concurrent_polls)
     # One-shot polls of a few feeds would spend longer starting a pool than using it.
     pool = _parse_pool(settings) if len(sources) > 4 else contextlib.nullcontext()

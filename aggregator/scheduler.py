@@ -33,7 +33,7 @@ from aggregator.settings import Settings
 from aggregator.store import Store
 from aggregator.types import UTC, Source, SourceState
 
-__all__ = ["Daemon", "instance_id"]
+__all__ = ["Daemon", "instance_id", "sync_sources"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,17 @@ logger = logging.getLogger(__name__)
 def instance_id() -> str:
     """A name for this process in lease columns and logs: host, pid and a random tag."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+async def sync_sources(store: Store, sources: Sequence[Source]) -> None:
+    """Reset the state of sources whose URL was edited in the configuration, and say so."""
+    for old, source in await asyncio.to_thread(store.sync_sources, sources):
+        logger.info(
+            "source %r: configured URL changed (%s -> %s); its polling state starts afresh",
+            source.id,
+            old.configured_url,
+            source.url,
+        )
 
 
 class Daemon:
@@ -178,6 +189,7 @@ class Daemon:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll until ``stop`` is set, then let in-flight polls finish (bounded)."""
+        await sync_sources(self.store, list(self.sources.values()))
         self.scheduler.add_job(
             self.poll_due,
             "interval",

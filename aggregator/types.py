@@ -209,6 +209,14 @@ class SourceState:
     last_error: str | None = None
     next_poll: datetime | None = None
     disabled_reason: str | None = None
+    #: The configured URL this state was made for (``url`` may be a redirect target);
+    #: ``None``: not known (made before it was recorded), taken to be the current one.
+    configured_url: str | None = None
+
+    @classmethod
+    def fresh(cls, source: Source) -> SourceState:
+        """The state of a source never polled (at its configured URL)."""
+        return cls(source.id, source.url, configured_url=source.url)
 
 
 @dataclass(frozen=True)

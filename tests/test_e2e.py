@@ -234,3 +234,21 @@ def test_poll_exits_non_zero_when_every_source_failed(
     result = _cli(config, "poll")
     assert result.returncode == 1
     assert "410" in result.stdout
+
+
+def test_editing_a_source_url_takes_effect_even_after_a_410(
+    server: FeedServer, tmp_path: Path, database_url: str
+) -> None:
+    """A user who fixes the URL of a gone feed gets the new feed polled, not 'disabled'."""
+    server.route("/gone.xml", status(410))
+    server.route("/voa.xml", static(FEEDS["voa"][2].read_bytes()))
+    _write_config(tmp_path, server, {"voa": "/gone.xml"}, database_url)
+    assert _cli(tmp_path / "aggregator.toml", "poll").returncode == 1
+
+    config = _write_config(tmp_path, server, {"voa": "/voa.xml"}, database_url)
+    result = _cli(config, "poll")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "configured URL changed" in result.stderr
+    assert len(server.requests("/voa.xml")) == 1
+    assert len(server.requests("/gone.xml")) == 1

@@ -173,13 +173,41 @@ def test_renormalize_rewrites_from_raw_entries(store: Store) -> None:
 
 
 def test_state_defaults_and_round_trips(store: Store) -> None:
-    assert store.get_state(A) == SourceState("a", A.url)
+    assert store.get_state(A) == SourceState("a", A.url, configured_url=A.url)
     failed = SourceState(
         "a", A.url, consecutive_failures=3, last_error_kind="timeout", last_error="x"
     )
     store.save_state(failed)
     store.save_state(replace(failed, consecutive_failures=4))
     assert store.states() == [replace(failed, consecutive_failures=4)]
+
+
+def test_a_source_whose_configured_url_changed_starts_afresh(store: Store) -> None:
+    """Editing a source's URL must not leave it polling the old feed (the stored URL
+    may be a redirect target) or disabled by the old feed's 410."""
+    old = Source(id="s", name="S", url="https://old.example/feed")
+    gone = replace(
+        SourceState.fresh(old),
+        url="https://old.example/moved",  # after a permanent redirect
+        etag='"v1"',
+        consecutive_failures=2,
+        next_poll=NOW + timedelta(days=1),
+        disabled_reason="HTTP 410",
+    )
+    unchanged = replace(SourceState.fresh(A), etag='"a"', next_poll=NOW)
+    legacy = replace(SourceState.fresh(B), configured_url=None, etag='"b"')  # before 0003
+    for state in (gone, unchanged, legacy):
+        store.save_state(state)
+    edited = replace(old, url="https://new.example/feed")
+
+    replaced = store.sync_sources([edited, A, B])
+
+    assert replaced == [(gone, edited)]
+    assert store.get_state(edited) == SourceState.fresh(edited)
+    assert store.get_state(A) == unchanged
+    assert store.get_state(B) == replace(legacy, configured_url=B.url)  # adopted, kept
+    assert store.claim_due(["s"], now=NOW, owner="o", lease=timedelta(1), limit=1) == ["s"]
+    assert store.sync_sources([edited, A, B]) == []
 
 
 def test_claims_only_due_free_enabled_sources(store: Store) -> None:

@@ -13,6 +13,7 @@ what was being done.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import threading
@@ -21,7 +22,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from itertools import islice
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -82,6 +83,7 @@ __all__ = ["Store"]
 _MIGRATION_LOCK = 0x61676772  # "aggr"
 _IMPORT_BATCH = 500
 _RAW_PAGE = 500
+_T = TypeVar("_T")
 
 
 class Store:
@@ -176,12 +178,43 @@ class Store:
                 .mappings()
                 .first()
             )
-        return to_state(row) if row is not None else SourceState(source.id, source.url)
+        return to_state(row) if row is not None else SourceState.fresh(source)
 
     def states(self) -> list[SourceState]:
         with self._errors("read source states"), self._engine.connect() as conn:
             rows = conn.execute(source_state.select().order_by(source_state.c.source_id))
             return [to_state(row) for row in rows.mappings()]
+
+    def sync_sources(self, sources: Sequence[Source]) -> list[tuple[SourceState, Source]]:
+        """Start afresh the state of every source whose configured URL was changed.
+
+        A state belongs to the URL it was made for: its validators, failure count,
+        backoff, redirect target and 410 verdict say nothing about another feed, and
+        keeping them would keep polling the old feed (or none).  States made before the
+        configured URL was recorded adopt the current one.  Returns the replaced states
+        with their sources, for the caller to report.
+        """
+        by_id = {source.id: source for source in sources}
+        replaced: list[tuple[SourceState, Source]] = []
+        with self._errors("check configured source URLs"), writing(self._engine) as conn:
+            stored: list[SourceState] = []
+            for chunk in _chunks(sorted(by_id), _IMPORT_BATCH):
+                found = conn.execute(_STATES, {"ids": chunk}).mappings()
+                stored += [to_state(row) for row in found]
+            updates = []
+            for state in stored:
+                source = by_id[state.source_id]
+                if state.configured_url == source.url:
+                    continue
+                if state.configured_url is not None:
+                    replaced.append((state, source))
+                    updates.append(SourceState.fresh(source))
+                else:
+                    updates.append(dataclasses.replace(state, configured_url=source.url))
+            if updates:
+                rows = [state_values(state) for state in updates]
+                conn.execute(_state_upsert(conn.dialect.name, tuple(rows[0])), rows)
+        return replaced
 
     def save_state(self, state: SourceState) -> None:
         with (
@@ -253,7 +286,7 @@ class Store:
         by_id = {source.id: source for source in sources}
         claimed = self._claim(list(by_id), now, owner, lease, limit, states=True)
         return [
-            state if state is not None else SourceState(source_id, by_id[source_id].url)
+            state if state is not None else SourceState.fresh(by_id[source_id])
             for source_id, state in claimed
         ]
 
@@ -735,7 +768,7 @@ def _check_source(source: Source, batch: Sequence[Article]) -> None:
         raise ValueError(f"articles from {strays} saved as a poll of source {source.id!r}")
 
 
-def _chunks(items: Sequence[int], size: int) -> Iterator[Sequence[int]]:
+def _chunks(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
 

@@ -214,6 +214,7 @@ class SourceStateRow(SQLModel, table=True):
     last_error: str | None = Field(default=None, sa_type=Text)
     next_poll: datetime | None = Field(default=None, sa_type=UTCDateTime)
     disabled_reason: str | None = Field(default=None, sa_type=Text)
+    configured_url: str | None = Field(default=None, sa_type=Text)
 
 
 class LeaseRow(SQLModel, table=True):
