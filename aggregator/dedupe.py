@@ -215,15 +215,24 @@ class Plan:
         )
 
 
-def _preference(article: Article) -> tuple[datetime, str, datetime, str, str]:
+def _preference(article: Article) -> tuple[object, ...]:
     """A total order used wherever several candidates compete: earliest seen wins,
-    then the rest breaks ties so that the input order never matters."""
+    then the rest breaks ties so that the input order never matters.
+
+    Every field counts (title, link and body through the fingerprint), each as a
+    value that is cheap to build: the key is made for every entry of every poll.
+    """
     return (
         article.fetched or _EPOCH,
         article.source_id,
         article.published or _EPOCH,
         article.fingerprint,
-        repr(article),
+        article.source_name,
+        article.guid or "",
+        article.tags,
+        article.categories,
+        -1 if article.comments is None else int(article.comments),
+        article.date_source.value,
     )
 
 

@@ -39,7 +39,7 @@ def adapt_entries(
     skipped = 0
     for entry in entries:
         try:
-            pairs.append((entry, adapter(entry, source, fetched_at)))
+            pairs.append((entry, _fingerprinted(adapter(entry, source, fetched_at))))
         except AdapterError as exc:
             skipped += 1
             logger.warning("skipping entry: %s", exc)
@@ -53,6 +53,16 @@ def adapt_entries(
                 entry.link,
             )
     return pairs, skipped
+
+
+def _fingerprinted(article: Article) -> Article:
+    """``article`` with its fingerprint computed now, in the parse worker.
+
+    The cached value is pickled with the article, so the daemon's one store thread
+    does not spend its time hashing bodies that many workers could hash.
+    """
+    article.fingerprint  # noqa: B018 - computed for its cache
+    return article
 
 
 @dataclass(frozen=True)
