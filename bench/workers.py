@@ -37,10 +37,15 @@ def _cpu() -> float:
     return times.user + times.system
 
 
-def _proc_status() -> dict[str, int]:
-    """VmHWM / VmRSS of this process in bytes."""
+def _children_cpu() -> float:
+    times = os.times()
+    return times.children_user + times.children_system
+
+
+def _proc_status(pid: int | str = "self") -> dict[str, int]:
+    """VmHWM / VmRSS of a process (this one by default) in bytes."""
     found: dict[str, int] = {}
-    with open("/proc/self/status") as handle:
+    with open(f"/proc/{pid}/status") as handle:
         for line in handle:
             name, _, value = line.partition(":")
             if name in ("VmHWM", "VmRSS"):
@@ -68,8 +73,8 @@ class _Profiles:
         self.profiles.append(profile)
         profile.enable()
 
-    def executor(self) -> ThreadPoolExecutor:
-        return ThreadPoolExecutor(initializer=self._start_thread)
+    def executor(self, threads: int) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(threads, initializer=self._start_thread)
 
     def report(self, main: cProfile.Profile, path: Path, title: str) -> None:
         main.disable()
@@ -96,7 +101,13 @@ class _Profiles:
 
 def poll_ours(config: dict[str, Any]) -> dict[str, Any]:
     _daemon_logging()
-    from aggregator.cli import _limits, _parse_pool, _poller
+    from aggregator.cli import (
+        _database_threads,
+        _limits,
+        _parse_pool,
+        _poller,
+        _use_database_threads,
+    )
     from aggregator.fetch import Fetcher
     from aggregator.pipeline import PollOutcome
     from aggregator.scheduler import Daemon
@@ -120,8 +131,11 @@ def poll_ours(config: dict[str, Any]) -> dict[str, Any]:
     rss_before = _proc_status()
 
     async def run() -> tuple[list[PollOutcome], float, float]:
-        if profiles is not None:
-            asyncio.get_running_loop().set_default_executor(profiles.executor())
+        if profiles is None:
+            _use_database_threads(store)  # as `aggregator run` sets it up
+        else:
+            threads = _database_threads(store)
+            asyncio.get_running_loop().set_default_executor(profiles.executor(threads))
         with _parse_pool(settings) as pool:  # as `aggregator run` sets it up
             async with Fetcher(limits) as fetcher:
                 poller = _poller(settings, store, fetcher, pool)
@@ -155,9 +169,13 @@ def poll_ours(config: dict[str, Any]) -> dict[str, Any]:
                 if main_profile is not None:
                     main_profile.disable()
                 await daemon.shutdown()
+                workers.extend(_proc_status(pid).get("VmHWM", 0) for pid in _children())
                 return outcomes, wall, cpu
 
+    workers: list[int] = []  # VmHWM of each parse-pool process
+    children_before = _children_cpu()
     outcomes, wall, cpu = asyncio.run(run())
+    workers_cpu = _children_cpu() - children_before  # the pool was joined: all its CPU
     if profiles is not None and main_profile is not None:
         profiles.report(main_profile, Path(config["profile"]), config.get("title", "poll"))
     store.close()
@@ -177,8 +195,18 @@ def poll_ours(config: dict[str, Any]) -> dict[str, Any]:
         "counts": counts,
         "errors": errors,
         "rss_start": rss_before.get("VmRSS", 0),
+        "workers_hwm": workers,
+        "workers_cpu": workers_cpu,
         **_proc_status(),
     }
+
+
+def _children() -> list[int]:
+    """This process's child processes (the parse pool), from /proc."""
+    pids: list[int] = []
+    for task in Path("/proc/self/task").iterdir():
+        pids += [int(pid) for pid in (task / "children").read_text().split()]
+    return pids
 
 
 # --------------------------------------------------------------------------- reader
