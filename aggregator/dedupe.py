@@ -36,6 +36,7 @@ up to the size of the batch.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Sequence
@@ -79,6 +80,9 @@ def _digest(*parts: str) -> str:
     return digest.hexdigest()
 
 
+# A poll asks for the keys of each of its entries several times (lookup, decision,
+# insert, routes), and a re-sent entry's keys again at every poll: remember recent ones.
+@functools.lru_cache(maxsize=4096)
 def link_key(link: str) -> str | None:
     """The identity key of a canonical link; ``None`` for an empty link.
 
@@ -88,6 +92,7 @@ def link_key(link: str) -> str | None:
     return _digest("link", link) if link else None
 
 
+@functools.lru_cache(maxsize=4096)
 def guid_key(source_id: str, guid: str | None) -> str | None:
     """The identity key of a feed entry id, which is only unique within its source."""
     return _digest("guid", source_id, guid) if guid else None
