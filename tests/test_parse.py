@@ -208,3 +208,16 @@ def test_plain_text_titles_keep_text_that_looks_like_markup() -> None:
     source = Source("s", "S", "https://example.org/feed")
     article = get_adapter("generic")(entry, source, datetime(2026, 1, 2, tzinfo=UTC))
     assert article.title == "a<b c> d &amp; e"
+
+
+def test_a_body_naming_a_local_file_is_not_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # feedparser open()s bytes as a file name before parsing them; a feed server
+    # answering "local.xml" must not get a file from our disk into the store.
+    (tmp_path / "local.xml").write_text(
+        '<rss version="2.0"><channel><item><title>secret</title></item></channel></rss>'
+    )
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ParseError):
+        parse_feed(b"local.xml", url="https://example.org/feed.xml")
