@@ -39,6 +39,8 @@ def utc_ms(moment: datetime) -> datetime:
     Naive datetimes are refused rather than guessed: a naive time inside the
     pipeline is always a bug (the Zaobao +8 h skew is exactly such a guess).
     """
+    if moment.tzinfo is UTC and not moment.microsecond % 1000:
+        return moment  # already normal: every value read back from the database
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise ValueError(f"naive datetime {moment.isoformat()!r}: a timezone is required")
     moment = moment.astimezone(UTC)

@@ -459,25 +459,18 @@ class Store:
         """
         if limit <= 0:
             return []
-        a, p = articles.c, provenance.c
+        p = provenance.c
         with self._errors("read latest articles", sources=sources), self._engine.connect() as conn:
             picked = set(sources or ())
             if sources is None or len(picked) == 1:
                 # One index range scan, reading the article rows it reaches directly.
-                query = articles.select()
-                if sources is None:
-                    sort_time, id_ = a.sort_time, a.id
-                else:
-                    sort_time, id_ = p.sort_time, p.article_id
-                    query = query.join(provenance, p.article_id == a.id).where(
-                        p.source_id == next(iter(picked))
-                    )
+                query = _latest_query(per_source=sources is not None, paged=before is not None)
+                values: dict[str, Any] = {"limit": limit}
+                if sources is not None:
+                    values["source"] = next(iter(picked))
                 if before is not None:
-                    query = query.where(
-                        tuple_(sort_time, id_) < tuple_(_at(before.sort_time), before.id)
-                    )
-                query = query.order_by(sort_time.desc(), id_.desc()).limit(limit)
-                rows = list(conn.execute(query).mappings())
+                    values.update(before_time=before.sort_time, before_id=before.id)
+                rows = list(conn.execute(query, values).mappings())
                 return _stored(rows, _routes(conn, {row["id"]: row["source_id"] for row in rows}))
             found = {
                 row_id: moment
@@ -801,16 +794,42 @@ def _newest(
     return [(moment, row_id) for moment, row_id in conn.execute(query)]
 
 
+@functools.cache
+def _latest_query(*, per_source: bool, paged: bool) -> Any:
+    """The newest articles (of one source, older than a cursor), built once per shape:
+    building a statement costs a good part of serving a page."""
+    a, p = articles.c, provenance.c
+    query = articles.select()
+    sort_time, id_ = a.sort_time, a.id
+    if per_source:
+        sort_time, id_ = p.sort_time, p.article_id
+        query = query.join(provenance, p.article_id == a.id).where(
+            p.source_id == bindparam("source")
+        )
+    if paged:
+        cursor = tuple_(bindparam("before_time", type_=UTCDateTime()), bindparam("before_id"))
+        query = query.where(tuple_(sort_time, id_) < cursor)
+    return query.order_by(sort_time.desc(), id_.desc()).limit(bindparam("limit"))
+
+
+_ROUTES = select(
+    provenance.c.article_id,
+    provenance.c.source_id,
+    provenance.c.source_name,
+    provenance.c.link,
+    provenance.c.guid,
+    provenance.c.first_seen,
+).where(provenance.c.article_id.in_(bindparam("ids", expanding=True)))
+
+
 def _routes(conn: Connection, primaries: Mapping[int, str]) -> dict[int, tuple[Provenance, ...]]:
     """Each article's provenance, primary source first, then in order of arrival.
 
     ``primaries`` maps each article id to its primary source id."""
     found: dict[int, list[tuple[Any, ...]]] = {id_: [] for id_ in primaries}
-    p = provenance.c
-    columns = (p.article_id, p.source_id, p.source_name, p.link, p.guid, p.first_seen)
     for chunk in _chunks(list(primaries), _IMPORT_BATCH):
-        query = select(*columns).where(p.article_id.in_(chunk))
-        for article_id, source_id, source_name, link, guid, first_seen in conn.execute(query):
+        rows = conn.execute(_ROUTES, {"ids": chunk})
+        for article_id, source_id, source_name, link, guid, first_seen in rows:
             order = (source_id != primaries[article_id], first_seen, source_id)
             route = Provenance(source_id, source_name, link, guid, first_seen)
             found[article_id].append((order, route))

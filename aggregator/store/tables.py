@@ -285,12 +285,16 @@ def to_article(row: Mapping[Any, Any]) -> Article:
         body=row["body"],
         published=row["published"],
         fetched=row["fetched"],
-        tags=tuple(json.loads(row["tags"])),
-        categories=tuple(json.loads(row["categories"])),
+        tags=_json_tuple(row["tags"]),
+        categories=_json_tuple(row["categories"]),
         comments=row["comments"],
         guid=row["guid"],
         date_source=DateSource(row["date_source"]),
     )
+
+
+def _json_tuple(text: str) -> tuple[str, ...]:
+    return () if text == "[]" else tuple(json.loads(text))  # most articles have none
 
 
 def to_provenance(row: Mapping[Any, Any]) -> Provenance:
