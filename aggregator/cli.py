@@ -158,18 +158,21 @@ def _database_threads(store: Store) -> int:
 
 
 @contextlib.contextmanager
-def _parse_pool(settings: Settings) -> Iterator[Executor | None]:
-    """Processes for the CPU-bound parse-and-clean step, or None for a thread.
+def _parse_pool(settings: Settings) -> Iterator[Executor]:
+    """Processes for the CPU-bound parse-and-clean step, or one thread of our own.
 
     Spawned, not forked: the daemon has threads (database, HTTP) by then, and a
-    fork copies their locks in whatever state they are.
+    fork copies their locks in whatever state they are.  Without processes, parsing
+    gets its own thread rather than the database's: it would hold those threads
+    while claims and stores waited.
     """
     workers = settings.parse_processes
     if workers < 0:
         workers = os.cpu_count() or 1
         workers = workers if workers > 1 else 0
     if workers == 0:
-        yield None
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="parse") as thread:
+            yield thread
         return
     pool = ProcessPoolExecutor(
         max_workers=workers,
