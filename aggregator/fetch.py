@@ -263,26 +263,25 @@ class Fetcher:
         strict = AddressPolicy(
             allow_private=limits.allow_private, allow_networks=limits.allow_networks
         )
-        router = _PolicyRouter(
+        # The transport, not an httpx.AsyncClient: redirects are followed by hand (each
+        # hop checked), and no auth, cookie jar or event hooks are wanted, yet the client
+        # runs them on every request (about 0.14 ms of CPU each, a sixth of a 304 poll).
+        # No cookies also means no state shared between sources, as with Miniflux.
+        self._transport = _PolicyRouter(
             strict=_guarded_transport(strict, pool_limits),
             lax=_guarded_transport(AddressPolicy(allow_private=True), pool_limits),
         )
-        self._client = httpx.AsyncClient(
-            transport=router,
-            follow_redirects=False,
-            trust_env=False,  # no proxy from the environment: it would bypass the guard
-            timeout=httpx.Timeout(
-                connect=limits.connect_timeout,
-                read=limits.read_timeout,
-                write=limits.read_timeout,
-                pool=limits.total_timeout,
-            ),
-            headers={
-                "User-Agent": limits.user_agent,
-                "Accept": ACCEPT,
-                "Accept-Encoding": "gzip, deflate",
-            },
-        )
+        self._timeout = httpx.Timeout(
+            connect=limits.connect_timeout,
+            read=limits.read_timeout,
+            write=limits.read_timeout,
+            pool=limits.total_timeout,
+        ).as_dict()
+        self._headers = {
+            "User-Agent": limits.user_agent,
+            "Accept": ACCEPT,
+            "Accept-Encoding": "gzip, deflate",
+        }
         self._slots = asyncio.Semaphore(max_connections)
 
     async def __aenter__(self) -> Fetcher:
@@ -297,7 +296,7 @@ class Fetcher:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._transport.aclose()
 
     async def fetch(self, source: Source, state: SourceState | None = None) -> FetchResult:
         """One conditional GET of ``state.url`` (else ``source.url``).
@@ -407,25 +406,21 @@ class Fetcher:
 
     async def _send(self, attempt: _Attempt, headers: dict[str, str]) -> httpx.Response:
         try:
-            request = self._client.build_request(
+            request = httpx.Request(
                 "GET",
                 attempt.url,
-                headers=headers,
-                extensions={_POLICY_EXTENSION: attempt.allow_private},
+                headers={**self._headers, **headers},
+                extensions={_POLICY_EXTENSION: attempt.allow_private, "timeout": self._timeout},
             )
         except httpx.InvalidURL as exc:
             raise FetchError("invalid URL", **attempt.error_context()) from exc
+        if not request.url.host:
+            # ``http:/path`` and the like: nothing to connect to.
+            raise FetchError("invalid URL: no host", **attempt.error_context())
         with _translate(attempt):
-            try:
-                return await self._client.send(request, stream=True)
-            except httpx.InvalidURL as exc:
-                # httpx prepares a redirect's next request even when it will not follow it,
-                # and a hostless Location (``javascript:alert(1)``, ``data:...``) makes that
-                # raise InvalidURL, which is not an httpx.HTTPError: refuse it here.
-                raise BlockedURLError(
-                    "redirect to a URL with no host (not http or https)",
-                    **attempt.error_context(),
-                ) from exc
+            response = await self._transport.handle_async_request(request)
+        response.request = request
+        return response
 
     async def _answer(
         self,
