@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import json
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -471,7 +472,12 @@ class Store:
                 if before is not None:
                     values.update(before_time=before.sort_time, before_id=before.id)
                 rows = list(conn.execute(query, values).mappings())
-                return _stored(rows, _routes(conn, {row["id"]: row["source_id"] for row in rows}))
+                # The page's routes by the same index walk rather than by a list of its
+                # ids: binding a hundred ids cost more than the walk.
+                shape = {"per_source": sources is not None, "paged": before is not None}
+                routes = conn.execute(_latest_routes_query(**shape), values)
+                primaries = {row["id"]: row["source_id"] for row in rows}
+                return _stored(rows, _group_routes(routes, primaries))
             found = {
                 row_id: moment
                 for source in picked
@@ -795,21 +801,29 @@ def _newest(
 
 
 @functools.cache
-def _latest_query(*, per_source: bool, paged: bool) -> Any:
+def _latest_query(*, per_source: bool, paged: bool, ids_only: bool = False) -> Any:
     """The newest articles (of one source, older than a cursor), built once per shape:
     building a statement costs a good part of serving a page."""
-    a, p = articles.c, provenance.c
-    query = articles.select()
+    a = articles.c
     sort_time, id_ = a.sort_time, a.id
+    query = select(id_) if ids_only else articles.select()
     if per_source:
-        sort_time, id_ = p.sort_time, p.article_id
-        query = query.join(provenance, p.article_id == a.id).where(
-            p.source_id == bindparam("source")
-        )
+        # An alias: the routes query uses this one as a subquery of ``provenance``.
+        page = provenance.alias("page")
+        sort_time, id_ = page.c.sort_time, page.c.article_id
+        query = select(id_) if ids_only else query.join(page, id_ == a.id)
+        query = query.where(page.c.source_id == bindparam("source"))
     if paged:
         cursor = tuple_(bindparam("before_time", type_=UTCDateTime()), bindparam("before_id"))
         query = query.where(tuple_(sort_time, id_) < cursor)
     return query.order_by(sort_time.desc(), id_.desc()).limit(bindparam("limit"))
+
+
+@functools.cache
+def _latest_routes_query(*, per_source: bool, paged: bool) -> Any:
+    """The routes of the articles :func:`_latest_query` returns, with the same values."""
+    page = _latest_query(per_source=per_source, paged=paged, ids_only=True)
+    return _ROUTES.where(provenance.c.article_id.in_(page.scalar_subquery()))
 
 
 _ROUTES = select(
@@ -819,21 +833,32 @@ _ROUTES = select(
     provenance.c.link,
     provenance.c.guid,
     provenance.c.first_seen,
-).where(provenance.c.article_id.in_(bindparam("ids", expanding=True)))
+)
+_ROUTES_OF = _ROUTES.where(provenance.c.article_id.in_(bindparam("ids", expanding=True)))
 
 
 def _routes(conn: Connection, primaries: Mapping[int, str]) -> dict[int, tuple[Provenance, ...]]:
     """Each article's provenance, primary source first, then in order of arrival.
 
     ``primaries`` maps each article id to its primary source id."""
+    rows = itertools.chain.from_iterable(
+        conn.execute(_ROUTES_OF, {"ids": chunk})
+        for chunk in _chunks(list(primaries), _IMPORT_BATCH)
+    )
+    return _group_routes(rows, primaries)
+
+
+def _group_routes(
+    rows: Iterable[Any], primaries: Mapping[int, str]
+) -> dict[int, tuple[Provenance, ...]]:
+    """Route rows (``_ROUTES`` columns) per article of ``primaries``, in display order."""
     found: dict[int, list[tuple[Any, ...]]] = {id_: [] for id_ in primaries}
-    for chunk in _chunks(list(primaries), _IMPORT_BATCH):
-        rows = conn.execute(_ROUTES, {"ids": chunk})
-        for article_id, source_id, source_name, link, guid, first_seen in rows:
+    for article_id, source_id, source_name, link, guid, first_seen in rows:
+        if article_id in found:  # a row may join the page just as it is read
             order = (source_id != primaries[article_id], first_seen, source_id)
             route = Provenance(source_id, source_name, link, guid, first_seen)
             found[article_id].append((order, route))
-    return {id_: tuple(route for _, route in sorted(rows)) for id_, rows in found.items()}
+    return {id_: tuple(route for _, route in sorted(routes)) for id_, routes in found.items()}
 
 
 def _stored(
