@@ -100,16 +100,20 @@ def sanitize(html: str) -> str:
     return out
 
 
+#: Built once: ``nh3.clean`` converts the whole policy to ammonia's on every call, which
+#: cost as much as the sanitizing itself.
+_SANITIZER = nh3.Cleaner(
+    tags=set(_ALLOWED_TAGS),
+    attributes=_ALLOWED_ATTRIBUTES,
+    url_schemes=set(_URL_SCHEMES),
+    attribute_filter=_filter_attribute,
+    strip_comments=True,
+    link_rel="noopener noreferrer",
+)
+
+
 def _sanitize_once(html: str) -> str:
-    return nh3.clean(
-        html,
-        tags=set(_ALLOWED_TAGS),
-        attributes=_ALLOWED_ATTRIBUTES,
-        url_schemes=set(_URL_SCHEMES),
-        attribute_filter=_filter_attribute,
-        strip_comments=True,
-        link_rel="noopener noreferrer",
-    )
+    return _SANITIZER.clean(html)
 
 
 #: Junk every source may carry: ads, paywall promos, share bars, embed chrome.
@@ -132,7 +136,10 @@ _BLOCKS = frozenset(
 )  # fmt: skip
 _URL_ATTRS = {"a": ("href",), "img": ("src",), "video": ("src", "poster"), "audio": ("src",)}
 _URL_ATTRS["source"] = ("src",)
-_WHITESPACE = re.compile(r"[ \t\r\n\f\u00a0\u3000]+")
+#: A whitespace run.  Spelled ``[...][...]*``, not ``[...]+``: re only scans ahead
+#: for a pattern that starts with a plain character class, and otherwise tries a
+#: match at every position (twice the time on the long runs of text without any).
+_WHITESPACE = re.compile(r"[ \t\r\n\f\u00a0\u3000][ \t\r\n\f\u00a0\u3000]*")
 
 
 @dataclass(frozen=True)
@@ -227,45 +234,183 @@ class _Translator(HTMLTranslator):
 
 
 _TRANSLATOR = _Translator()
-#: Parts of a selector that look at the element alone: matches of a selector built only
-#: from these do not depend on what else was dropped first, so such selectors can share
-#: one XPath query.
-_LOCAL_PARTS = (Element, Hash, Class, Attrib)
+
+#: A ``~=`` (or class) value holding one of these matches nothing in cssselect.
+_CSS_SPACE = re.compile("[ \t\r\n\f]")
 
 
-def _is_local(tree: Tree) -> bool:
-    node: Tree | None = tree
-    while node is not None:
-        if not isinstance(node, _LOCAL_PARTS):
+def _value_pattern(operator: str, expected: str) -> re.Pattern[str] | None:
+    """cssselect's XPath for an attribute operator, as a regex searched in the value.
+
+    Edge cases follow cssselect's translation, not the CSS specification: an empty
+    value matches nothing for ``^=``, ``$=`` and ``*=``, a value with whitespace
+    matches nothing for ``~=``, and ``~=`` splits the attribute on XPath's whitespace
+    only (``normalize-space()``: no ``\\f``, no no-break space).  ``None`` for
+    ``!=``, which also matches elements without the attribute.
+    """
+    literal = re.escape(expected)
+    match operator:
+        case "exists":
+            source = ""
+        case "=":
+            source = rf"\A{literal}\Z"
+        case "|=":
+            source = rf"\A{literal}(?:-|\Z)"
+        case "~=" if expected and not _CSS_SPACE.search(expected):
+            source = rf"(?<![^ \t\r\n]){literal}(?![^ \t\r\n])"
+        case "^=" if expected:
+            source = rf"\A{literal}"
+        case "$=" if expected:
+            source = rf"{literal}\Z"
+        case "*=" if expected:
+            source = literal
+        case "~=" | "^=" | "$=" | "*=":
+            source = "(?!)"  # never matches
+        case _:
+            return None
+    return re.compile(source)
+
+
+#: A test of one attribute: its name, and a regex its value must contain a match of.
+_Test = tuple[str, re.Pattern[str]]
+
+
+def _passes(node: etree._Element, tests: Iterable[_Test]) -> bool:
+    for name, pattern in tests:
+        value = node.get(name)
+        if value is None or not pattern.search(value):
             return False
-        node = getattr(node, "selector", None)
     return True
 
 
-def _local_condition(tree: Tree) -> str:
-    """The XPath test, on the element itself, of a selector :func:`_is_local` accepts."""
-    expr = _TRANSLATOR.xpath(tree)
-    parts = [] if expr.element == "*" else [f"self::{expr.element}"]
-    if expr.condition:
-        parts.append(f"({expr.condition})")
-    return " and ".join(parts) or "true()"
-
-
 @dataclass(frozen=True)
-class _DropStep:
-    """One query: ``local`` ones run on the body wrapper, the others on the document."""
+class _Compound:
+    """A selector that looks at the element alone: a tag (``None``: any) and tests."""
 
-    query: etree.XPath
-    local: bool
+    tag: str | None
+    tests: tuple[_Test, ...]
 
 
+def _compound(tree: Tree) -> _Compound | None:
+    """``tree`` as a :class:`_Compound`, or ``None`` if it is not one.
+
+    Matches do not depend on what else was dropped first, so a run of compounds can
+    share one walk of the tree.  Not compounds here, and so left to XPath: anything
+    with context (``:has()``, combinators, ``:first-of-type``, text), namespaces,
+    attribute flags, ``!=``, and a bare ``*`` (nothing to index it by).
+    """
+    tests: list[_Test] = []
+    node = tree
+    while not isinstance(node, Element):
+        if isinstance(node, Hash):
+            name, operator, expected = "id", "=", node.id
+        elif isinstance(node, Class):
+            name, operator, expected = "class", "~=", node.class_name
+        elif isinstance(node, Attrib) and node.namespace is None and node.flag is None:
+            value = node.value.value if node.value is not None else ""
+            assert isinstance(value, str)  # a STRING or IDENT token
+            name, operator, expected = node.attrib.lower(), node.operator, value
+        else:
+            return None
+        pattern = _value_pattern(operator, expected)
+        if pattern is None:
+            return None
+        tests.append((name, pattern))
+        node = node.selector
+    if node.namespace is not None or (node.element is None and not tests):
+        return None
+    tag = node.element.lower() if node.element is not None else None
+    return _Compound(tag, tuple(reversed(tests)))
+
+
+class _Rule:
+    """The compounds of one tag (or of any tag) whose first test is on one attribute.
+
+    The one-test compounds (nearly all of them: ``a[href*=...]``, ``.cls``) share one
+    regex, so an element's attribute is searched once, however many rules it has.
+    """
+
+    def __init__(self, compounds: list[_Compound]) -> None:
+        alone = [compound.tests[0][1].pattern for compound in compounds if len(compound.tests) == 1]
+        self._alone = re.compile("|".join(f"(?:{source})" for source in alone)) if alone else None
+        self._more = [compound.tests for compound in compounds if len(compound.tests) > 1]
+
+    def matches(self, node: etree._Element, value: str) -> bool:
+        """Does ``node``, whose rule attribute holds ``value``, match a compound?"""
+        if self._alone is not None and self._alone.search(value):
+            return True
+        return any(_passes(node, tests) for tests in self._more)
+
+
+class _LocalStep:
+    """A run of :class:`_Compound` selectors, matched in one Python walk of the body.
+
+    As one XPath union, libxml2 evaluated every selector on every element (about 5 µs
+    an element for the common rules).  Indexed by tag, and by the attribute a
+    selector tests first, an element is only tried against rules that could match it;
+    most elements cost a dict lookup or two.
+    """
+
+    def __init__(self, compounds: Iterable[_Compound]) -> None:
+        self._tags: set[str] = set()  # tags matched by their name alone
+        grouped: dict[str, dict[str | None, list[_Compound]]] = {}
+        for compound in compounds:
+            if compound.tests:
+                by_tag = grouped.setdefault(compound.tests[0][0], {})
+                by_tag.setdefault(compound.tag, []).append(compound)
+            else:
+                assert compound.tag is not None  # _compound refuses a bare "*"
+                self._tags.add(compound.tag)
+        self._rules = {
+            name: {tag: _Rule(members) for tag, members in by_tag.items()}
+            for name, by_tag in grouped.items()
+        }
+
+    def select(self, root: etree._Element) -> list[etree._Element]:
+        """The matching elements below ``root``, in document order."""
+        return [
+            node
+            for node in root.iterdescendants()
+            if isinstance(node.tag, str) and self._matches(node, node.tag)
+        ]
+
+    def _matches(self, node: etree._Element, tag: str) -> bool:
+        if tag in self._tags:
+            return True
+        for name in node.keys():  # noqa: SIM118 (iterating an element yields its children)
+            rules = self._rules.get(name)
+            if rules is None:
+                continue
+            value = node.get(name)
+            assert value is not None  # one of its attributes
+            for rule in (rules.get(tag), rules.get(None)):
+                if rule is not None and rule.matches(node, value):
+                    return True
+        return False
+
+
+class _ContextStep:
+    """One selector that looks at context, as an XPath query on the whole document."""
+
+    def __init__(self, query: etree.XPath) -> None:
+        self._query = query
+
+    def select(self, root: etree._Element) -> list[etree._Element]:
+        """The matching elements below ``root``, in document order."""
+        found = self._query(root.getroottree().getroot())
+        assert isinstance(found, list)
+        outside = {root, *root.iterancestors()}
+        return [node for node in found if isinstance(node, etree._Element) and node not in outside]
+
+
+_DropStep = _LocalStep | _ContextStep
 _STEP_CACHE: dict[tuple[str, ...], tuple[_DropStep, ...]] = {}
 
 
 def _drop_steps(selectors: tuple[str, ...]) -> tuple[_DropStep, ...]:
-    """Compile ``selectors`` once into as few XPath queries as keeps their meaning.
+    """Compile ``selectors`` once into as few steps as keeps their meaning.
 
-    A run of selectors that only look at the element itself is one union query.  A
+    A run of compound selectors (the element alone) is one :class:`_LocalStep`.  A
     selector that looks at context (``:has()``, ``+``, ``:first-of-type``, text) runs
     alone and after everything before it was dropped, as when selectors ran one by one.
     """
@@ -273,24 +418,20 @@ def _drop_steps(selectors: tuple[str, ...]) -> tuple[_DropStep, ...]:
     if steps is not None:
         return steps
     built: list[_DropStep] = []
-    run: list[str] = []
-
-    def flush() -> None:
-        if run:
-            # One walk of the tree for the whole run, not one per selector.
-            either = " or ".join(f"({condition})" for condition in run)
-            built.append(_DropStep(etree.XPath(f"descendant::*[{either}]"), local=True))
-            run.clear()
-
+    run: list[_Compound] = []
     for selector in selectors:
         for parsed in parse(selector):
-            if parsed.pseudo_element is None and _is_local(parsed.parsed_tree):
-                run.append(_local_condition(parsed.parsed_tree))
-            else:
-                flush()
-                xpath = _TRANSLATOR.selector_to_xpath(parsed, prefix="descendant-or-self::")
-                built.append(_DropStep(etree.XPath(xpath), local=False))
-    flush()
+            compound = _compound(parsed.parsed_tree) if parsed.pseudo_element is None else None
+            if compound is not None:
+                run.append(compound)
+                continue
+            if run:
+                built.append(_LocalStep(run))
+                run = []
+            xpath = _TRANSLATOR.selector_to_xpath(parsed, prefix="descendant-or-self::")
+            built.append(_ContextStep(etree.XPath(xpath)))
+    if run:
+        built.append(_LocalStep(run))
     steps = tuple(built)
     if len(_STEP_CACHE) < 256:
         _STEP_CACHE[selectors] = steps
@@ -391,14 +532,9 @@ def _remove_comments(root: etree._Element) -> None:
 
 
 def _drop_selected(root: etree._Element, selectors: tuple[str, ...]) -> None:
-    document = root.getroottree().getroot()
-    outside = {root, *root.iterancestors()}
     for step in _drop_steps((*_ALWAYS_DROP, *selectors)):
-        found = step.query(root) if step.local else step.query(document)
-        assert isinstance(found, list)
-        for node in found:
-            if isinstance(node, etree._Element) and node not in outside:
-                _drop(node)
+        for node in step.select(root):
+            _drop(node)
 
 
 def _is_break(node: etree._Element) -> bool:
@@ -487,6 +623,10 @@ _FIRST_TEXT_WITH = etree.XPath("descendant::text()[contains(., $marker)][1]")
 
 def _find_text(root: etree._Element, marker: str) -> tuple[etree._Element, bool] | None:
     """The first text node (document order) holding ``marker``: ``(owner, is_tail)``."""
+    # Most bodies hold no marker (every check pass, for one): libxml2 copies out all the
+    # text in a fraction of the query's time, and a marker in a text node is in there.
+    if marker not in etree.tostring(root, method="text", encoding="unicode", with_tail=False):
+        return None
     found = _FIRST_TEXT_WITH(root, marker=marker)
     assert isinstance(found, list)
     for text in found:

@@ -12,6 +12,7 @@ reserved characters left exactly as sent (decoding ``%2F`` would change meaning)
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
@@ -52,7 +53,20 @@ _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 _SUB_DELIMS = "!$&'()*+,;="
 _PATH_SAFE = frozenset(_UNRESERVED | set(_SUB_DELIMS) | set(":@/"))
 _QUERY_SAFE = frozenset(_PATH_SAFE | set("?"))
-_PCT = re.compile(r"%([0-9A-Fa-f]{2})")
+
+
+def _needs_work(safe: frozenset[str]) -> re.Pattern[str]:
+    """What :func:`_normalise_percent` rewrites in a component whose safe set is ``safe``.
+
+    That is a ``%`` (with the escape it may start) or a run of characters outside
+    ``safe``; everything else is copied as it is.
+    """
+    return re.compile(f"%(?:[0-9A-Fa-f]{{2}})?|[^%{re.escape(''.join(sorted(safe)))}]+")
+
+
+_PATH_WORK = _needs_work(_PATH_SAFE)
+_QUERY_WORK = _needs_work(_QUERY_SAFE)
+_SLASHES = re.compile("/{2,}")
 
 
 def is_http_url(text: str | None) -> bool:
@@ -66,36 +80,26 @@ def is_http_url(text: str | None) -> bool:
     return parts.scheme.lower() in ("http", "https") and bool(parts.netloc)
 
 
-def _normalise_percent(component: str, safe: frozenset[str]) -> str:
+def _normalise_percent(component: str, work: re.Pattern[str]) -> str:
     """Re-encode ``component`` so raw UTF-8 and percent-encoded spellings agree.
 
     Escapes of unreserved characters are decoded (``%7E`` -> ``~``); other escapes are
-    kept with upper-case hex; literal characters outside ``safe`` (Chinese path
-    segments, spaces) are UTF-8 percent-encoded.
+    kept with upper-case hex; literal characters outside the component's safe set
+    (``work`` finds them: Chinese path segments, spaces) are UTF-8 percent-encoded.
+    One regex pass: most URLs need nothing, and are then returned as they are.
     """
-    out: list[str] = []
-    index = 0
-    length = len(component)
-    while index < length:
-        char = component[index]
-        if char == "%":
-            match = _PCT.match(component, index)
-            if match:
-                byte = int(match.group(1), 16)
-                decoded = chr(byte)
-                if byte < 0x80 and decoded in _UNRESERVED:
-                    out.append(decoded)
-                else:
-                    out.append("%" + match.group(1).upper())
-                index += 3
-                continue
-            out.append("%25")  # a stray '%' that starts no escape
-        elif char in safe:
-            out.append(char)
-        else:
-            out.extend(f"%{byte:02X}" for byte in char.encode("utf-8", "surrogatepass"))
-        index += 1
-    return "".join(out)
+    return work.sub(_normalised, component)
+
+
+def _normalised(match: re.Match[str]) -> str:
+    text = match.group()
+    if text == "%":
+        return "%25"  # a stray '%' that starts no escape
+    if text[0] == "%":
+        decoded = chr(int(text[1:], 16))
+        return decoded if decoded in _UNRESERVED else text.upper()
+    # "%" before each byte: bytes.hex() puts its separator only between them.
+    return "%" + text.encode("utf-8", "surrogatepass").hex("%").upper()
 
 
 def _is_tracking(key: str, value: str) -> bool:
@@ -111,12 +115,16 @@ def _clean_query(query: str) -> str:
     pairs = parse_qsl(query, keep_blank_values=True)
     kept = [(key, value) for key, value in pairs if not _is_tracking(key, value)]
     if len(kept) == len(pairs):
-        return _normalise_percent(query, _QUERY_SAFE)  # untouched: keep the original spelling
-    return _normalise_percent(urlencode(kept), _QUERY_SAFE)
+        return _normalise_percent(query, _QUERY_WORK)  # untouched: keep the original spelling
+    return _normalise_percent(urlencode(kept), _QUERY_WORK)
 
 
 def _host(hostname: str) -> str:
     host = hostname.lower().rstrip(".")
+    if host.isascii():
+        # What the idna codec gives back for an ASCII name, or raises on and is then
+        # kept anyway (an empty or over-long label); the codec call is the slow part.
+        return host
     try:
         return host.encode("idna").decode("ascii")
     except UnicodeError:
@@ -138,6 +146,19 @@ def canonical_url(
     URLs (``mailto:``, ``javascript:``) are returned stripped but otherwise as sent;
     the sanitizer decides their fate.
     """
+    aliases = tuple(host_aliases.items()) if host_aliases else ()
+    return _canonical_url(url, base, aliases)
+
+
+#: Cleaning reads every URL of a body twice (its check pass runs on its own output,
+#: where an already canonical URL comes back as it was), and a changed feed sends its
+#: unchanged items again; a few thousand entries cover both.
+_URL_CACHE_SIZE = 4096
+
+
+@functools.lru_cache(maxsize=_URL_CACHE_SIZE)
+def _canonical_url(url: str, base: str | None, host_aliases: tuple[tuple[str, str], ...]) -> str:
+    """:func:`canonical_url`, memoised (the aliases as a tuple, so they can be hashed)."""
     text = url.strip()
     if base:
         try:
@@ -152,23 +173,25 @@ def canonical_url(
     except ValueError:
         return text
     scheme = parts.scheme.lower()
-    if scheme not in ("http", "https") or not parts.hostname:
+    hostname = parts.hostname
+    if scheme not in ("http", "https") or not hostname:
         return text
-    host = _host(parts.hostname)
+    host = _host(hostname)
     if host_aliases:
-        host = host_aliases.get(host, host)
+        host = dict(host_aliases).get(host, host)
     netloc = host
     if parts.username or parts.password:
         # Credentials in a feed link are almost certainly a mistake; keep them visibly.
         netloc = f"{parts.username or ''}{':' + parts.password if parts.password else ''}@{host}"
     if port is not None and port != _DEFAULT_PORTS.get(scheme):
         netloc = f"{netloc}:{port}"
-    path = re.sub(r"/{2,}", "/", parts.path) or "/"
-    path = _normalise_percent(path, _PATH_SAFE)
+    path = _SLASHES.sub("/", parts.path) or "/"
+    path = _normalise_percent(path, _PATH_WORK)
     query = _clean_query(parts.query)
     return urlunsplit((scheme, netloc, path, query, ""))
 
 
+@functools.lru_cache(maxsize=_URL_CACHE_SIZE)
 def unproxy_image(url: str) -> str:
     """Unwrap an image-proxy URL (``images.weserv.nl?url=gdb.voanews.com/x.jpg``).
 

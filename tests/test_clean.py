@@ -1,14 +1,31 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from bs4 import BeautifulSoup
+from cssselect import parse
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
-from aggregator.clean import CleanSpec, clean_html, extract_date_line, sanitize, text_content
+from aggregator.adapters import get_adapter
+from aggregator.adapters.generic import GenericAdapter
+from aggregator.clean import (
+    _ALWAYS_DROP,
+    _TRANSLATOR,
+    CleanSpec,
+    _Compound,
+    _compound,
+    _LocalStep,
+    _parse,
+    clean_html,
+    extract_date_line,
+    sanitize,
+    text_content,
+)
+from aggregator.parse import parse_feed
 
 FEEDX_FOOTER = (
     '<br><hr><div>获取更多RSS：<br><a href="https://feedx.net" style="color:orange" target="_blank">'  # noqa: E501
@@ -219,3 +236,125 @@ def test_soup_contains_own_and_descendant_text() -> None:
 def test_cut_marker_in_text_directly_in_body() -> None:
     html = "<p>a</p>keep<br> <br>获取更多RSS<a href='/x'>x</a>"
     assert _clean(html, cut_markers=("获取更多RSS",)) == "<p>a</p>keep"
+
+
+# --- compound selectors: the Python matcher against cssselect's XPath ------------------
+
+_IDENT = st.from_regex(r"-?[ab_][ab_\-中]{0,3}", fullmatch=True)
+#: Quoted selector values; whitespace in them has meanings of its own (``~=``).
+_SELECTOR_VALUE = st.text(alphabet=st.sampled_from("ab- \t中"), max_size=3)
+#: Attribute values: XPath's whitespace (normalize-space) and whitespace that only
+#: Python's ``str.split()`` would split on.
+_ATTRIBUTE_VALUE = st.text(alphabet=st.sampled_from("ab-_ \t\n\r\u00a0\u3000中"), max_size=6)
+_ATTRIBUTE_NAMES = ["id", "class", "href", "data-x"]
+_ELEMENT_NAMES = ["a", "div", "img", "p"]
+
+
+def _attribute_test(name: str, operator: str, value: str) -> str:
+    return f"[{name}]" if operator == "exists" else f'[{name}{operator}"{value}"]'
+
+
+_SIMPLE_TEST = st.one_of(
+    _IDENT.map(lambda ident: f"#{ident}"),
+    _IDENT.map(lambda ident: f".{ident}"),
+    st.builds(
+        _attribute_test,
+        st.sampled_from([*_ATTRIBUTE_NAMES, "HREF", "Data-X"]),
+        st.sampled_from(["exists", "=", "~=", "|=", "^=", "$=", "*="]),
+        _SELECTOR_VALUE,
+    ),
+)
+_COMPOUND = (
+    st.tuples(
+        st.sampled_from(["", "*", "DIV", *_ELEMENT_NAMES]), st.lists(_SIMPLE_TEST, max_size=3)
+    )
+    .filter(lambda parts: parts[0] not in ("", "*") or bool(parts[1]))
+    .map(lambda parts: parts[0] + "".join(parts[1]))
+)
+
+
+@st.composite
+def _trees(draw: st.DrawFn, depth: int = 2) -> etree._Element:
+    root = etree.Element("div")
+    parents = [root]
+    for _level in range(depth):
+        children = []
+        for parent in parents:
+            for _ in range(draw(st.integers(0, 3))):
+                attrib = draw(st.dictionaries(st.sampled_from(_ATTRIBUTE_NAMES), _ATTRIBUTE_VALUE))
+                children.append(
+                    etree.SubElement(parent, draw(st.sampled_from(_ELEMENT_NAMES)), attrib)
+                )
+        parents = children
+    return root
+
+
+def _compounds(selectors: list[str]) -> list[_Compound]:
+    compounds = [_compound(parse(selector)[0].parsed_tree) for selector in selectors]
+    assert all(compounds), selectors
+    return [compound for compound in compounds if compound is not None]
+
+
+def _xpath_selects(root: etree._Element, selectors: list[str]) -> list[etree._Element]:
+    union = " | ".join(_TRANSLATOR.css_to_xpath(s, prefix="descendant::") for s in selectors)
+    found = etree.XPath(union)(root)
+    assert isinstance(found, list)
+    return [node for node in found if isinstance(node, etree._Element)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(_trees(), st.lists(_COMPOUND, min_size=1, max_size=4))
+def test_local_step_selects_what_cssselect_xpath_selects(
+    root: etree._Element, selectors: list[str]
+) -> None:
+    assert _LocalStep(_compounds(selectors)).select(root) == _xpath_selects(root, selectors)
+
+
+@pytest.mark.parametrize(
+    ("attributes", "selector", "selected"),
+    [
+        ({"class": "a\tb"}, ".b", True),  # tab, CR, LF and space separate classes...
+        ({"class": "a\u00a0b"}, ".b", False),  # ...a no-break space does not
+        ({"class": "a b"}, "[class~='a b']", False),  # cssselect: never with whitespace
+        ({"href": "x"}, "[href^='']", False),  # cssselect: an empty prefix never matches
+        ({"lang": "zh-Hans"}, "[lang|=zh]", True),
+        ({"lang": "zh"}, "[LANG|=zh]", True),
+        ({"lang": "zhx"}, "[lang|=zh]", False),
+        ({"id": "imu"}, "section#imu", False),  # the element is a <div>
+        ({"id": "imu", "class": "x y"}, "div#imu.y", True),
+    ],
+)
+def test_local_step_edge_cases(attributes: dict[str, str], selector: str, selected: bool) -> None:
+    root = etree.Element("div")
+    node = etree.SubElement(root, "div", attributes)
+    assert _LocalStep(_compounds([selector])).select(root) == ([node] if selected else [])
+    assert _xpath_selects(root, [selector]) == ([node] if selected else [])
+
+
+@pytest.mark.parametrize(
+    "selector",
+    ["*", "a[x!=y]", "[href='x' i]", "svg|rect", "[xlink|href]", "a b", "p + ul", "li:has(a)"],
+)
+def test_selectors_left_to_xpath(selector: str) -> None:
+    """What the matcher does not model goes to XPath as a context step of its own."""
+    assert _compound(parse(selector)[0].parsed_tree) is None
+
+
+FIXTURE_FEEDS = sorted((Path(__file__).parent / "fixtures").glob("*/*.xml"))
+
+
+@pytest.mark.parametrize("name", ["generic", "zaobao", "rfi", "rfa", "voa"])
+def test_real_rules_select_on_real_bodies_what_cssselect_xpath_selects(name: str) -> None:
+    adapter = get_adapter(name)
+    assert isinstance(adapter, GenericAdapter)
+    rules = (*_ALWAYS_DROP, *adapter.spec.clean.drop)
+    local = [rule for rule in rules if _compound(parse(rule)[0].parsed_tree) is not None]
+    step = _LocalStep(_compounds(local))
+    selected = 0
+    for path in FIXTURE_FEEDS:
+        for entry in parse_feed(path.read_bytes(), url="https://feeds.example/").entries:
+            root = _parse(entry.content or entry.summary or "")
+            found = step.select(root)
+            assert found == _xpath_selects(root, local), (path.name, entry.link)
+            selected += len(found)
+    assert selected  # the fixtures do hold junk these rules remove

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 from typing import TypeVar
 
 from bs4 import Tag
@@ -40,8 +41,15 @@ def decode_data_s(value: str | None) -> int | None:
     """
     if not value or len(value) <= 3:
         return None
+    return _decode_rank(value[3:])
+
+
+@functools.lru_cache(maxsize=1024)
+def _decode_rank(encoded: str) -> int | None:
+    # Cached: b32decode is pure Python, and every article spells its ranks the same
+    # way (rank 1 is always "GE======"), so a few hundred entries cover them all.
     try:
-        decoded = base64.b32decode(value[3:])
+        decoded = base64.b32decode(encoded)
     except (binascii.Error, ValueError):
         return None
     text = decoded.decode("ascii", "replace")
@@ -69,18 +77,13 @@ def restore_data_s_order(root: etree._Element | Tag) -> None:
         ordered = _ordered(blocks, [block.get("data-s") for block in blocks])
         if ordered is None:
             continue
-        slots = [(parent.index(block), block.tail) for block in blocks]
-        for block in blocks:
-            block.tail = None
-        markers = []
-        for index, tail in slots:
-            marker = etree.Element("aggregator-slot")
-            marker.tail = tail
-            parent[index] = marker  # the block is detached, its slot kept
-            markers.append(marker)
-        for marker, block in zip(markers, ordered, strict=True):
-            block.tail = marker.tail
-            parent.replace(marker, block)
+        # The blocks trade places; each slot keeps its position and the text after it.
+        children = list(parent)
+        slots = [(children.index(block), block.tail) for block in blocks]
+        for (index, tail), block in zip(slots, ordered, strict=True):
+            children[index] = block
+            block.tail = tail
+        parent[:] = children
 
 
 B = TypeVar("B")
