@@ -48,11 +48,12 @@ def schema_key(cache: Path) -> str:
     with Store.open(f"sqlite:///{probe}") as store:
         head = store.current_revision() or "none"
     with sqlite3.connect(probe) as conn:
-        # Lines sorted: SQLite's batch migrations re-create a table with its
-        # constraints in set order, so the DDL text varies between runs.
+        # Lines sorted, without their separating commas: SQLite's batch migrations
+        # re-create a table with its constraints in set order, so both the order of
+        # the lines and which one lacks the trailing comma vary between runs.
         ddl = "\n".join(
             sorted(
-                line.strip()
+                line.strip().rstrip(",")
                 for (sql,) in conn.execute("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL")
                 for line in sql.splitlines()
             )
