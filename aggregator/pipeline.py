@@ -92,7 +92,8 @@ class _GroupCommit:
                 await self._write_batch(batch)
         finally:
             self._writer = None
-            for *_, done in self._pending:  # cancelled with ends still queued
+            pending, self._pending = self._pending, []
+            for *_, done in pending:  # cancelled with ends still queued
                 done.cancel()
 
     async def _write_batch(
