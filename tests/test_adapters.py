@@ -231,6 +231,22 @@ def test_reorder_only_when_every_block_decodes() -> None:
     assert run(partial) == "ba"
 
 
+def test_reorder_in_lxml_keeps_slots_and_the_text_between_blocks() -> None:
+    from lxml import etree
+
+    root = etree.fromstring(
+        '<div>lead<p data-s="xxxGM======">c</p>, <div>fixed</div><p data-s="xxxGE======">a</p>'
+        '<!-- note -->; <p data-s="xxxGI======">b</p>.'
+        '<section><i data-s="xxxGI======">2</i>+<i data-s="xxxGE======">1</i></section></div>'
+    )
+    restore_data_s_order(root)
+    assert etree.tostring(root, encoding="unicode") == (
+        '<div>lead<p data-s="xxxGE======">a</p>, <div>fixed</div><p data-s="xxxGI======">b</p>'
+        '<!-- note -->; <p data-s="xxxGM======">c</p>.'
+        '<section><i data-s="xxxGE======">1</i>+<i data-s="xxxGI======">2</i></section></div>'
+    )
+
+
 def test_spec_driven_generic_adapter() -> None:
     spec = AdapterSpec(
         clean=CleanSpec(drop=(".promo",)), host_aliases={"example.org": "www.example.org"}
