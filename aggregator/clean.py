@@ -146,7 +146,7 @@ _WHITESPACE = re.compile(r"[ \t\r\n\f\u00a0\u3000][ \t\r\n\f\u00a0\u3000]*")
 class CleanSpec:
     """What to strip from one source's bodies, as data.
 
-    ``drop``: CSS selectors (cssselect, translated to XPath once per spec; ``:has()``,
+    ``drop``: CSS selectors (cssselect's meaning, compiled once per spec; ``:has()``,
     ``:-soup-contains()`` and ``:-soup-contains-own()`` work) whose matches are removed
     with their content, selector by selector in order.
     ``cut_markers``: text that starts a trailer (the feedx ``获取更多RSS`` footer):
@@ -459,6 +459,13 @@ def _parse(html: str) -> etree._Element:
     document = etree.fromstring(f"{_ROOT_OPEN}{html}{_ROOT_CLOSE}", _PARSER)
     root = document.find("body/div")
     assert root is not None and root.get("id") == "aggregator-root"  # we just wrote it
+    if root.tail is not None or root.getnext() is not None:
+        # A stray ``</div>`` in the body closed our wrapper early; what followed it is
+        # body all the same, and would be lost: take it back in.
+        if root.tail:
+            _append_text(root[-1] if len(root) else root, root.tail, as_tail=len(root) > 0)
+        root.tail = None
+        root.extend(list(root.itersiblings()))
     return root
 
 
@@ -640,14 +647,15 @@ def _find_text(root: etree._Element, marker: str) -> tuple[etree._Element, bool]
 def _promote_lazy(root: etree._Element, lazy_attrs: Iterable[str]) -> None:
     attrs = tuple(lazy_attrs)
     for img in root.iter("img", "source", "video"):
-        for attr in attrs:
-            value = img.get(attr)
-            if value is not None and value.strip():
-                img.set("src", value.strip())
+        names = img.keys()
+        lazy = [attr for attr in attrs if attr in names]  # most images have none
+        for attr in lazy:
+            value = img.get(attr, "").strip()
+            if value:
+                img.set("src", value)
                 break
-        for attr in attrs:
-            if attr in img.attrib:
-                del img.attrib[attr]
+        for attr in lazy:
+            img.attrib.pop(attr, None)
 
 
 def _iframes_to_links(root: etree._Element) -> None:
@@ -723,18 +731,19 @@ def _tidy_whitespace(root: etree._Element) -> None:
     for node in root.iter():
         if not isinstance(node.tag, str):
             continue
-        if node.tag == "pre" or node.getparent() in in_pre:
+        if node.tag == "pre" or (in_pre and node.getparent() in in_pre):
             in_pre.add(node)  # its text and its children's tails are left alone
             continue
+        block = node.tag in _BLOCKS
         text = node.text
         if text:
-            tidy = _tidy(text, node, None, node[0] if len(node) else None)
+            tidy = _tidy(text, block, None, node[0] if len(node) else None)
             if tidy != text:
                 node.text = tidy
         for child in node:
             text = child.tail
             if text:
-                tidy = _tidy(text, node, child, child.getnext())
+                tidy = _tidy(text, block, child, child.getnext())
                 if tidy != text:
                     child.tail = tidy
 
@@ -745,12 +754,14 @@ def _is_block(node: etree._Element | None) -> bool:
 
 def _tidy(
     raw: str,
-    parent: etree._Element,
+    block: bool,
     before: etree._Element | None,
     after: etree._Element | None,
 ) -> str | None:
-    """Tidy one text node of lxml's, piece by piece where it holds seams."""
-    block = parent.tag in _BLOCKS
+    """Tidy one text node of lxml's, piece by piece where it holds seams.
+
+    ``block``: the node's parent is a block element.
+    """
     if _SEAM not in raw:
         return _tidy_piece(raw, block, before, after, text_before=False, text_after=False) or None
     pieces = raw.split(_SEAM)
@@ -778,9 +789,9 @@ def _tidy_piece(
     text = _WHITESPACE.sub(" ", raw)
     if not parent_is_block:
         return text
-    block_before = not text_before and _is_block(before)
-    block_after = not text_after and _is_block(after)
-    if text == " " and (block_before or block_after):
+    if text == " " and (
+        (not text_before and _is_block(before)) or (not text_after and _is_block(after))
+    ):
         return ""
     # Padding just inside a block renders as nothing; drop it for stable output.
     if not text_before and before is None:

@@ -358,3 +358,17 @@ def test_real_rules_select_on_real_bodies_what_cssselect_xpath_selects(name: str
             assert found == _xpath_selects(root, local), (path.name, entry.link)
             selected += len(found)
     assert selected  # the fixtures do hold junk these rules remove
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("<p>a</p></div><p>b</p>", "<p>a</p><p>b</p>"),
+        ("<p>a</p></div>tail <b>x</b></div> end", "<p>a</p>tail <b>x</b> end"),
+        ("</div>only text", "only text"),
+    ],
+)
+def test_a_stray_closing_tag_does_not_lose_the_rest_of_the_body(body: str, expected: str) -> None:
+    # The body is parsed inside a wrapper element; a stray </div> used to close it early
+    # and everything after it was silently dropped.
+    assert clean_html(body, base_url="https://example.org/") == expected
