@@ -212,9 +212,7 @@ class Store:
                     updates.append(SourceState.fresh(source))
                 else:
                     updates.append(dataclasses.replace(state, configured_url=source.url))
-            if updates:
-                rows = [state_values(state) for state in updates]
-                conn.execute(_state_upsert(conn.dialect.name, tuple(rows[0])), rows)
+            _save_states(conn, updates)
         return replaced
 
     def save_state(self, state: SourceState) -> None:
@@ -222,7 +220,7 @@ class Store:
             self._errors("save source state", source=state.source_id),
             writing(self._engine) as conn,
         ):
-            self._save_state(conn, state)
+            _save_states(conn, [state])
 
     def finish_polls(self, finished: Sequence[tuple[SourceState, str | None]]) -> None:
         """Save the states of polls that stored no articles (304s, failures) and give
@@ -238,8 +236,7 @@ class Store:
         ids = ", ".join(state.source_id for state, _ in finished[:5])
         more = f" and {len(finished) - 5} more" if len(finished) > 5 else ""
         with self._errors("save source states", sources=ids + more), writing(self._engine) as conn:
-            rows = [state_values(state) for state, _ in finished]
-            conn.execute(_state_upsert(conn.dialect.name, tuple(rows[0])), rows)
+            _save_states(conn, [state for state, _ in finished])
             releases = [
                 {"sid": state.source_id, "holder": owner}
                 for state, owner in finished
@@ -247,10 +244,6 @@ class Store:
             ]
             if releases:
                 conn.execute(_RELEASE, releases)
-
-    def _save_state(self, conn: Connection, state: SourceState) -> None:
-        values = state_values(state)
-        conn.execute(_state_upsert(conn.dialect.name, tuple(values)), values)
 
     def claim_due(
         self,
@@ -363,7 +356,7 @@ class Store:
         _check_source(source, [article for _, article in entries])
         with self._errors("save poll", source=source.id), writing(self._engine) as conn:
             counts = self._store(conn, entries, now=_now(now), mode=Mode.POLL)
-            self._save_state(conn, state)
+            _save_states(conn, [state])
             if release is not None:
                 _release(conn, source.id, release)
         return counts
@@ -735,6 +728,13 @@ def _insert(conn: Connection, table: Table) -> Any:
     if conn.dialect.name == "postgresql":
         return postgresql.insert(table)
     return sqlite.insert(table)
+
+
+def _save_states(conn: Connection, states: Sequence[SourceState]) -> None:
+    """Upsert state rows, all in one statement execution."""
+    if states:
+        rows = [state_values(state) for state in states]
+        conn.execute(_state_upsert(conn.dialect.name, tuple(rows[0])), rows)
 
 
 @functools.cache
