@@ -1,6 +1,6 @@
 """The network edge: one conditional GET per poll, with hard limits.
 
-This is the only module that talks HTTP (through httpx).  Everything a hostile or
+This is the only module that talks HTTP (through httpx2).  Everything a hostile or
 broken feed server can do to us is bounded here, so the rest of the pipeline only
 ever sees a :class:`~aggregator.types.FetchResult` or a
 :class:`~aggregator.errors.FetchError`:
@@ -11,19 +11,26 @@ ever sees a :class:`~aggregator.types.FetchResult` or a
   separate deadline; see ANCHORS.md "Fetching").
 * **size** - the body is counted *after* decompression, while streaming, and we
   inflate gzip/deflate ourselves with ``zlib.decompressobj(max_length=...)`` so a
-  decompression bomb never allocates much more than the cap.  httpx's own decoders
+  decompression bomb never allocates much more than the cap.  httpx2's own decoders
   inflate a whole network chunk at once, which is unbounded.
 * **where** - redirects are followed by hand so each hop's scheme is checked and the
   permanent-vs-temporary decision (:attr:`FetchResult.permanent_url`) is ours; the
   address check happens at connect time in :mod:`aggregator.netguard`.
-* **how many** - one shared :class:`httpx.AsyncClient` (keep-alive pool) per
-  :class:`Fetcher`, and at most ``max_connections`` fetches in flight.
+* **how many** - one keep-alive pool per address policy per :class:`Fetcher`, and
+  at most ``max_connections`` fetches in flight.
+
+Why httpx2 and not httpx: httpx2 is httpx's maintained continuation (same API, the
+Pydantic team; Starlette's test client already prefers it).  Its connection pool
+(httpcore2) assigns requests in one linear pass; httpcore 1.0's pass was quadratic in
+the pool size and was half the CPU of a 304 poll.  Measured on loopback, 16
+connections: 1.19 ms of CPU per conditional GET with httpx 0.28, 0.64 ms with httpx2.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 import zlib
 from collections.abc import Iterable, Iterator
@@ -32,8 +39,8 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from types import TracebackType
 
-import httpcore
-import httpx
+import httpcore2
+import httpx2
 
 from aggregator import __version__
 from aggregator.errors import (
@@ -185,7 +192,7 @@ def _chain(inflater: _Inflater, pieces: Iterable[bytes]) -> Iterator[bytes]:
         yield from inflater.feed(piece)
 
 
-class _PolicyRouter(httpx.AsyncBaseTransport):
+class _PolicyRouter(httpx2.AsyncBaseTransport):
     """Sends each request through the connection pool matching its address policy.
 
     Two pools rather than one guard consulting per-request state: a keep-alive
@@ -193,11 +200,11 @@ class _PolicyRouter(httpx.AsyncBaseTransport):
     reused by a source that is not (the guard only runs when a connection is made).
     """
 
-    def __init__(self, strict: httpx.AsyncBaseTransport, lax: httpx.AsyncBaseTransport) -> None:
+    def __init__(self, strict: httpx2.AsyncBaseTransport, lax: httpx2.AsyncBaseTransport) -> None:
         self._strict = strict
         self._lax = lax
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         transport = self._lax if request.extensions.get(_POLICY_EXTENSION) else self._strict
         return await transport.handle_async_request(request)
 
@@ -208,18 +215,20 @@ class _PolicyRouter(httpx.AsyncBaseTransport):
             await self._lax.aclose()
 
 
-def _guarded_transport(policy: AddressPolicy, limits: httpx.Limits) -> httpx.AsyncHTTPTransport:
-    """An httpx transport whose connections go through :class:`GuardedBackend`.
+def _guarded_transport(
+    policy: AddressPolicy, limits: httpx2.Limits, ssl_context: ssl.SSLContext
+) -> httpx2.AsyncHTTPTransport:
+    """An httpx2 transport whose connections go through :class:`GuardedBackend`.
 
-    httpx (0.28) has no public way to pass an httpcore network backend, so the
-    pool is replaced after construction; the isinstance check makes an httpx
+    httpx2 (2.16) has no public way to pass an httpcore2 network backend, so the
+    pool is replaced after construction; the isinstance check makes an httpx2
     upgrade that renames the attribute fail loudly instead of silently unguarded.
     """
-    transport = httpx.AsyncHTTPTransport(limits=limits, trust_env=False)
-    if not isinstance(getattr(transport, "_pool", None), httpcore.AsyncConnectionPool):
-        raise RuntimeError("httpx internals changed: cannot install the SSRF guard")
-    transport._pool = httpcore.AsyncConnectionPool(
-        ssl_context=httpx.create_ssl_context(),
+    transport = httpx2.AsyncHTTPTransport(verify=ssl_context, limits=limits, trust_env=False)
+    if not isinstance(getattr(transport, "_pool", None), httpcore2.AsyncConnectionPool):
+        raise RuntimeError("httpx2 internals changed: cannot install the SSRF guard")
+    transport._pool = httpcore2.AsyncConnectionPool(
+        ssl_context=ssl_context,
         max_connections=limits.max_connections,
         max_keepalive_connections=limits.max_keepalive_connections,
         keepalive_expiry=limits.keepalive_expiry,
@@ -255,7 +264,7 @@ class Fetcher:
         self.limits = limits = limits if limits is not None else FetchLimits()
         if max_connections < 1:
             raise ValueError("max_connections must be >= 1")
-        pool_limits = httpx.Limits(
+        pool_limits = httpx2.Limits(
             max_connections=max_connections,
             max_keepalive_connections=max_connections,
             keepalive_expiry=30.0,
@@ -263,15 +272,17 @@ class Fetcher:
         strict = AddressPolicy(
             allow_private=limits.allow_private, allow_networks=limits.allow_networks
         )
-        # The transport, not an httpx.AsyncClient: redirects are followed by hand (each
+        # The transport, not an httpx2.AsyncClient: redirects are followed by hand (each
         # hop checked), and no auth, cookie jar or event hooks are wanted, yet the client
         # runs them on every request (about 0.14 ms of CPU each, a sixth of a 304 poll).
         # No cookies also means no state shared between sources, as with Miniflux.
+        # One TLS context for both pools: loading the trust store is the costly part.
+        ssl_context = httpx2.create_ssl_context(trust_env=False)
         self._transport = _PolicyRouter(
-            strict=_guarded_transport(strict, pool_limits),
-            lax=_guarded_transport(AddressPolicy(allow_private=True), pool_limits),
+            strict=_guarded_transport(strict, pool_limits, ssl_context),
+            lax=_guarded_transport(AddressPolicy(allow_private=True), pool_limits, ssl_context),
         )
-        self._timeout = httpx.Timeout(
+        self._timeout = httpx2.Timeout(
             connect=limits.connect_timeout,
             read=limits.read_timeout,
             write=limits.read_timeout,
@@ -372,7 +383,7 @@ class Fetcher:
                     )
                 try:
                     target = str(response.url.join(location.strip()))
-                except httpx.InvalidURL as exc:
+                except httpx2.InvalidURL as exc:
                     raise FetchError(
                         f"redirect to an invalid URL {location!r}", **attempt.error_context()
                     ) from exc
@@ -404,15 +415,15 @@ class Fetcher:
                 f"scheme {scheme or '(none)'!r} is not http or https", **attempt.error_context()
             )
 
-    async def _send(self, attempt: _Attempt, headers: dict[str, str]) -> httpx.Response:
+    async def _send(self, attempt: _Attempt, headers: dict[str, str]) -> httpx2.Response:
         try:
-            request = httpx.Request(
+            request = httpx2.Request(
                 "GET",
                 attempt.url,
                 headers={**self._headers, **headers},
                 extensions={_POLICY_EXTENSION: attempt.allow_private, "timeout": self._timeout},
             )
-        except httpx.InvalidURL as exc:
+        except httpx2.InvalidURL as exc:
             raise FetchError("invalid URL", **attempt.error_context()) from exc
         if not request.url.host:
             # ``http:/path`` and the like: nothing to connect to.
@@ -425,7 +436,7 @@ class Fetcher:
     async def _answer(
         self,
         attempt: _Attempt,
-        response: httpx.Response,
+        response: httpx2.Response,
         state: SourceState | None,
         started: float,
     ) -> FetchResult:
@@ -456,7 +467,7 @@ class Fetcher:
             elapsed=time.monotonic() - started,
         )
 
-    async def _read_body(self, attempt: _Attempt, response: httpx.Response) -> bytes:
+    async def _read_body(self, attempt: _Attempt, response: httpx2.Response) -> bytes:
         cap = self.limits.max_bytes
         context = attempt.error_context()
         declared = response.headers.get("content-length", "").strip()
@@ -494,10 +505,10 @@ class Fetcher:
         return bytes(body)
 
 
-async def _close(response: httpx.Response) -> None:
+async def _close(response: httpx2.Response) -> None:
     """Close ``response``, first reading a short unread body so its connection is kept.
 
-    httpcore puts a connection back in the keep-alive pool only once its response was
+    httpcore2 puts a connection back in the keep-alive pool only once its response was
     read to the end.  A 304, a redirect or an error page is closed unread, so without
     this every conditional GET (most polls) would open a new TCP and TLS connection:
     measured on loopback, 0.97 ms of CPU per 304 instead of 0.57 ms.  A long body is not
@@ -510,7 +521,7 @@ async def _close(response: httpx.Response) -> None:
                 received += len(chunk)
                 if received > _DRAIN_LIMIT:
                     break
-    except httpx.HTTPError as exc:
+    except httpx2.HTTPError as exc:
         # Only the connection's reuse is lost; the answer was already taken.
         logger.debug("connection not reusable (%s): url=%s", exc, response.request.url)
     finally:
@@ -531,7 +542,7 @@ def _with_permanent_url(result: FetchResult, url: str) -> FetchResult:
 
 
 class _translate:
-    """Turn httpx exceptions into ours, naming the source and the hop."""
+    """Turn httpx2 exceptions into ours, naming the source and the hop."""
 
     def __init__(self, attempt: _Attempt) -> None:
         self._attempt = attempt
@@ -545,7 +556,7 @@ class _translate:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        if not isinstance(exc, httpx.HTTPError):
+        if not isinstance(exc, httpx2.HTTPError):
             return
         attempt = self._attempt
         context = attempt.error_context()
@@ -554,7 +565,7 @@ class _translate:
             raise BlockedURLError(
                 f"address {refused.address} of {refused.host!r} is not public", **context
             ) from exc
-        if isinstance(exc, httpx.TimeoutException):
+        if isinstance(exc, httpx2.TimeoutException):
             logger.debug("%s: source=%s url=%s", type(exc).__name__, attempt.source.id, attempt.url)
             raise FetchTimeoutError(f"timed out ({type(exc).__name__})", **context) from exc
         # DEBUG: the error is raised with the same context and the pipeline logs it once.

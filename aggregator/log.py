@@ -13,7 +13,7 @@ import sys
 __all__ = ["setup"]
 
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
-QUIET_LIBRARIES = ("httpx", "httpcore", "apscheduler", "uvicorn.access", "alembic")
+QUIET_LIBRARIES = ("httpx2", "httpcore2", "apscheduler", "uvicorn.access", "alembic")
 
 
 def setup(level: str = "INFO") -> None:

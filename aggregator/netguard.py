@@ -8,16 +8,16 @@ answers with.  Without a guard, ``http://169.254.169.254/`` (cloud metadata) or
 request and then letting the HTTP library resolve it again is a time-of-check /
 time-of-use gap: a DNS-rebinding server answers the first lookup with a public
 address and the second with ``127.0.0.1``.  :class:`GuardedBackend` is an
-``httpcore`` network backend wrapping the default one: it resolves the host
+``httpcore2`` network backend wrapping the default one: it resolves the host
 itself, refuses the connection if *any* resolved address is refused (a name with
 one public and one private record is treated as hostile, like Miniflux does), and
 then connects to the very IP it checked.  There is no second lookup, so nothing
 can change in between.  TLS still verifies the certificate against the host name,
-because httpcore takes the SNI/verification name from the request origin, not
+because httpcore2 takes the SNI/verification name from the request origin, not
 from the address the socket is connected to.
 
-The backend is handed to httpx by :mod:`aggregator.fetch`; this module has no
-httpx dependency (only httpcore/anyio, which httpx is built on) and the
+The backend is handed to httpx2 by :mod:`aggregator.fetch`; this module has no
+httpx2 dependency (only httpcore2/anyio, which httpx2 is built on) and the
 address rules (:func:`is_public_address`) are pure functions.
 
 **Policy.**  :class:`AddressPolicy` says what a connection may reach: public
@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
-import httpcore
+import httpcore2
 
 __all__ = [
     "AddressPolicy",
@@ -159,12 +159,12 @@ class AddressPolicy:
         return any(address.version == net.version and address in net for net in self.allow_networks)
 
 
-class AddressRefusedError(httpcore.ConnectError):
+class AddressRefusedError(httpcore2.ConnectError):
     """The guard refused to connect.
 
-    A subclass of ``httpcore.ConnectError`` so that httpx treats it like any
+    A subclass of ``httpcore2.ConnectError`` so that httpx2 treats it like any
     other failed connect (cleaning up the pool slot) and wraps it in
-    ``httpx.ConnectError``; :mod:`aggregator.fetch` finds it again through
+    ``httpx2.ConnectError``; :mod:`aggregator.fetch` finds it again through
     ``__cause__`` / ``__context__`` and turns it into ``BlockedURLError``.
     """
 
@@ -175,16 +175,16 @@ class AddressRefusedError(httpcore.ConnectError):
         self.reason = reason
 
 
-class GuardedBackend(httpcore.AsyncNetworkBackend):
-    """An httpcore backend that only connects to addresses ``policy`` permits."""
+class GuardedBackend(httpcore2.AsyncNetworkBackend):
+    """An httpcore2 backend that only connects to addresses ``policy`` permits."""
 
     def __init__(
         self,
         policy: AddressPolicy,
-        inner: httpcore.AsyncNetworkBackend | None = None,
+        inner: httpcore2.AsyncNetworkBackend | None = None,
     ) -> None:
         self.policy = policy
-        self._inner = inner if inner is not None else httpcore.AnyIOBackend()
+        self._inner = inner if inner is not None else httpcore2.AnyIOBackend()
 
     async def resolve(self, host: str, port: int, timeout: float | None) -> list[IPAddress]:
         """Every address ``host`` resolves to, in resolver order, de-duplicated."""
@@ -196,16 +196,16 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
             with anyio.fail_after(timeout):
                 infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except TimeoutError as exc:
-            raise httpcore.ConnectTimeout(f"DNS lookup of {host!r} timed out") from exc
+            raise httpcore2.ConnectTimeout(f"DNS lookup of {host!r} timed out") from exc
         except (OSError, UnicodeError) as exc:
-            raise httpcore.ConnectError(f"DNS lookup of {host!r} failed: {exc}") from exc
+            raise httpcore2.ConnectError(f"DNS lookup of {host!r} failed: {exc}") from exc
         addresses: list[IPAddress] = []
         for _family, _type, _proto, _canon, sockaddr in infos:
             address = ipaddress.ip_address(str(sockaddr[0]).partition("%")[0])
             if address not in addresses:
                 addresses.append(address)
         if not addresses:
-            raise httpcore.ConnectError(f"DNS lookup of {host!r} returned no address")
+            raise httpcore2.ConnectError(f"DNS lookup of {host!r} returned no address")
         return addresses
 
     async def connect_tcp(
@@ -215,7 +215,7 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         timeout: float | None = None,
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
+    ) -> httpcore2.AsyncNetworkStream:
         addresses = await self.resolve(host, port, timeout)
         for address in addresses:
             if not self.policy.permits(address):
@@ -237,7 +237,7 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
                     socket_options=socket_options,
                 )
                 return _PooledStream(stream)
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+            except (httpcore2.ConnectError, httpcore2.ConnectTimeout) as exc:
                 last_error = exc
         assert last_error is not None  # addresses is never empty
         raise last_error
@@ -247,17 +247,17 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         path: str,
         timeout: float | None = None,
         socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
+    ) -> httpcore2.AsyncNetworkStream:
         raise AddressRefusedError(path, path, "unix sockets are never fetched")
 
     async def sleep(self, seconds: float) -> None:
         await self._inner.sleep(seconds)
 
 
-class _PooledStream(httpcore.AsyncNetworkStream):
-    """A connection's stream that answers httpcore's "is it readable?" cheaply.
+class _PooledStream(httpcore2.AsyncNetworkStream):
+    """A connection's stream that answers httpcore2's "is it readable?" cheaply.
 
-    Before routing each request, httpcore asks every pooled connection whether its
+    Before routing each request, httpcore2 asks every pooled connection whether its
     socket is readable (an idle keep-alive socket with data or EOF waiting is dead).
     anyio answers by building a dict of all its stream attributes each time, and with a
     pool of a dozen connections that was the largest single cost of a 304 poll.  The
@@ -265,7 +265,7 @@ class _PooledStream(httpcore.AsyncNetworkStream):
     once; everything else is the wrapped stream's.
     """
 
-    def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
+    def __init__(self, inner: httpcore2.AsyncNetworkStream) -> None:
         self._inner = inner
         self._socket: socket.socket | None = inner.get_extra_info("socket")
         self._poller = _poller(self._socket)
@@ -284,7 +284,7 @@ class _PooledStream(httpcore.AsyncNetworkStream):
         ssl_context: Any,
         server_hostname: str | None = None,
         timeout: float | None = None,
-    ) -> httpcore.AsyncNetworkStream:
+    ) -> httpcore2.AsyncNetworkStream:
         tls = await self._inner.start_tls(ssl_context, server_hostname, timeout)
         return _PooledStream(tls)
 

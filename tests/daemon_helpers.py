@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-import httpx
+import httpx2
 from feedserver import RSS_TYPE, Exchange, FeedServer, Handler
 
 __all__ = [
@@ -218,8 +218,8 @@ class DaemonProcess:
         def answers() -> bool:
             assert self.running(), f"daemon exited early:\n{self.log()}"
             try:
-                return httpx.get(self.url + "/healthz", timeout=2).status_code == 200
-            except httpx.TransportError:
+                return httpx2.get(self.url + "/healthz", timeout=2).status_code == 200
+            except httpx2.TransportError:
                 return False
 
         assert wait_until(answers, timeout, step=0.1), f"no HTTP service:\n{self.log()}"

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import feedparser
-import httpx
+import httpx2
 import pytest
 from daemon_helpers import (
     DaemonProcess,
@@ -497,7 +497,7 @@ def test_the_running_daemon_serves_what_it_polled(
     daemon.wait_http()
 
     def health() -> dict[str, dict[str, object]]:
-        body = httpx.get(daemon.url + "/healthz", timeout=10).json()
+        body = httpx2.get(daemon.url + "/healthz", timeout=10).json()
         assert body["status"] == "ok"
         return body["sources"]  # type: ignore[no-any-return]
 
@@ -511,7 +511,7 @@ def test_the_running_daemon_serves_what_it_polled(
     db_links = [item.article.link for item in stored]
     db_titles = {item.article.link: item.article.title for item in stored}
 
-    with httpx.Client(base_url=daemon.url, timeout=10) as client:
+    with httpx2.Client(base_url=daemon.url, timeout=10) as client:
         responses = {path: client.get(path) for path in ("/feed.xml", "/atom.xml", "/feed.json")}
         for path, response in responses.items():
             assert response.status_code == 200, path

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
-import httpx
+import httpx2
 import pytest
 from feedserver import (
     Exchange,
@@ -277,7 +277,7 @@ def test_redirect_to_other_schemes_is_refused(server: FeedServer, target: str) -
     with pytest.raises(BlockedURLError) as info:
         fetch(server.url("/feed"))
     assert info.value.url is not None
-    assert info.value.url.partition(":")[0] == target.partition(":")[0]  # httpx drops "//" of file:
+    assert info.value.url.partition(":")[0] == target.partition(":")[0]  # httpx2 drops "//"
     assert info.value.source == "src"
 
 
@@ -422,7 +422,7 @@ def test_connection_reset(server: FeedServer, after_head: bool) -> None:
     with pytest.raises(FetchError) as info:
         fetch(server.url("/feed"))
     assert type(info.value) is FetchError
-    assert isinstance(info.value.__cause__, httpx.TransportError)
+    assert isinstance(info.value.__cause__, httpx2.TransportError)
     assert info.value.url == server.url("/feed")
 
 
@@ -433,7 +433,7 @@ def test_connection_refused() -> None:
     with pytest.raises(FetchError) as info:
         fetch(f"http://127.0.0.1:{port}/feed")
     assert type(info.value) is FetchError
-    assert isinstance(info.value.__cause__, httpx.ConnectError)
+    assert isinstance(info.value.__cause__, httpx2.ConnectError)
 
 
 def test_unresolvable_host() -> None:
@@ -450,7 +450,7 @@ def test_stall_mid_body_hits_the_idle_timeout(server: FeedServer) -> None:
     with pytest.raises(FetchTimeoutError) as info:
         fetch(server.url("/feed"), limits=limits)
     assert 0.4 < time.monotonic() - started < 3.0
-    assert isinstance(info.value.__cause__, httpx.ReadTimeout)
+    assert isinstance(info.value.__cause__, httpx2.ReadTimeout)
 
 
 def test_trickle_is_stopped_by_the_total_deadline(server: FeedServer) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 
-import httpcore
+import httpcore2
 import pytest
 from feedserver import FeedServer
 
@@ -119,7 +119,7 @@ def test_guard_refuses_before_connecting() -> None:
         with pytest.raises(AddressRefusedError) as info:
             asyncio.run(connect())
         assert info.value.address == "127.0.0.1"
-        assert isinstance(info.value, httpcore.ConnectError)
+        assert isinstance(info.value, httpcore2.ConnectError)
         assert server.requests() == []
 
 

@@ -11,7 +11,6 @@ import contextlib
 import json
 import re
 import socket
-import warnings
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,15 +19,9 @@ from email.utils import format_datetime
 from typing import Any
 
 import feedparser
-import httpx
+import httpx2
 import pytest
-from starlette.exceptions import StarletteDeprecationWarning
-
-with warnings.catch_warnings():
-    # Starlette 1.x prefers the httpx2 fork for its TestClient and warns when it falls
-    # back to httpx, which it still fully supports; httpx is what the project uses.
-    warnings.simplefilter("ignore", StarletteDeprecationWarning)
-    from starlette.testclient import TestClient
+from starlette.testclient import TestClient
 
 from aggregator.errors import StorageError
 from aggregator.export import encode_cursor
@@ -162,7 +155,7 @@ def client(reader: FakeReader, metrics: Metrics) -> TestClient:
     return TestClient(app, raise_server_exceptions=False)
 
 
-def ids_in(response: httpx.Response) -> list[str]:
+def ids_in(response: httpx2.Response) -> list[str]:
     return [entry.id for entry in feedparser.parse(response.content).entries]
 
 
@@ -363,7 +356,7 @@ def test_gzip_when_asked(client: TestClient) -> None:
     response = client.get("/feed.xml", headers={"Accept-Encoding": "gzip"})
     assert response.headers["content-encoding"] == "gzip"
     assert "Accept-Encoding" in response.headers["vary"]
-    assert len(ids_in(response)) == 6  # httpx decompressed it transparently
+    assert len(ids_in(response)) == 6  # httpx2 decompressed it transparently
     plain = client.get("/feed.xml", headers={"Accept-Encoding": "identity"})
     assert "content-encoding" not in plain.headers
 
@@ -516,7 +509,7 @@ def test_real_uvicorn_server_gzip_and_304_in_one_event_loop() -> None:
         assert server.started
         results: dict[str, Any] = {}
         url = f"http://127.0.0.1:{port}/feed.xml"
-        async with httpx.AsyncClient(timeout=5) as http:
+        async with httpx2.AsyncClient(timeout=5) as http:
             response = await http.get(url, headers={"Accept-Encoding": "gzip"})
             results["status"] = response.status_code
             results["encoding"] = response.headers.get("content-encoding")

@@ -6,17 +6,11 @@ tiny in-file fake reader, so only parameter handling is under test.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import pytest
-from starlette.exceptions import StarletteDeprecationWarning
-
-with warnings.catch_warnings():
-    # As in tests/test_serve.py: Starlette warns that it prefers the httpx2 fork.
-    warnings.simplefilter("ignore", StarletteDeprecationWarning)
-    from starlette.testclient import TestClient
+from starlette.testclient import TestClient
 
 from aggregator.serve import create_app
 from aggregator.types import Article, Cursor, Provenance, SourceState, StoredArticle
