@@ -10,7 +10,8 @@ the poll ends.  Because of that
   no lost backoff;
 * never two polls of one source at once, in this process or in another
   instance sharing the database; a crashed instance's claims expire after
-  ``lease_seconds`` and another instance picks its sources up;
+  ``lease_seconds`` and another instance picks its sources up, while a running
+  poll's claim is renewed every third of the lease, so a slow poll keeps it;
 * each source keeps its own interval and jitter (``timing.after_success``).
 """
 
@@ -28,6 +29,7 @@ from datetime import datetime, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from aggregator.errors import StorageError
 from aggregator.pipeline import Poller, PollOutcome
 from aggregator.settings import Settings
 from aggregator.store import Store
@@ -173,6 +175,25 @@ class Daemon:
             # The lease still expires on its own; say so rather than hide it.
             logger.exception("cannot release source %r; its claim expires by itself", source_id)
 
+    async def renew_leases(self) -> None:
+        """Extend the claims of the polls still running, so none outlasts its lease."""
+        running = sorted(self.in_flight)
+        if not running:
+            return
+        until = datetime.now(UTC) + self.lease
+        try:
+            taken = await asyncio.to_thread(self.store.renew, running, self.owner, until=until)
+        except StorageError as exc:
+            logger.error("cannot renew the leases of %d running polls: %s", len(running), exc)
+            return
+        for source_id in sorted(taken):
+            logger.warning(
+                "source %r: its lease ran out during the poll and another instance claimed "
+                "it; both may poll it this once (lease_seconds=%g)",
+                source_id,
+                self.lease.total_seconds(),
+            )
+
     async def prune(self) -> None:
         now = datetime.now(UTC)
         per_source = {
@@ -198,6 +219,14 @@ class Daemon:
             max_instances=1,
             coalesce=True,
             next_run_time=datetime.now(UTC),
+        )
+        self.scheduler.add_job(
+            self.renew_leases,
+            "interval",
+            seconds=self.lease.total_seconds() / 3,
+            id="renew-leases",
+            max_instances=1,
+            coalesce=True,
         )
         self.scheduler.add_job(
             self.prune,

@@ -247,6 +247,57 @@ def test_a_stop_during_a_claim_leaves_no_lease_held(server: FeedServer, tmp_path
         store.close()
 
 
+def test_a_poll_that_outlasts_its_lease_keeps_its_claim(server: FeedServer, tmp_path: Path) -> None:
+    body = rss("A", [("a-1", "https://example.org/a/1", "One")])
+    server.route("/a.xml", delayed(body, 2.0))  # four leases long
+    url = _sqlite_url(tmp_path)
+    store = Store.open(url)
+    settings = Settings(
+        database_url=url, tick_seconds=0.2, lease_seconds=0.5, jitter=0.0, shutdown_grace=5
+    )
+    source = Source("a", "A", server.url("/a.xml"), interval=timedelta(seconds=60))
+    rival_claims: list[list[str]] = []
+
+    async def rival_claims_during_the_poll() -> None:
+        stop = asyncio.Event()
+        limits = FetchLimits(allow_private=True, total_timeout=10, read_timeout=10)
+        async with Fetcher(limits) as fetcher:
+            daemon = Daemon(settings, [source], store, Poller(store, fetcher), owner="me")
+            running = asyncio.create_task(daemon.run(stop))
+            await wait_until_async(lambda: "a" in daemon.in_flight, timeout=10)
+            for _ in range(6):  # 1.5 s: three times the lease, all while the poll runs
+                await asyncio.sleep(0.25)
+                assert "a" in daemon.in_flight
+                rival_claims.append(
+                    await asyncio.to_thread(
+                        store.claim_due,
+                        ["a"],
+                        now=datetime.now(UTC),
+                        owner="rival",
+                        lease=timedelta(seconds=60),
+                        limit=1,
+                    )
+                )
+            await wait_until_async(lambda: "a" not in daemon.in_flight, timeout=10)
+            stop.set()
+            await running
+
+    try:
+        asyncio.run(rival_claims_during_the_poll())
+        assert rival_claims == [[]] * 6
+        assert len(server.requests("/a.xml")) == 1
+        assert store.get_state(source).last_success is not None  # the slow poll was stored
+    finally:
+        store.close()
+
+
+async def wait_until_async(condition: Callable[[], bool], *, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
 # --------------------------------------------------------------------------- SIGKILL
 
 

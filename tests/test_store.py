@@ -235,6 +235,22 @@ def test_an_expired_lease_can_be_claimed_again(store: Store) -> None:
     assert store.claim_due(["s"], now=NOW + lease, owner="other", lease=lease, limit=1) == ["s"]
 
 
+def test_renewing_extends_only_the_owners_leases_and_names_the_lost_ones(store: Store) -> None:
+    lease = timedelta(minutes=5)
+    assert store.claim_due(["a", "b"], now=NOW, owner="me", lease=lease, limit=2) == ["a", "b"]
+    # "b" ran out and another instance claimed it; "c" was never ours.
+    assert store.claim_due(["b"], now=NOW + lease, owner="other", lease=lease, limit=1) == ["b"]
+
+    taken = store.renew(["a", "b", "c"], "me", until=NOW + 3 * lease)
+
+    assert taken == {"b"}
+    # "a" is held past its first lease; "b" stays the other owner's until its own ends.
+    later = NOW + 2 * lease
+    assert store.claim_due(["a", "b"], now=later, owner="third", lease=lease, limit=2) == ["b"]
+    assert store.claim_due(["a"], now=NOW + 3 * lease, owner="third", lease=lease, limit=1) == ["a"]
+    assert store.renew([], "me", until=NOW) == set()
+
+
 def test_claim_limit_takes_the_most_overdue_first(store: Store) -> None:
     for n, source_id in enumerate(["c", "a", "b"]):
         store.save_state(SourceState(source_id, "u", next_poll=T0 + timedelta(minutes=n)))

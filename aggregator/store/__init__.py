@@ -327,6 +327,20 @@ class Store:
                 self._leased.update(missing)
         return [(source_id, found.get(source_id)) for source_id in chosen if source_id in claimed]
 
+    def renew(self, source_ids: Sequence[str], owner: str, *, until: datetime) -> set[str]:
+        """Extend ``owner``'s leases on ``source_ids`` to ``until``; return the ids
+        another owner holds now (``owner``'s lease ran out and was claimed).
+
+        A poll can outlast its lease (a parse pool backed up, a database waiting for
+        a lock); unrenewed, its source would be claimed and polled again elsewhere.
+        """
+        if not source_ids:
+            return set()
+        ids = sorted(set(source_ids))
+        with self._errors("renew leases", owner=owner), writing(self._engine) as conn:
+            conn.execute(_RENEW, {"ids": ids, "holder": owner, "until": until})
+            return set(conn.scalars(_TAKEN_BY_OTHERS, {"ids": ids, "holder": owner}))
+
     def release(self, source_id: str, owner: str) -> None:
         """Give the lease back early; a no-op unless ``owner`` still holds it."""
         with (
@@ -915,6 +929,20 @@ _STATES = source_state.select().where(
     source_state.c.source_id.in_(bindparam("ids", expanding=True))
 )
 
+
+_RENEW = (
+    update(leases)
+    .where(
+        leases.c.source_id.in_(bindparam("ids", expanding=True)),
+        leases.c.owner == bindparam("holder"),
+    )
+    .values(expires=bindparam("until", type_=UTCDateTime()))
+)
+_TAKEN_BY_OTHERS = select(leases.c.source_id).where(
+    leases.c.source_id.in_(bindparam("ids", expanding=True)),
+    leases.c.owner.is_not(None),
+    leases.c.owner != bindparam("holder"),
+)
 
 _RELEASE = (
     update(leases)
