@@ -29,6 +29,7 @@ connections: 1.19 ms of CPU per conditional GET with httpx 0.28, 0.64 ms with ht
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import ssl
 import time
@@ -419,7 +420,7 @@ class Fetcher:
         try:
             request = httpx2.Request(
                 "GET",
-                attempt.url,
+                _parsed_url(attempt.url),
                 headers={**self._headers, **headers},
                 extensions={_POLICY_EXTENSION: attempt.allow_private, "timeout": self._timeout},
             )
@@ -503,6 +504,15 @@ class Fetcher:
         except zlib.error as exc:
             raise FetchError("corrupt compressed body", **context) from exc
         return bytes(body)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed_url(url: str) -> httpx2.URL:
+    """``url`` parsed once: the same few thousand feed URLs are fetched over and over,
+    and parsing them (IDNA, percent-encoding checks) was 5% of the instructions of a
+    conditional GET (callgrind, loopback 304s).  URLs are immutable, so requests can
+    share one."""
+    return httpx2.URL(url)
 
 
 async def _close(response: httpx2.Response) -> None:

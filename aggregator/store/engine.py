@@ -42,9 +42,10 @@ def create_engine(database_url: str) -> Engine:
     """An engine with our connection policy.
 
     ``pool_pre_ping`` makes a restarted PostgreSQL server cost one reconnect instead
-    of an exception in the middle of a poll.  SQLite gets WAL (readers never block
-    the writer), foreign keys (cascading deletes rely on them), a busy timeout (a
-    second process waits for the write lock instead of failing) and
+    of an exception in the middle of a poll.  SQLite has no server to lose, so it is
+    not pinged (that is a ``SELECT 1`` before every checkout).  It gets WAL (readers
+    never block the writer), foreign keys (cascading deletes rely on them), a busy
+    timeout (a second process waits for the write lock instead of failing) and
     ``synchronous=NORMAL`` (durable at checkpoints, safe with WAL).
     """
     url = parse_url(database_url)
@@ -56,7 +57,6 @@ def create_engine(database_url: str) -> Engine:
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
     engine = sa_create_engine(
         url,
-        pool_pre_ping=True,
         connect_args={"timeout": BUSY_TIMEOUT_MS / 1000},
         # One in-memory database exists per connection, so share a single one.
         **({"poolclass": StaticPool} if in_memory else {}),
