@@ -14,6 +14,7 @@ import multiprocessing
 import os
 import signal
 import sys
+from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import replace
@@ -36,7 +37,7 @@ from aggregator.export.feeds import FORMATS, FeedMeta, encode_cursor
 from aggregator.fetch import Fetcher, FetchLimits
 from aggregator.normalize import init_worker, warm_up
 from aggregator.pipeline import Poller, PollOutcome
-from aggregator.scheduler import Daemon, sync_sources
+from aggregator.scheduler import Daemon, host_of, sync_sources
 from aggregator.serve import FEED_PATHS, build_server, create_app
 from aggregator.settings import Settings, load_settings, load_sources, sources_to_toml
 from aggregator.store import Store
@@ -293,6 +294,9 @@ async def _poll_once(
     _use_database_threads(store)
     await sync_sources(store, sources)
     limit = asyncio.Semaphore(settings.max_concurrent_polls)
+    per_host: defaultdict[str, asyncio.Semaphore] = defaultdict(
+        lambda: asyncio.Semaphore(settings.max_polls_per_host)
+    )
     # One-shot polls of a few feeds would spend longer starting a pool than using it.
     pool = _parse_pool(settings) if len(sources) > 4 else contextlib.nullcontext()
     with pool as executor:
@@ -300,7 +304,8 @@ async def _poll_once(
             poller = _poller(settings, store, fetcher, executor)
 
             async def one(source: Source) -> PollOutcome:
-                async with limit:
+                # The host's slot first: waiting for it must not hold one of `limit`.
+                async with per_host[host_of(source.url)], limit:
                     return await poller.poll(source)
 
             return list(await asyncio.gather(*(one(source) for source in sources)))

@@ -12,7 +12,9 @@ the poll ends.  Because of that
   instance sharing the database; a crashed instance's claims expire after
   ``lease_seconds`` and another instance picks its sources up, while a running
   poll's claim is renewed every third of the lease, so a slow poll keeps it;
-* each source keeps its own interval and jitter (``timing.after_success``).
+* each source keeps its own interval and jitter (``timing.after_success``);
+* at most ``max_polls_per_host`` polls talk to one host at once: a claimed source
+  whose host is busy waits in the queue while sources of other hosts go ahead.
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ import os
 import socket
 import time
 import uuid
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Coroutine, Sequence
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -35,9 +38,14 @@ from aggregator.settings import Settings
 from aggregator.store import Store
 from aggregator.types import UTC, Source, SourceState
 
-__all__ = ["Daemon", "instance_id", "sync_sources"]
+__all__ = ["Daemon", "host_of", "instance_id", "sync_sources"]
 
 logger = logging.getLogger(__name__)
+
+
+def host_of(url: str) -> str:
+    """The host a poll of ``url`` talks to, for the per-host limit."""
+    return (urlsplit(url).hostname or url).lower()
 
 
 def instance_id() -> str:
@@ -88,6 +96,7 @@ class Daemon:
         self._batch = 4 * settings.max_concurrent_polls
         self._low_water = settings.max_concurrent_polls // 2
         self._all_claimed = False  # the last claim found fewer due sources than it asked
+        self._per_host: Counter[str] = Counter()  # polls in flight, by host
         self._background: set[asyncio.Task[object]] = set()
 
     async def poll_due(self) -> list[str]:
@@ -136,21 +145,29 @@ class Daemon:
         # A claim that waited half its lease in the queue may soon be another
         # instance's: let it go (it is claimed again when due) rather than race.
         stale_before = time.monotonic() - self.lease.total_seconds() / 2
+        host_busy: list[tuple[SourceState, float]] = []
         while self.queue and len(self.in_flight) < self.settings.max_concurrent_polls:
             state, claimed_at = self.queue.popleft()
             if claimed_at < stale_before:
                 self._spawn(self._release(state.source_id))
                 continue
+            host = host_of(state.url)
+            if self._per_host[host] >= self.settings.max_polls_per_host:
+                # Its host has enough polls of ours; others go first, it keeps its place.
+                host_busy.append((state, claimed_at))
+                continue
+            self._per_host[host] += 1
             source = self.sources[state.source_id]
-            task = asyncio.create_task(self._poll_and_release(source, state))
+            task = asyncio.create_task(self._poll_and_release(source, state, host))
             self.in_flight[source.id] = task
+        self.queue.extendleft(reversed(host_busy))
 
     def _spawn(self, work: Coroutine[object, object, object]) -> None:
         task = asyncio.create_task(work)
         self._background.add(task)  # asyncio keeps only weak references to tasks
         task.add_done_callback(self._background.discard)
 
-    async def _poll_and_release(self, source: Source, state: SourceState) -> PollOutcome:
+    async def _poll_and_release(self, source: Source, state: SourceState, host: str) -> PollOutcome:
         released = False
         try:
             outcome = await self.poller.poll(source, state=state, owner=self.owner)
@@ -158,6 +175,9 @@ class Daemon:
             return outcome
         finally:
             self.in_flight.pop(source.id, None)
+            self._per_host[host] -= 1
+            if not self._per_host[host]:
+                del self._per_host[host]
             if not released:  # disabled, cancelled or the final write failed
                 await self._release(source.id)
             if not self._stopping:

@@ -73,6 +73,13 @@ class Settings(BaseSettings):
         5, description="how often the daemon looks for due sources (the scheduling resolution)"
     )
     max_concurrent_polls: int = Field(8, ge=1, le=256)
+    max_polls_per_host: int = Field(
+        2,
+        ge=1,
+        le=256,
+        description="polls of sources on the same host at once: feed servers (feedx "
+        "serves all four default sources) rate-limit or ban clients that open many",
+    )
     max_entries_per_poll: int = Field(500, ge=1, le=100_000)
     parse_processes: int = Field(
         -1,

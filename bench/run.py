@@ -461,7 +461,8 @@ class Bench:
             f"{platform.python_version()}, {os.cpu_count()} CPUs ({cpu}), "
             f"{time.strftime('%Y-%m-%d %H:%M')}; reader {reader_version()}, "
             f"reader workers={self.args.reader_workers}; ours: `Settings` defaults "
-            "(max_concurrent_polls=8, Fetcher max_connections=16).",
+            "(max_concurrent_polls=8, Fetcher max_connections=16) but "
+            "max_polls_per_host=8: the corpus's feeds share one loopback host.",
             "",
             "| Figure | Measured | Target | Result |",
             "| --- | --- | --- | --- |",

@@ -37,6 +37,7 @@ from lxml import etree
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text as sa_text
 
+from aggregator.cli import _poll_once
 from aggregator.fetch import Fetcher, FetchLimits
 from aggregator.pipeline import Poller
 from aggregator.scheduler import Daemon
@@ -287,6 +288,82 @@ def test_a_poll_that_outlasts_its_lease_keeps_its_claim(server: FeedServer, tmp_
         assert rival_claims == [[]] * 6
         assert len(server.requests("/a.xml")) == 1
         assert store.get_state(source).last_success is not None  # the slow poll was stored
+    finally:
+        store.close()
+
+
+class _ConcurrencyByHost:
+    """Feeds that answer after a delay, recording the most requests in flight per Host."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.lock = threading.Lock()
+        self.now: dict[str, int] = {}
+        self.peak: dict[str, int] = {}
+        self.peak_total = 0
+
+    def handler(self, body: bytes) -> Any:
+        def handle(exchange: Exchange) -> None:
+            host = exchange.request.headers["host"].rpartition(":")[0]
+            with self.lock:
+                self.now[host] = self.now.get(host, 0) + 1
+                self.peak[host] = max(self.peak.get(host, 0), self.now[host])
+                self.peak_total = max(self.peak_total, sum(self.now.values()))
+            try:
+                if not exchange.sleep(self.delay):
+                    exchange.send(200, body, {"Content-Type": RSS_TYPE})
+            finally:
+                with self.lock:
+                    self.now[host] -= 1
+
+        return handle
+
+
+def test_polls_of_one_host_are_limited_while_other_hosts_go_ahead(
+    server: FeedServer, tmp_path: Path
+) -> None:
+    feeds = _ConcurrencyByHost(delay=0.4)
+    sources = []
+    # The same loopback server under two host names: six feeds on one, two on the other.
+    for n, host in enumerate(["127.0.0.1"] * 6 + ["localhost"] * 2):
+        path = f"/f{n}.xml"
+        server.route(path, feeds.handler(rss(f"F{n}", [(f"f{n}", f"https://e.org/{n}", "x")])))
+        url = server.url(path).replace("127.0.0.1", host)
+        sources.append(Source(f"f{n}", f"F{n}", url, interval=timedelta(seconds=600)))
+    url = _sqlite_url(tmp_path)
+    store = Store.open(url)
+    settings = Settings(
+        database_url=url,
+        tick_seconds=0.2,
+        jitter=0.0,
+        max_concurrent_polls=8,
+        max_polls_per_host=2,
+        parse_processes=0,
+        allow_private_addresses=True,
+    )
+
+    async def poll_everything() -> None:
+        stop = asyncio.Event()
+        async with Fetcher(FetchLimits(allow_private=True)) as fetcher:
+            daemon = Daemon(settings, sources, store, Poller(store, fetcher), owner="me")
+            running = asyncio.create_task(daemon.run(stop))
+            await wait_until_async(
+                lambda: all(store.get_state(s).last_success for s in sources), timeout=20
+            )
+            stop.set()
+            await running
+
+    try:
+        asyncio.run(poll_everything())
+        assert feeds.peak == {"127.0.0.1": 2, "localhost": 2}
+        assert feeds.peak_total == 4  # the second host did not wait behind the first
+
+        # `aggregator poll` (all sources at once, no scheduler) keeps the same limit.
+        feeds.peak, feeds.peak_total = {}, 0
+        outcomes = asyncio.run(_poll_once(settings, sources, store))
+        assert [outcome.status for outcome in outcomes] == ["ok"] * len(sources)
+        assert feeds.peak == {"127.0.0.1": 2, "localhost": 2}
+        assert feeds.peak_total == 4
     finally:
         store.close()
 
