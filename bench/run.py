@@ -17,6 +17,7 @@ import os
 import platform
 import socket
 import sqlite3
+import statistics
 import subprocess
 import sys
 import time
@@ -103,6 +104,16 @@ def make_due(db: Path) -> None:
     conn.close()
 
 
+#: Re-polls per side, in one process: the running daemon re-polls every interval in
+#: the same process, and one ~1 s sample on a shared VM is at the mercy of its noise.
+REPOLLS = 3
+
+
+def _rounds(result: dict[str, Any]) -> str:
+    """The rounds' wall times, the first in a fresh process (its caches cold)."""
+    return ", ".join(f"{wall:.2f}" for wall in result["walls"]) + " s; first in a fresh process"
+
+
 def feeds_config(manifest: dict[str, dict[str, Any]], ids: list[str]) -> list[list[str]]:
     return [
         [feed_id, str(manifest[feed_id]["kind"]), str(manifest[feed_id]["name"])] for feed_id in ids
@@ -161,12 +172,15 @@ class Bench:
         self.raw[tag] = result
         return result
 
-    def reader(self, tag: str, db: Path, ids: list[str], add: bool) -> dict[str, Any]:
+    def reader(
+        self, tag: str, db: Path, ids: list[str], add: bool, rounds: int = 1
+    ) -> dict[str, Any]:
         config = {
             "db": str(db),
             "urls": [f"{self.server.base_url}/rss/{feed_id}.xml" for feed_id in ids],
             "workers": self.args.reader_workers,
             "add": add,
+            "rounds": rounds,
         }
         before = self.server.stats()
         result = job("poll_reader", config, tag)
@@ -250,28 +264,36 @@ class Bench:
                     rate / rrate >= 2.5,
                 )
             if count == self.large:
-                log(f"re-poll, {count} unchanged feeds: ours ...")
+                log(f"re-poll, {count} unchanged feeds ({REPOLLS} in one process): ours ...")
                 make_due(db)
-                again = self.ours(f"ours-repoll-{count}", db, ids)
+                again = self.ours(f"ours-repoll-{count}", db, ids, rounds=REPOLLS)
                 not_modified = again["statuses"].get("not-modified", 0)
-                if not_modified != count:
-                    self.notes.append(f"ours re-poll: only {not_modified}/{count} were 304")
+                if not_modified != count * REPOLLS:
+                    self.notes.append(
+                        f"ours re-poll: only {not_modified}/{count * REPOLLS} were 304"
+                    )
                 target = 1.2 * count / 1000
+                wall = statistics.median(again["walls"])
                 self.add(
                     f"Re-poll of {count} unchanged feeds (all 304): ours",
-                    f"{again['wall']:.2f} s wall, {again['cpu']:.2f} s CPU "
-                    f"({not_modified} x 304; feed server CPU {again['server_cpu']:.2f} s)",
+                    f"{wall:.2f} s wall, {statistics.median(again['cpus']):.2f} s CPU "
+                    f"(median of {_rounds(again)}; feed server CPU "
+                    f"{again['server_cpu']:.2f} s in all)",
                     f"<= {target:.2f} s",
-                    again["wall"] <= target,
+                    wall <= target,
                 )
                 if reader is not None:
-                    log(f"re-poll, {count} unchanged feeds: reader ...")
-                    ragain = self.reader(f"reader-repoll-{count}", rdb, ids, add=False)
+                    log(f"re-poll, {count} unchanged feeds ({REPOLLS} in one process): reader ...")
+                    ragain = self.reader(
+                        f"reader-repoll-{count}", rdb, ids, add=False, rounds=REPOLLS
+                    )
+                    rwall = statistics.median(ragain["walls"])
                     self.add(
                         f"Re-poll of {count} unchanged feeds: reader",
-                        f"{ragain['wall']:.2f} s wall, {ragain['cpu']:.2f} s CPU",
+                        f"{rwall:.2f} s wall, {statistics.median(ragain['cpus']):.2f} s CPU "
+                        f"(median of {_rounds(ragain)})",
                     )
-                    ratio = again["wall"] / ragain["wall"]
+                    ratio = wall / rwall
                     self.add(
                         f"Re-poll time ratio ours/reader, {count} feeds",
                         f"{ratio:.2f}x",

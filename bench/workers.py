@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import pstats
+import sqlite3
 import statistics
 import sys
 import time
@@ -133,7 +134,7 @@ def poll_ours(config: dict[str, Any]) -> dict[str, Any]:
     main_profile = cProfile.Profile(time.thread_time) if profiles else None
     rss_before = _proc_status()
 
-    async def run() -> tuple[list[PollOutcome], float, float]:
+    async def run() -> list[PollOutcome]:
         if profiles is None:
             _use_database_threads(store)  # as `aggregator run` sets it up
         else:
@@ -152,9 +153,6 @@ def poll_ours(config: dict[str, Any]) -> dict[str, Any]:
 
                 poller.poll = recorded  # type: ignore[method-assign]
                 daemon = Daemon(settings, sources, store, poller)
-                if main_profile is not None:
-                    main_profile.enable()
-                wall, cpu = time.perf_counter(), _cpu()
 
                 # The daemon refills itself as polls finish; only its tick is replaced
                 # here (a claim whenever it has gone idle), so the figure measures
@@ -162,22 +160,39 @@ def poll_ours(config: dict[str, Any]) -> dict[str, Any]:
                 def busy() -> bool:
                     return bool(daemon.in_flight or daemon.queue or daemon._background)
 
-                while True:
-                    claimed = await daemon.poll_due()
-                    while busy():
-                        await asyncio.sleep(0.005)
-                    if not claimed and not busy():
-                        break
-                wall, cpu = time.perf_counter() - wall, _cpu() - cpu
-                if main_profile is not None:
-                    main_profile.disable()
+                async def one_round() -> None:
+                    if main_profile is not None:
+                        main_profile.enable()
+                    wall, cpu = time.perf_counter(), _cpu()
+                    while True:
+                        claimed = await daemon.poll_due()
+                        while busy():
+                            await asyncio.sleep(0.005)
+                        if not claimed and not busy():
+                            break
+                    walls.append(time.perf_counter() - wall)
+                    cpus.append(_cpu() - cpu)
+                    if main_profile is not None:
+                        main_profile.disable()
+
+                await one_round()
+                for _ in range(config.get("rounds", 1) - 1):
+                    # The same process polls again, as the running daemon does every
+                    # interval (setup, not timed: every source due again).
+                    with sqlite3.connect(config["db"]) as conn:
+                        conn.execute("UPDATE source_state SET next_poll = NULL")
+                    conn.close()
+                    await one_round()
                 await daemon.shutdown()
                 workers.extend(_proc_status(pid).get("VmHWM", 0) for pid in _children())
-                return outcomes, wall, cpu
+                return outcomes
 
     workers: list[int] = []  # VmHWM of each parse-pool process
+    walls: list[float] = []  # per round
+    cpus: list[float] = []
     children_before = _children_cpu()
-    outcomes, wall, cpu = asyncio.run(run())
+    outcomes = asyncio.run(run())
+    wall, cpu = walls[0], cpus[0]
     workers_cpu = _children_cpu() - children_before  # the pool was joined: all its CPU
     if profiles is not None and main_profile is not None:
         profiles.report(main_profile, Path(config["profile"]), config.get("title", "poll"))
@@ -193,6 +208,8 @@ def poll_ours(config: dict[str, Any]) -> dict[str, Any]:
     return {
         "wall": wall,
         "cpu": cpu,
+        "walls": walls,
+        "cpus": cpus,
         "polls": len(outcomes),
         "statuses": statuses,
         "counts": counts,
@@ -224,15 +241,21 @@ def poll_reader(config: dict[str, Any]) -> dict[str, Any]:
         for url in config["urls"]:
             reader.add_feed(url, exist_ok=True)
     rss_before = _proc_status()
-    wall, cpu = time.perf_counter(), _cpu()
-    reader.update_feeds(workers=config["workers"], scheduled=False)
-    wall, cpu = time.perf_counter() - wall, _cpu() - cpu
+    walls: list[float] = []
+    cpus: list[float] = []
+    for _ in range(config.get("rounds", 1)):  # the same process updates again
+        wall, cpu = time.perf_counter(), _cpu()
+        reader.update_feeds(workers=config["workers"], scheduled=False)
+        walls.append(time.perf_counter() - wall)
+        cpus.append(_cpu() - cpu)
     broken = [f"{feed.url}: {feed.last_exception}" for feed in reader.get_feeds(broken=True)]
     total = reader.get_entry_counts().total
     reader.close()
     return {
-        "wall": wall,
-        "cpu": cpu,
+        "wall": walls[0],
+        "cpu": cpus[0],
+        "walls": walls,
+        "cpus": cpus,
         "entries_stored": total,
         "broken": broken[:5],
         "rss_start": rss_before.get("VmRSS", 0),
