@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import logging
 import multiprocessing
 import os
@@ -175,6 +176,7 @@ def _parse_pool(settings: Settings) -> Iterator[Executor]:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="parse") as thread:
             yield thread
         return
+    _keep_main_out_of_workers()
     pool = ProcessPoolExecutor(
         max_workers=workers,
         mp_context=multiprocessing.get_context("spawn"),
@@ -186,6 +188,20 @@ def _parse_pool(settings: Settings) -> Iterator[Executor]:
         yield pool
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _keep_main_out_of_workers() -> None:
+    """Spare each spawned parse worker a run of the daemon's main module.
+
+    ``spawn`` re-imports the parent's ``__main__`` in every child: by module name
+    when it has one, by path otherwise.  The console script pip writes has no name,
+    so every worker ran it and imported the whole CLI (SQLAlchemy, uvicorn, alembic:
+    90 MB per idle worker instead of 36 MB).  Named as ``python -m aggregator``'s main,
+    which ``spawn`` never re-imports, it stays out; the workers' tasks and
+    initializer live in :mod:`aggregator.normalize` and never need it.
+    """
+    main = sys.modules["__main__"]
+    main.__spec__ = importlib.util.find_spec("aggregator.__main__")
 
 
 def _poller(

@@ -8,11 +8,15 @@ parser, the adapters and the cleaner, not httpx, SQLAlchemy or uvicorn.
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
 import signal
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from multiprocessing.process import BaseProcess
 
 from aggregator import log
 from aggregator.adapters import get_adapter
@@ -102,13 +106,27 @@ def parse_and_adapt(
 
 
 def init_worker(log_level: str) -> None:
-    """Set up a parse-pool worker: our log format, and Ctrl-C left to the parent.
+    """Set up a parse-pool worker: our log format, Ctrl-C left to the parent, and an
+    exit of its own when the parent is gone.
 
     SIGINT reaches the whole process group; the parent shuts the pool down in
-    order, so a worker must not die of it mid-task.
+    order, so a worker must not die of it mid-task.  A daemon that dies without
+    shutting the pool down (SIGKILL, the OOM killer, ``docker kill``) cannot tell
+    its workers: they wait on a task queue whose write end they hold themselves,
+    and would stay for good, each with its memory, one set per restart.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     log.setup(log_level)
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(
+            target=_exit_after, args=(parent,), name="parent-watch", daemon=True
+        ).start()
+
+
+def _exit_after(parent: BaseProcess) -> None:
+    parent.join()  # returns when the parent's end of the spawn pipe closes: it is gone
+    os._exit(1)
 
 
 def warm_up(_: int) -> None:

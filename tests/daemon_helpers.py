@@ -152,13 +152,50 @@ def write_config(
 # -- the process ------------------------------------------------------------------
 
 _STARTED = re.compile(r"daemon (\S+) started")
+CONSOLE_SCRIPT = Path(sys.executable).with_name("aggregator")
+
+
+def child_processes(pid: int) -> dict[int, str]:
+    """The live children of ``pid`` (from ``/proc``): their command lines."""
+    children = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and process_alive(int(entry.name)):
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except (OSError, IndexError, ValueError):
+                continue  # gone meanwhile
+            if parent == pid:
+                children[int(entry.name)] = command
+    return children
+
+
+def process_alive(pid: int) -> bool:
+    """Running, not a zombie waiting for a parent (maybe init) to reap it."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
 
 
 class DaemonProcess:
     """One ``aggregator run`` subprocess; its combined output goes to ``log_path``."""
 
-    def __init__(self, config: Path, *, database_url: str, http_port: int, log_path: Path) -> None:
+    def __init__(
+        self,
+        config: Path,
+        *,
+        database_url: str,
+        http_port: int,
+        log_path: Path,
+        console_script: bool = False,
+    ) -> None:
         self.config = config
+        # The `aggregator` script pip installs, as a user runs it; else `python -m aggregator`.
+        self.command = (
+            [str(CONSOLE_SCRIPT)] if console_script else [sys.executable, "-m", "aggregator"]
+        )
         self.database_url = database_url
         self.http_port = http_port
         self.log_path = log_path
@@ -171,7 +208,7 @@ class DaemonProcess:
         env["PYTHONUNBUFFERED"] = "1"
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "aggregator", "--config", str(self.config), "run"],
+                [*self.command, "--config", str(self.config), "run"],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -249,12 +286,15 @@ def daemons(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
     """A factory of started daemons; every one still running at exit is killed."""
     started: list[DaemonProcess] = []
 
-    def start(config: Path, *, database_url: str, name: str = "daemon") -> DaemonProcess:
+    def start(
+        config: Path, *, database_url: str, name: str = "daemon", console_script: bool = False
+    ) -> DaemonProcess:
         process = DaemonProcess(
             config,
             database_url=database_url,
             http_port=free_port(),
             log_path=tmp_path / f"{name}-{len(started)}.log",
+            console_script=console_script,
         )
         started.append(process)
         return process.start()

@@ -23,10 +23,13 @@ import feedparser
 import httpx2
 import pytest
 from daemon_helpers import (
+    CONSOLE_SCRIPT,
     DaemonProcess,
     SourceSpec,
+    child_processes,
     daemons,
     delayed,
+    process_alive,
     rss,
     to_monotonic,
     wait_until,
@@ -540,6 +543,31 @@ def test_sigkill_mid_poll_loses_nothing_and_the_restart_keeps_the_schedule(
     articles = _check_consistent(tmp_path, feeds)
     assert len(articles) == 30 * 3
     assert all(row["last_success"] for row in _states(tmp_path).values())
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
+@pytest.mark.skipif(not CONSOLE_SCRIPT.exists(), reason=f"no console script at {CONSOLE_SCRIPT}")
+def test_parse_workers_load_no_daemon_code_and_go_with_a_killed_daemon(
+    server: FeedServer, tmp_path: Path, start: Callable[..., DaemonProcess]
+) -> None:
+    server.route("/feed.xml", static(rss("One", [("a", "https://example.org/a", "A")])))
+    config = write_config(tmp_path, server, [SourceSpec("one", "/feed.xml")], parse_processes=2)
+    daemon = start(config, database_url=_sqlite_url(tmp_path), console_script=True)
+    daemon.wait_started()  # the pool is up, its workers warmed, before the daemon starts
+
+    children = child_processes(daemon.pid)
+    workers = [pid for pid, command in children.items() if "spawn_main" in command]
+    assert len(workers) == 2, children
+    for worker in workers:
+        # spawn re-ran the console script in each worker, which imported the whole CLI
+        loaded = Path(f"/proc/{worker}/maps").read_text()
+        for package in ("sqlalchemy", "pydantic_core"):  # both load .so files
+            assert f"/{package}/" not in loaded, (worker, package)
+
+    daemon.kill()  # SIGKILL: the daemon cannot shut its pool down
+    assert wait_until(lambda: not any(map(process_alive, children)), 15), {
+        pid: command for pid, command in children.items() if process_alive(pid)
+    }
 
 
 # --------------------------------------------------------------------------- backoff
