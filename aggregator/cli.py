@@ -196,7 +196,7 @@ def _keep_main_out_of_workers() -> None:
     ``spawn`` re-imports the parent's ``__main__`` in every child: by module name
     when it has one, by path otherwise.  The console script pip writes has no name,
     so every worker ran it and imported the whole CLI (SQLAlchemy, uvicorn, alembic:
-    90 MB per idle worker instead of 36 MB).  Named as ``python -m aggregator``'s main,
+    90 MB per idle worker instead of 27 MB).  Named as ``python -m aggregator``'s main,
     which ``spawn`` never re-imports, it stays out; the workers' tasks and
     initializer live in :mod:`aggregator.normalize` and never need it.
     """

@@ -210,6 +210,14 @@ def ensure_db(cache: Path, key: str, count: int, log: callable) -> Path:  # type
     return path
 
 
+def make_due(db: Path) -> None:
+    """Setup between polls: every source due again (the daemon would wait interval)."""
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE source_state SET next_poll = NULL")
+        conn.execute("UPDATE leases SET owner = NULL, expires = NULL")
+    conn.close()
+
+
 def reset(path: Path) -> None:
     """Delete everything the benchmark polled into a cached database (``g*``/``f*`` sources)."""
     conn = sqlite3.connect(path, isolation_level=None)

@@ -16,7 +16,6 @@ import json
 import os
 import platform
 import socket
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.corpus import build_corpus, feed_ids
-from bench.dbgen import ensure_db, reset, schema_key
+from bench.dbgen import ensure_db, make_due, reset, schema_key
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -94,14 +93,6 @@ def fresh(path: Path) -> Path:
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
     return path
-
-
-def make_due(db: Path) -> None:
-    """Setup between polls: every source due again (the daemon would wait interval)."""
-    with sqlite3.connect(db) as conn:
-        conn.execute("UPDATE source_state SET next_poll = NULL")
-        conn.execute("UPDATE leases SET owner = NULL, expires = NULL")
-    conn.close()
 
 
 #: Re-polls per side, in one process: the running daemon re-polls every interval in

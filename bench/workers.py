@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import pstats
-import sqlite3
 import statistics
 import sys
 import time
@@ -29,6 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Any
+
+from bench.dbgen import make_due
 
 __all__ = ["main"]
 
@@ -179,9 +180,7 @@ def poll_ours(config: dict[str, Any]) -> dict[str, Any]:
                 for _ in range(config.get("rounds", 1) - 1):
                     # The same process polls again, as the running daemon does every
                     # interval (setup, not timed: every source due again).
-                    with sqlite3.connect(config["db"]) as conn:
-                        conn.execute("UPDATE source_state SET next_poll = NULL")
-                    conn.close()
+                    make_due(Path(config["db"]))
                     await one_round()
                 await daemon.shutdown()
                 workers.extend(_proc_status(pid).get("VmHWM", 0) for pid in _children())

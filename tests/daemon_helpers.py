@@ -159,23 +159,33 @@ def child_processes(pid: int) -> dict[int, str]:
     """The live children of ``pid`` (from ``/proc``): their command lines."""
     children = {}
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and process_alive(int(entry.name)):
+        stat = _stat(entry.name) if entry.name.isdigit() else None
+        if stat is not None and stat[1] == pid and _running(stat[0]):
             try:
-                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except (OSError, IndexError, ValueError):
+                children[int(entry.name)] = (
+                    (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                )
+            except OSError:
                 continue  # gone meanwhile
-            if parent == pid:
-                children[int(entry.name)] = command
     return children
 
 
 def process_alive(pid: int) -> bool:
     """Running, not a zombie waiting for a parent (maybe init) to reap it."""
+    stat = _stat(str(pid))
+    return stat is not None and _running(stat[0])
+
+
+def _stat(pid: str) -> tuple[str, int] | None:
+    """``(state, parent pid)`` of a process, or None once it is gone."""
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return fields[0], int(fields[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _running(state: str) -> bool:
     return state not in ("Z", "X")
 
 
