@@ -274,8 +274,8 @@ def test_a_poll_that_outlasts_its_lease_keeps_its_claim(server: FeedServer, tmp_
                 assert "a" in daemon.in_flight
                 rival_claims.append(
                     await asyncio.to_thread(
-                        store.claim_due,
-                        ["a"],
+                        store.claim_due_states,
+                        [source],
                         now=datetime.now(UTC),
                         owner="rival",
                         lease=timedelta(seconds=60),

@@ -1,6 +1,6 @@
 """Three ``aggregator run`` processes sharing one PostgreSQL database.
 
-The sources are split through leases in the database (``Store.claim_due``), so
+The sources are split through leases in the database (``Store.claim_due_states``), so
 every source must be fetched about once per interval *in total*, never by two
 instances at once, and articles that several feeds share, stored concurrently by
 different instances, must still be stored once.  A crashed instance's sources

@@ -38,7 +38,7 @@ from sqlalchemy.types import DateTime, TypeDecorator
 from sqlmodel import Field, SQLModel
 
 from aggregator.dedupe import link_key
-from aggregator.types import Article, DateSource, Provenance, SourceState
+from aggregator.types import Article, DateSource, SourceState
 
 __all__ = [
     "ArticleRow",
@@ -57,7 +57,6 @@ __all__ = [
     "source_state",
     "state_values",
     "to_article",
-    "to_provenance",
     "to_state",
     "tombstones",
 ]
@@ -295,16 +294,6 @@ def to_article(row: Mapping[Any, Any]) -> Article:
 
 def _json_tuple(text: str) -> tuple[str, ...]:
     return () if text == "[]" else tuple(json.loads(text))  # most articles have none
-
-
-def to_provenance(row: Mapping[Any, Any]) -> Provenance:
-    return Provenance(
-        source_id=row["source_id"],
-        source_name=row["source_name"],
-        link=row["link"],
-        guid=row["guid"],
-        first_seen=row["first_seen"],
-    )
 
 
 _STATE_FIELDS = tuple(SourceState.__dataclass_fields__)
