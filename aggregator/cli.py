@@ -546,6 +546,9 @@ def import_(
         str | None,
         typer.Option("--source", "-s", help="Source id for every file (default: by author/site)."),
     ] = None,
+    restore: Annotated[
+        bool, typer.Option("--restore", help="Store again articles that were pruned earlier.")
+    ] = False,
 ) -> None:
     """Import seed-format archive files into the database, deduplicated (twice adds nothing)."""
     files = sorted(
@@ -577,10 +580,12 @@ def import_(
                     failures += 1
                     console.print(f"[yellow]skipped[/] {path}: {exc}")
         with _store(settings) as store:
-            counts = store.import_articles(articles)
+            counts = store.import_articles(articles, restore=restore)
+    held = counts.tombstoned
     out.print(
         f"{len(files)} files: {counts.new} new, {counts.updated} updated, "
         f"{counts.unchanged + counts.merged} already stored, {failures} skipped"
+        + (f", {held} not restored (pruned earlier; --restore brings them back)" if held else "")
     )
     if files and failures == len(files):
         raise typer.Exit(1)
@@ -617,25 +622,38 @@ def renormalize(
 
 @app.command()
 def prune(
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would go.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only show what would go; delete nothing.")
+    ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Also list every article pruned.")
+    ] = False,
 ) -> None:
-    """Delete articles past their retention, keeping tombstones so they do not come back."""
+    """Delete articles past their retention (off unless retention_days is set), keeping
+    tombstones so they do not come back; prints what went and what stayed per source."""
     with _reported():
         settings = CONTEXT.settings()
-        configured = _sources(settings)
+        per_source = {item.id: item.retention for item in _sources(settings) if item.retention}
+        if settings.retention is None and not per_source:
+            out.print("retention is off (retention_days is not set): nothing is pruned")
+            return
         with _store(settings) as store:
-            gone = store.prune(
+            report = store.prune(
                 now=datetime.now(UTC),
-                default_retention=timedelta(days=settings.retention_days),
-                per_source={item.id: item.retention for item in configured if item.retention},
+                default_retention=settings.retention,
+                per_source=per_source,
                 dry_run=dry_run,
             )
     verb = "would prune" if dry_run else "pruned"
-    for stored in gone:
-        article = stored.article
-        when = article.published or article.fetched
-        out.print(f"{verb} {article.source_id} {when:%Y-%m-%d} {article.title}")
-    out.print(f"{verb} {len(gone)} articles")
+    for summary in report.sources:
+        out.print(summary.describe(dry_run=dry_run), markup=False)
+    if verbose:
+        for stored in report.articles:
+            article = stored.article
+            when = article.published or article.fetched
+            line = f"{verb} {article.source_id} {when:%Y-%m-%d} {article.link} {article.title}"
+            out.print(line, markup=False)
+    out.print(f"{verb} {report.pruned} articles")
 
 
 # --------------------------------------------------------------------------- db, opml

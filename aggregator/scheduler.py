@@ -215,18 +215,28 @@ class Daemon:
             )
 
     async def prune(self) -> None:
-        now = datetime.now(UTC)
+        """Apply the retention the user set (none by default), logging per source
+        what went and what stayed."""
         per_source = {
             source.id: source.retention for source in self.sources.values() if source.retention
         }
-        removed = await asyncio.to_thread(
+        if self.settings.retention is None and not per_source:
+            return
+        report = await asyncio.to_thread(
             self.store.prune,
-            now=now,
-            default_retention=timedelta(days=self.settings.retention_days),
+            now=datetime.now(UTC),
+            default_retention=self.settings.retention,
             per_source=per_source,
         )
-        if removed:
-            logger.info("retention: pruned %d articles", len(removed))
+        for summary in report.sources:
+            if summary.pruned:
+                logger.info("retention: %s", summary.describe())
+        logger.info(
+            "retention: pruned %d articles from %d of %d sources",
+            report.pruned,
+            sum(1 for summary in report.sources if summary.pruned),
+            len(report.sources),
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll until ``stop`` is set, then let in-flight polls finish (bounded)."""
@@ -255,7 +265,8 @@ class Daemon:
             id="prune",
             max_instances=1,
             coalesce=True,
-            next_run_time=datetime.now(UTC) + timedelta(seconds=60),
+            next_run_time=datetime.now(UTC)
+            + timedelta(seconds=min(60, self.settings.prune_interval)),
         )
         self.scheduler.start()
         logger.info(

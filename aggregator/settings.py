@@ -99,14 +99,23 @@ class Settings(BaseSettings):
         False, description="allow sources on private, loopback or link-local addresses"
     )
     backoff_cap: Seconds = Field(86400, ge=1, description="longest delay after failures")
-    retention_days: float = Field(
-        90, ge=0.01, le=36500, description="prune articles older than this"
+    retention_days: float | None = Field(
+        None,
+        ge=0,
+        le=36500,
+        description="delete articles this many days after they were first stored; "
+        "unset or 0 keeps every article",
     )
     prune_interval: Seconds = Field(3600 * 6, ge=1, description="how often retention runs")
     lease_seconds: Seconds = Field(
         300, description="how long an instance's claim on a source lasts (multi-instance)"
     )
     shutdown_grace: Timeout = Field(20, description="wait for in-flight polls on stop")
+
+    @property
+    def retention(self) -> timedelta | None:
+        """The default retention; ``None`` (the default) keeps every article."""
+        return timedelta(days=self.retention_days) if self.retention_days else None
 
     @classmethod
     def settings_customise_sources(

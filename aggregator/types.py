@@ -270,6 +270,7 @@ class PollCounts:
     unchanged: int = 0
     merged: int = 0  # reached us through another source already: provenance added
     skipped: int = 0  # entries the adapter rejected
+    tombstoned: int = 0  # of ``skipped``: entries of articles pruned earlier
 
     def __add__(self, other: PollCounts) -> PollCounts:
         return PollCounts(
@@ -278,4 +279,5 @@ class PollCounts:
             self.unchanged + other.unchanged,
             self.merged + other.merged,
             self.skipped + other.skipped,
+            self.tombstoned + other.tombstoned,
         )

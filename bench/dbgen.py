@@ -143,6 +143,7 @@ def _build(path: Path, count: int, log: callable) -> None:  # type: ignore[valid
                         "sort_time": when,
                         "fetched": fetched,
                         "updated": fetched,
+                        "stored_at": fetched,
                         "fingerprint": digest.hexdigest(),
                         "hash_changes": 0,
                         "date_source": "feed",

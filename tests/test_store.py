@@ -157,21 +157,60 @@ def test_import_twice_adds_nothing_and_dates_missing_fetch_times(store: Store) -
     assert {stored.article.fetched for stored in store.latest()} == {NOW}
 
 
-def test_prune_deletes_by_retention_and_pruned_articles_stay_gone(store: Store) -> None:
-    poll(store, A, article(1, published=T0), article(2, published=NOW))
-    poll(store, B, article(3, B, published=T0))
-    keep = {"b": timedelta(days=30)}
-    would = store.prune(
-        now=NOW, default_retention=timedelta(hours=1), per_source=keep, dry_run=True
-    )
-    assert [stored.article.title for stored in would] == ["Story 1"]
+def stored_at(store: Store) -> dict[str, datetime]:
+    with store.engine.connect() as conn:
+        return dict(conn.execute(select(articles.c.title, articles.c.stored_at)).all())
+
+
+def test_stored_at_is_the_first_store_and_survives_updates_and_renormalize(store: Store) -> None:
+    poll(store, A, article(1, published=T0 - timedelta(days=900)), now=NOW)
+    later = NOW + timedelta(days=3)
+    changed = article(1, body="Edited", published=T0 - timedelta(days=900))
+    assert poll(store, A, changed, now=later).updated == 1
+    poll(store, B, article(1, B), now=later)  # the same link through another source
+    ((_, raw, _),) = store.iter_raw([A.id])
+    store.replace_articles(A, [(raw, changed)], now=later + HOUR)
+    store.import_articles([article(2, fetched=T0 - timedelta(days=2000))], now=later)
+    assert stored_at(store) == {"Story 1": NOW, "Story 2": later}
+
+
+def test_prune_counts_from_the_first_store_never_from_the_published_date(store: Store) -> None:
+    ancient = T0 - timedelta(days=3650)  # an archive: published and fetched years ago
+    store.import_articles([article(1, published=ancient, fetched=ancient)], now=NOW)
+    poll(store, A, article(2, published=NOW), now=NOW - timedelta(days=40))
+    poll(store, B, article(3, B, published=NOW), now=NOW - timedelta(days=40))
+    keep = {"b": timedelta(days=60)}
+    month = timedelta(days=30)
+
+    would = store.prune(now=NOW, default_retention=month, per_source=keep, dry_run=True)
+
+    assert [stored.article.title for stored in would.articles] == ["Story 2"]
+    assert [tuple(summary) for summary in would.sources] == [
+        ("a", 1, 1, ancient, ancient),
+        ("b", 0, 1, NOW, NOW),
+    ]
     assert len(store.latest()) == 3
-    gone = store.prune(now=NOW, default_retention=HOUR, per_source=keep)
+    gone = store.prune(now=NOW, default_retention=month, per_source=keep)
     assert gone == would
-    assert sorted(s.article.title for s in store.latest()) == ["Story 2", "Story 3"]
-    assert sorted(raw.guid or "" for _, raw, _ in store.iter_raw()) == ["a-2", "b-3"]
-    assert poll(store, A, article(1, published=T0)).skipped == 1
-    assert poll(store, B, article(1, B, guid="other")).skipped == 1
+    assert sorted(s.article.title for s in store.latest()) == ["Story 1", "Story 3"]
+    assert sorted(raw.guid or "" for _, raw, _ in store.iter_raw()) == ["b-3"]
+    again = poll(store, A, article(2, published=NOW))
+    assert (again.skipped, again.tombstoned) == (1, 1)
+    assert poll(store, B, article(2, B, guid="other")).tombstoned == 1
+    assert store.prune(now=NOW, default_retention=None, per_source={}).sources == ()
+
+
+def test_an_import_reports_pruned_articles_and_restores_them_on_request(store: Store) -> None:
+    old = [article(n, fetched=T0) for n in range(3)]
+    store.import_articles(old, now=T0)
+    assert store.prune(now=NOW, default_retention=HOUR, per_source={}).pruned == 3
+
+    held = store.import_articles(old, now=NOW)
+    assert (held.new, held.tombstoned) == (0, 3)
+    back = store.import_articles(old[:2], now=NOW, restore=True)
+    assert (back.new, back.tombstoned) == (2, 0)
+    assert stored_at(store) == {"Story 0": NOW, "Story 1": NOW}  # kept for a full period again
+    assert store.import_articles(old, now=NOW).tombstoned == 1
 
 
 def test_renormalize_rewrites_from_raw_entries(store: Store) -> None:

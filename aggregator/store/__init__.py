@@ -21,11 +21,11 @@ from sqlalchemy import select, text
 from aggregator.migrations import upgrade
 from aggregator.store._articles import ArticlesMixin
 from aggregator.store._reads import ReadsMixin
-from aggregator.store._retention import RetentionMixin
+from aggregator.store._retention import PruneReport, RetentionMixin, SourcePrune
 from aggregator.store._state import StateMixin
 from aggregator.store.engine import create_engine, is_postgresql, writing
 
-__all__ = ["Store"]
+__all__ = ["PruneReport", "SourcePrune", "Store"]
 
 # Any constant works; it only has to be the same in every process sharing the database.
 _MIGRATION_LOCK = 0x61676772  # "aggr"

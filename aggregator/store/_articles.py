@@ -83,15 +83,24 @@ class ArticlesMixin(StoreBase):
             return self._store(conn, entries, now=clock(now), mode=Mode.RENORMALIZE)
 
     def import_articles(
-        self, articles: Iterable[Article], *, now: datetime | None = None
+        self, articles: Iterable[Article], *, now: datetime | None = None, restore: bool = False
     ) -> PollCounts:
         """Store archive articles; they never overwrite anything, so importing twice
-        adds nothing.  Committed in batches: an interrupted import can simply be rerun."""
+        adds nothing.  Committed in batches: an interrupted import can simply be rerun.
+
+        Articles pruned earlier are not stored again (``counts.tombstoned`` says how
+        many) unless ``restore``: an import is an explicit action, so the caller is
+        told what the tombstones held back and may lift them (only the keys the
+        imported articles carry; other keys of a pruned article stay tombstoned).
+        """
         at = clock(now)
         counts = PollCounts()
         iterator = iter(articles)
         while batch := list(islice(iterator, BATCH)):
             with self._errors("import articles"), writing(self._engine) as conn:
+                if restore:
+                    keys = {key for article in batch for key in dedupe.identity_keys(article)}
+                    conn.execute(delete(tombstones).where(tombstones.c.key.in_(keys)))
                 entries = [(None, article) for article in batch]
                 counts += self._store(conn, entries, now=at, mode=Mode.IMPORT)
         return counts
@@ -188,7 +197,11 @@ class _Execution:
         # One lock order for every process (by key), so concurrent batches cannot deadlock.
         rows = sorted(
             (
-                {**article_values(intent.article, updated=self.now), "hash_changes": 0}
+                {
+                    **article_values(intent.article, updated=self.now),
+                    "hash_changes": 0,
+                    "stored_at": self.now,
+                }
                 for intent in inserts
             ),
             key=lambda row: str(row["link_key"]),

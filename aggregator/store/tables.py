@@ -122,6 +122,7 @@ class ArticleRow(SQLModel, table=True):
         Index("ix_articles_recent", "sort_time", "id"),
         Index("ix_articles_source_recent", "source_id", "sort_time", "id"),
         Index("ix_articles_updated", "updated"),
+        Index("ix_articles_stored_at", "stored_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -133,6 +134,9 @@ class ArticleRow(SQLModel, table=True):
     sort_time: datetime = Field(sa_type=UTCDateTime)  # published, else first fetched
     fetched: datetime = Field(sa_type=UTCDateTime)  # first fetched; kept across updates
     updated: datetime = Field(sa_type=UTCDateTime)  # last stored change, for Last-Modified
+    # First stored in this database; kept across updates.  Retention counts from it,
+    # never from ``published``: an imported archive is years old the day it arrives.
+    stored_at: datetime = Field(sa_type=UTCDateTime)
     fingerprint: str = Field(sa_type=KEY)
     hash_changes: int = Field(default=0, sa_type=Integer)
     date_source: str = Field(sa_type=String(16))
