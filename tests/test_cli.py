@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
 import feedparser
 import pytest
+from daemon_helpers import daemons
 from lxml import etree
+from sqlalchemy import update
 from typer.testing import CliRunner
 
 from aggregator import archive
 from aggregator.cli import app
 from aggregator.store import Store
+from aggregator.store.tables import articles
 
 FIXTURES = Path(__file__).parent / "fixtures"
+ROOT = Path(__file__).parent.parent
 SEEDS = sorted((FIXTURES / "seeds").glob("*.txt"))
 SOURCES = """
 [[source]]
@@ -157,17 +162,70 @@ def test_sources_table_shows_counts(invoke: Invoke) -> None:
     assert "never" in lines["voa"]
 
 
-def test_prune_dry_run_shows_and_keeps_then_prunes(invoke: Invoke, database_url: str) -> None:
-    invoke("import", str(FIXTURES / "seeds"))
-    dry = invoke("prune", "--dry-run")
-    assert "would prune 4 articles" in dry  # voa keeps 100 years, the rest 90 days
-    assert "中俄防长视频通话" in dry
+def _age(database_url: str, days: float) -> None:
+    """Make every stored article look first stored ``days`` ago."""
+    with Store.open(database_url) as store, store.engine.begin() as conn:
+        when = datetime.now(UTC) - timedelta(days=days)
+        conn.execute(update(articles).values(stored_at=when))
+
+
+def test_an_archive_survives_the_shipped_settings(
+    invoke: Invoke, config: Path, database_url: str, tmp_path: Path
+) -> None:
+    shipped = (ROOT / "config" / "aggregator.toml").read_text(encoding="utf-8")
+    lines = [
+        line
+        for line in shipped.splitlines()
+        if not line.startswith(("database_url", "sources_file"))
+    ]
+    config.write_text("\n".join([*lines, *config.read_text(encoding="utf-8").splitlines(), ""]))
+    # No source's own retention, and (so the daemon never reaches the internet) disabled.
+    sources = SOURCES.replace("retention_days = 36500\n", "")
+    (tmp_path / "sources.toml").write_text(
+        sources.replace("[[source]]", "[[source]]\nenabled = false")
+    )
+    invoke("import", *map(str, SEEDS))
+    _age(database_url, 3650)
+
+    assert "retention is off" in invoke("prune")
+    config.write_text(config.read_text(encoding="utf-8") + "prune_interval = 1\n")
+    with daemons(tmp_path) as start:
+        daemon = start(config, database_url=database_url)
+        daemon.wait_started()
+        time.sleep(3)  # past the first prune (at min(60 s, prune_interval) after start)
+        assert daemon.stop(timeout=30) == 0, daemon.log()
     with Store.open(database_url) as store:
-        assert sum(1 for _ in store.latest(limit=50)) == 5
-    assert "pruned 4 articles" in invoke("prune")
+        assert len(store.latest(limit=50)) == len(SEEDS)
+
+
+def test_prune_prints_a_summary_and_a_reimport_names_what_it_did_not_restore(
+    invoke: Invoke, config: Path, database_url: str
+) -> None:
+    config.write_text(config.read_text(encoding="utf-8") + "retention_days = 90\n")
+    invoke("import", str(FIXTURES / "seeds"))
+    assert "would prune 0 articles" in invoke("prune", "--dry-run")  # stored today
+    _age(database_url, 100)
+
+    dry = invoke("prune", "--dry-run", "--verbose")
+    assert "zaobao: would prune 2, kept 0" in dry
+    assert "voa: would prune 0, kept 1" in dry  # voa keeps 100 years
+    assert "中俄防长视频通话" in dry  # --verbose lists the articles
+    assert "would prune 4 articles" in dry
+    with Store.open(database_url) as store:
+        assert len(store.latest(limit=50)) == 5
+    pruned = invoke("prune")
+    assert "zaobao: pruned 2, kept 0" in pruned and "pruned 4 articles" in pruned
+    assert "中俄防长视频通话" not in pruned  # the list only with --verbose
     with Store.open(database_url) as store:
         assert len(store.latest(limit=50)) == 1
-    assert "0 new" in invoke("import", str(FIXTURES / "seeds"))  # tombstones: they stay gone
+
+    again = " ".join(invoke("import", str(FIXTURES / "seeds")).split())  # unwrapped
+    assert "0 new" in again
+    assert "4 not restored (pruned earlier; --restore brings them back)" in again
+    restored = invoke("import", "--restore", str(FIXTURES / "seeds"))
+    assert "4 new" in restored and "not restored" not in restored
+    with Store.open(database_url) as store:
+        assert len(store.latest(limit=50)) == 5
 
 
 def test_opml_round_trip(invoke: Invoke, tmp_path: Path, config: Path) -> None:
