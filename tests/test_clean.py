@@ -12,19 +12,10 @@ from lxml import etree
 
 from aggregator.adapters import get_adapter
 from aggregator.adapters.generic import GenericAdapter
-from aggregator.clean import (
-    _ALWAYS_DROP,
-    _TRANSLATOR,
-    CleanSpec,
-    _Compound,
-    _compound,
-    _LocalStep,
-    _parse,
-    clean_html,
-    extract_date_line,
-    sanitize,
-    text_content,
-)
+from aggregator.clean import CleanSpec, clean_html, extract_date_line, sanitize, text_content
+from aggregator.clean.selectors import TRANSLATOR, Compound, LocalStep, to_compound
+from aggregator.clean.steps import ALWAYS_DROP
+from aggregator.clean.tree import parse_body
 from aggregator.parse import parse_feed
 
 FEEDX_FOOTER = (
@@ -289,14 +280,14 @@ def _trees(draw: st.DrawFn, depth: int = 2) -> etree._Element:
     return root
 
 
-def _compounds(selectors: list[str]) -> list[_Compound]:
-    compounds = [_compound(parse(selector)[0].parsed_tree) for selector in selectors]
+def _compounds(selectors: list[str]) -> list[Compound]:
+    compounds = [to_compound(parse(selector)[0].parsed_tree) for selector in selectors]
     assert all(compounds), selectors
     return [compound for compound in compounds if compound is not None]
 
 
 def _xpath_selects(root: etree._Element, selectors: list[str]) -> list[etree._Element]:
-    union = " | ".join(_TRANSLATOR.css_to_xpath(s, prefix="descendant::") for s in selectors)
+    union = " | ".join(TRANSLATOR.css_to_xpath(s, prefix="descendant::") for s in selectors)
     found = etree.XPath(union)(root)
     assert isinstance(found, list)
     return [node for node in found if isinstance(node, etree._Element)]
@@ -307,7 +298,7 @@ def _xpath_selects(root: etree._Element, selectors: list[str]) -> list[etree._El
 def test_local_step_selects_what_cssselect_xpath_selects(
     root: etree._Element, selectors: list[str]
 ) -> None:
-    assert _LocalStep(_compounds(selectors)).select(root) == _xpath_selects(root, selectors)
+    assert LocalStep(_compounds(selectors)).select(root) == _xpath_selects(root, selectors)
 
 
 @pytest.mark.parametrize(
@@ -327,7 +318,7 @@ def test_local_step_selects_what_cssselect_xpath_selects(
 def test_local_step_edge_cases(attributes: dict[str, str], selector: str, selected: bool) -> None:
     root = etree.Element("div")
     node = etree.SubElement(root, "div", attributes)
-    assert _LocalStep(_compounds([selector])).select(root) == ([node] if selected else [])
+    assert LocalStep(_compounds([selector])).select(root) == ([node] if selected else [])
     assert _xpath_selects(root, [selector]) == ([node] if selected else [])
 
 
@@ -337,7 +328,7 @@ def test_local_step_edge_cases(attributes: dict[str, str], selector: str, select
 )
 def test_selectors_left_to_xpath(selector: str) -> None:
     """What the matcher does not model goes to XPath as a context step of its own."""
-    assert _compound(parse(selector)[0].parsed_tree) is None
+    assert to_compound(parse(selector)[0].parsed_tree) is None
 
 
 FIXTURE_FEEDS = sorted((Path(__file__).parent / "fixtures").glob("*/*.xml"))
@@ -347,13 +338,13 @@ FIXTURE_FEEDS = sorted((Path(__file__).parent / "fixtures").glob("*/*.xml"))
 def test_real_rules_select_on_real_bodies_what_cssselect_xpath_selects(name: str) -> None:
     adapter = get_adapter(name)
     assert isinstance(adapter, GenericAdapter)
-    rules = (*_ALWAYS_DROP, *adapter.spec.clean.drop)
-    local = [rule for rule in rules if _compound(parse(rule)[0].parsed_tree) is not None]
-    step = _LocalStep(_compounds(local))
+    rules = (*ALWAYS_DROP, *adapter.spec.clean.drop)
+    local = [rule for rule in rules if to_compound(parse(rule)[0].parsed_tree) is not None]
+    step = LocalStep(_compounds(local))
     selected = 0
     for path in FIXTURE_FEEDS:
         for entry in parse_feed(path.read_bytes(), url="https://feeds.example/").entries:
-            root = _parse(entry.content or entry.summary or "")
+            root = parse_body(entry.content or entry.summary or "")
             found = step.select(root)
             assert found == _xpath_selects(root, local), (path.name, entry.link)
             selected += len(found)
