@@ -53,6 +53,40 @@ def test_feedx_footer_cut_with_preceding_breaks() -> None:
     assert _clean("<p>a</p><br><p>b</p>", cut_markers=("获取更多RSS",)) == "<p>a</p><br><p>b</p>"
 
 
+@pytest.mark.parametrize(
+    ("html", "want"),
+    [
+        # The archive's layout: the footer inside the wrapper around the article.
+        (f"<div>\n<p>body</p>\n{FEEDX_FOOTER}\n</div>", "<div><p>body</p></div>"),
+        (
+            f"<article><div><p>a</p><p>b</p>{FEEDX_FOOTER}</div></article>",
+            "<div><p>a</p><p>b</p></div>",
+        ),
+        # Junk-only wrappers around the footer go with it; the article's stays.
+        (
+            f"<div><p>body</p><section><div>{FEEDX_FOOTER}</div></section></div>",
+            "<div><p>body</p></div>",
+        ),
+        # Text before the marker in the same paragraph is the article's.
+        ("<p>last words. 获取更多RSS：<a href='https://feedx.net'>x</a></p>", "<p>last words.</p>"),
+        # Every occurrence goes (a re-published item carries two footers).
+        (f"<div><p>a</p>{FEEDX_FOOTER}</div><p>b</p>{FEEDX_FOOTER}", "<div><p>a</p></div><p>b</p>"),
+    ],
+)
+def test_marker_cuts_the_trailer_never_its_container(html: str, want: str) -> None:
+    assert _clean(html, cut_markers=("获取更多RSS",)) == want
+
+
+def test_images_without_a_usable_src_are_dropped() -> None:
+    html = (
+        '<p>a<img alt="RFI Studio"><img src="data:image/gif;base64,R0lGOD" alt="x">'
+        '<img src=" "><img data-src="/lazy.jpg"><img src="/b.jpg"></p><div><img alt="only"></div>'
+    )
+    assert _clean(html) == (
+        '<p>a<img src="https://www.zaobao.com/lazy.jpg"><img src="https://www.zaobao.com/b.jpg"></p>'
+    )
+
+
 def test_drop_by_selector_and_text_marker_selector() -> None:
     html = '<p>a</p><section><h4>延伸阅读</h4><a href="/x">r</a></section><div id="dfp-ad-imu1">ad</div>'  # noqa: E501
     spec = {"drop": ("section:has(> h4:-soup-contains('延伸阅读'))", "[id^=dfp-ad-]")}

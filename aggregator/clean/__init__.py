@@ -18,6 +18,7 @@ from aggregator.clean.steps import (
     cut_at_markers,
     drop_empty,
     drop_selected,
+    drop_sourceless_images,
     fix_urls,
     iframes_to_links,
     promote_lazy,
@@ -46,6 +47,7 @@ def _clean_tree(html: str, base_url: str | None, spec: CleanSpec) -> str:
     drop_selected(root, spec.drop)
     cut_at_markers(root, spec.cut_markers)
     promote_lazy(root, spec.lazy_attrs)
+    drop_sourceless_images(root)
     iframes_to_links(root)
     fix_urls(root, base_url, spec.host_aliases)
     drop_empty(root)

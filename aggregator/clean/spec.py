@@ -25,8 +25,9 @@ class CleanSpec:
     ``:-soup-contains()`` and ``:-soup-contains-own()`` work) whose matches are removed
     with their content, selector by selector in order.
     ``cut_markers``: text that starts a trailer (the feedx ``获取更多RSS`` footer):
-    the block holding it, everything after it, and the ``<br>``/``<hr>`` just before
-    it are removed.
+    the smallest element holding only the trailer goes, with what follows it in its
+    parent and the ``<br>``/``<hr>`` just before it; never an element that also
+    holds article text (a wrapper around the whole body, say).
     ``lazy_attrs``: attributes holding the real image URL of a lazy-loaded image.
     ``host_aliases``: mirror host -> canonical host, applied to links in the body.
     ``reorder``: code hook for fixes that cannot be data (runs first).

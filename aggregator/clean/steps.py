@@ -8,6 +8,7 @@ whitespace.  :func:`aggregator.clean.clean_html` runs them in order.  Imports
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from urllib.parse import urlsplit
 
 from lxml import etree
 
@@ -28,6 +29,7 @@ __all__ = [
     "cut_at_markers",
     "drop_empty",
     "drop_selected",
+    "drop_sourceless_images",
     "fix_urls",
     "iframes_to_links",
     "promote_lazy",
@@ -74,14 +76,12 @@ def _is_break(node: etree._Element) -> bool:
     return node.tag in ("br", "hr")
 
 
-def _cut_after(root: etree._Element, child: etree._Element | None) -> None:
-    """Remove everything in ``root`` after ``child`` (``None``: everything), tail included."""
-    if child is None:
-        root.text = None
-        del root[:]
-        return
-    child.tail = None
-    del root[root.index(child) + 1 :]
+def _remove_following(node: etree._Element) -> None:
+    """Remove what follows ``node`` inside its parent: its tail and later siblings."""
+    node.tail = None
+    parent = node.getparent()
+    if parent is not None:
+        del parent[parent.index(node) + 1 :]
 
 
 def _strip_breaks_before(root: etree._Element, child: etree._Element | None) -> None:
@@ -117,38 +117,50 @@ def _drop_blank_pieces(text: str | None) -> tuple[str | None, bool]:
 
 
 def cut_at_markers(root: etree._Element, markers: Iterable[str]) -> None:
+    """Remove each trailer that a marker starts, and nothing that holds article text.
+
+    The cut starts at the marker's text: it, and what follows it inside the element
+    holding it, go.  An element left with no text and no media was junk only (the
+    footer ``<div>``), so it goes too, with what follows it inside its parent, and
+    so on upwards; the climb stops at the first element that still holds content
+    (a wrapper around the article, or the body itself).  The ``<br>``/``<hr>``
+    lead-in just before each cut goes with it.  Every occurrence is cut.
+    """
     for marker in markers:
-        hit = _find_text(root, marker)
-        if hit is None:
-            continue
-        owner, is_tail = hit
-        # The node to cut from: the hit's ancestor that is a direct child of root, or
-        # the hit text itself when it lies directly in root.
-        node: etree._Element | None = owner.getparent() if is_tail else owner
-        if node is root:
-            # A text piece directly in root: it goes with everything after it.
-            last = owner if is_tail else None  # the element before that text, if any
-            text = (owner.tail if is_tail else root.text) or ""
-            pieces = text.split(SEAM)
-            index = next(i for i, piece in enumerate(pieces) if marker in piece)
-            _cut_after(root, last)
-            kept, stopped = _drop_blank_pieces(SEAM.join(pieces[:index]))
-            if last is None:
-                root.text = kept
+        while (hit := _find_text(root, marker)) is not None:
+            owner, is_tail = hit
+            if is_tail:
+                holder = owner.getparent()
+                assert holder is not None  # a tail belongs to a child of something
+                owner.tail = _before(owner.tail, marker)
+                del holder[holder.index(owner) + 1 :]
+                _strip_breaks_before(holder, owner)
             else:
-                last.tail = kept
-            if not stopped:
-                _strip_breaks_before(root, last)
-            continue
-        while node is not None and node.getparent() is not root:
-            node = node.getparent()
-        if node is None:
-            continue
-        previous = node.getprevious()
-        _cut_after(root, node)
-        node.tail = None
-        root.remove(node)
-        _strip_breaks_before(root, previous)
+                holder = owner
+                holder.text = _before(holder.text, marker)
+                del holder[:]
+                _strip_breaks_before(holder, None)
+            while holder is not root and not _holds_content(holder):
+                parent = holder.getparent()
+                assert parent is not None  # below root
+                previous = holder.getprevious()
+                _remove_following(holder)
+                parent.remove(holder)
+                _strip_breaks_before(parent, previous)
+                holder = parent
+
+
+def _before(text: str | None, marker: str) -> str | None:
+    """``text`` up to ``marker`` (which it holds)."""
+    assert text is not None
+    return text[: text.index(marker)] or None
+
+
+def _holds_content(node: etree._Element) -> bool:
+    """Does ``node`` hold any text or media (what a reader would see)?"""
+    if not is_blank(etree.tostring(node, method="text", encoding="unicode", with_tail=False)):
+        return True
+    return next(node.iter(*_MEDIA), None) is not None
 
 
 _FIRST_TEXT_WITH = etree.XPath("descendant::text()[contains(., $marker)][1]")
@@ -182,6 +194,21 @@ def promote_lazy(root: etree._Element, lazy_attrs: Iterable[str]) -> None:
                 break
         for attr in lazy:
             img.attrib.pop(attr, None)
+
+
+def drop_sourceless_images(root: etree._Element) -> None:
+    """Drop each ``<img>`` with no http(s) (or relative) ``src`` left after promotion.
+
+    Such an image shows as an empty box at best (``<img alt="RFI Studio"/>``); the
+    sanitizer would strip a ``data:`` or ``javascript:`` source and leave the same.
+    """
+    for img in list(root.iter("img")):
+        src = img.get("src", "").strip()
+        if not src or urlsplit(src).scheme.lower() not in _IMAGE_SCHEMES:
+            drop_node(img)
+
+
+_IMAGE_SCHEMES = frozenset({"", "http", "https"})
 
 
 def iframes_to_links(root: etree._Element) -> None:
