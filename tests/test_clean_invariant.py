@@ -103,6 +103,9 @@ JUNK_BLOCKS = (
     '<ins class="adsbygoogle" data-ad-slot="1"></ins>',
     '<p><a href="https://subscribe.sph.com.sg/zh/">订阅联合早报</a></p>',
     '<div class="cx_paywall_placeholder"></div>',
+    # RFI's share bar: a label block, then the buttons.
+    '<div><div>分享 :</div><div><a href="https://www.facebook.com/dialog/share?app_id=1">Facebook</a>'
+    '<a href="https://x.com/intent/tweet?text=x">X</a></div></div>',
 )
 WRAPPERS = ("div", "article", "section")
 
