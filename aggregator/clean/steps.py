@@ -2,7 +2,8 @@
 
 Junk by selector and by text marker, lazy images, embeds, URLs, empty wrappers,
 whitespace.  :func:`aggregator.clean.clean_html` runs them in order.  Imports
-:mod:`.tree` and :mod:`.selectors`.
+:mod:`.tree`, :mod:`.selectors` and :mod:`aggregator.urls` (the one link
+canonicalisation every stage shares).
 """
 
 from __future__ import annotations
