@@ -17,7 +17,7 @@ import pytest
 from aggregator.adapters import adapter_names, get_adapter, register
 from aggregator.adapters.generic import AdapterSpec, GenericAdapter, normalize_title
 from aggregator.adapters.zaobao import decode_data_s, restore_data_s_order
-from aggregator.clean import CleanSpec
+from aggregator.clean import CleanSpec, clean_html, text_content
 from aggregator.errors import AdapterError
 from aggregator.parse import parse_feed
 from aggregator.types import DateSource, RawEntry, Source
@@ -217,13 +217,9 @@ def test_decode_data_s() -> None:
 
 
 def test_reorder_only_when_every_block_decodes() -> None:
-    from bs4 import BeautifulSoup, Tag
-
     def run(html: str) -> str:
-        root = BeautifulSoup(f"<div>{html}</div>", "lxml").div
-        assert isinstance(root, Tag)
-        restore_data_s_order(root)
-        return "".join(p.get_text() for p in root.find_all("p"))
+        body = clean_html(html, spec=CleanSpec(reorder=restore_data_s_order))
+        return text_content(body).replace(" ", "")
 
     good = '<p data-s="xxxGI======">b</p><p data-s="xxxGE======">a</p><p data-s="xxxGM======">c</p>'
     assert run(good) == "abc"
