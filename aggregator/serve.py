@@ -46,6 +46,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from . import metrics as metrics_module
 from .errors import StorageError
 from .export.feeds import FORMATS, FeedFormat, FeedMeta, decode_cursor, encode_cursor
+from .httpguard import HEAD_TIMEOUT, guarded_protocol
 from .types import UTC, Cursor, SourceState, StoredArticle
 
 __all__ = ["FEED_PATHS", "ArticleReader", "EmbeddedServer", "build_server", "create_app"]
@@ -618,6 +619,7 @@ def build_server(
     *,
     max_header_bytes: int = 16 * 1024,
     max_connections: int = 256,
+    head_timeout: float = HEAD_TIMEOUT,
     access_log: bool = True,
     graceful_timeout: int = 10,
 ) -> EmbeddedServer:
@@ -626,13 +628,16 @@ def build_server(
     The h11 protocol is chosen explicitly because its ``h11_max_incomplete_event_size``
     caps the request line plus headers (httptools would ignore that option); lifespan
     is off because the app has no startup work, and ``log_config=None`` leaves logging
-    configuration to the CLI.
+    configuration to the CLI.  The protocol is h11 with a request-head deadline and
+    slow sockets closed first when the connection limit is reached
+    (:mod:`aggregator.httpguard`), so idle or trickling connections cannot lock out
+    real requests.
     """
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
-        http="h11",
+        http=guarded_protocol(max_connections=max_connections, head_timeout=head_timeout),
         ws="none",
         lifespan="off",
         log_config=None,
