@@ -45,7 +45,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import metrics as metrics_module
 from .errors import StorageError
-from .export.feeds import FORMATS, FeedFormat, FeedMeta, decode_cursor, encode_cursor
+from .export.feeds import (
+    FORMATS,
+    FeedFormat,
+    FeedMeta,
+    decode_cursor,
+    encode_cursor,
+    shortened,
+)
 from .httpguard import HEAD_TIMEOUT, guarded_protocol
 from .types import UTC, Cursor, SourceState, StoredArticle
 
@@ -62,6 +69,7 @@ _RENDER_VERSION = "1"
 # the compression.  Bounded in entries and bytes; an entry lives at most max-age.
 _CACHE_ENTRIES = 64
 _CACHE_BYTES = 32 * 1024 * 1024
+MAX_PAGE_BYTES = 10 * 1024 * 1024  # a feed page is cut to fewer items above this
 _GZIP_MINIMUM = 500  # as the GZipMiddleware below: smaller bodies go as they are
 _GZIP_LEVEL = 5  # against 6: ~20% less CPU for a feed page, <1% larger
 #: Where each format is served; the CLI's file export links to the same pages.
@@ -108,7 +116,14 @@ class _Site:
     description: str
     language: str | None
     cache_max_age: int
+    max_page_bytes: int
     metrics: metrics_module.Metrics = field(repr=False)
+
+    @property
+    def max_item_chars(self) -> int:
+        """The longest body served whole, so that any single item fits a page: escaping
+        (``&`` -> ``&amp;``) and UTF-8 (CJK) make a character at most about 6 bytes."""
+        return self.max_page_bytes // 8
 
     def url(self, path: str, params: Sequence[tuple[str, str]] = ()) -> str:
         query = urlencode(params)
@@ -303,20 +318,44 @@ def _render(
     selection = list(query.sources) or None
     # One extra row tells whether a next page exists without a second query.
     rows = reader.latest(sources=selection, limit=query.limit + 1, before=query.before)
-    page = rows[: query.limit]
-    next_token = encode_cursor(page[-1].cursor) if len(rows) > query.limit else None
-    meta = FeedMeta(
-        title=_feed_title(site, query.sources),
-        self_url=site.url(path, query.params(site, before=query.before_token)),
-        first_url=site.url(path, query.params(site)),
-        next_url=site.url(path, query.params(site, before=next_token)) if next_token else None,
-        html_url=site.url("/", query.params(site)),
-        updated=last_updated or _EPOCH,
-        id_authority=site.id_authority,
-        description=site.description,
-        language=site.language,
-    )
-    return fmt.render(meta, page)
+    more = len(rows) > query.limit
+    page = [shortened(stored, site.max_item_chars) for stored in rows[: query.limit]]
+
+    def meta(page: Sequence[StoredArticle], more: bool) -> FeedMeta:
+        next_token = encode_cursor(page[-1].cursor) if more and page else None
+        return FeedMeta(
+            title=_feed_title(site, query.sources),
+            self_url=site.url(path, query.params(site, before=query.before_token)),
+            first_url=site.url(path, query.params(site)),
+            next_url=site.url(path, query.params(site, before=next_token)) if next_token else None,
+            html_url=site.url("/", query.params(site)),
+            updated=last_updated or _EPOCH,
+            id_authority=site.id_authority,
+            description=site.description,
+            language=site.language,
+        )
+
+    while True:
+        body = fmt.render(meta(page, more), page)
+        if len(body) <= site.max_page_bytes or len(page) == 1:
+            return body
+        # Fewer items, the rest on the next page (its link starts after the last kept).
+        page = page[: _fitting(page, len(body), site.max_page_bytes)]
+        more = True
+
+
+def _fitting(page: Sequence[StoredArticle], rendered: int, bound: int) -> int:
+    """How many leading items of ``page`` should fit in ``bound`` bytes, given that all
+    of them rendered to ``rendered`` bytes; at least one, and fewer than all."""
+    weights = [len(stored.article.body) + len(stored.article.title) + 1024 for stored in page]
+    budget = bound * 0.9 * sum(weights) / rendered
+    kept, total = 0, 0
+    for weight in weights:
+        total += weight
+        if total > budget:
+            break
+        kept += 1
+    return min(max(kept, 1), len(page) - 1)
 
 
 def _feed_title(site: _Site, sources: Sequence[str]) -> str:
@@ -545,6 +584,7 @@ def create_app(
     description: str = "",
     language: str | None = None,
     cache_max_age: int = 60,
+    max_page_bytes: int = MAX_PAGE_BYTES,
     metrics: metrics_module.Metrics | None = None,
 ) -> Starlette:
     """Build the ASGI app.
@@ -555,6 +595,8 @@ def create_app(
         sources: source id -> display name; ``?source=`` accepts exactly these ids.
         id_authority: the ``host,year`` of the ``tag:`` item ids; defaults to the host
             of ``base_url`` and 2025.  Set it explicitly to keep ids when moving host.
+        max_page_bytes: a feed page larger than this is served with fewer items (the
+            rest on the next page), and a body too long for any page as its excerpt.
         metrics: defaults to :data:`aggregator.metrics.DEFAULT`, where the pipeline
             records polls.
     """
@@ -573,6 +615,7 @@ def create_app(
         description=description,
         language=language,
         cache_max_age=cache_max_age,
+        max_page_bytes=max_page_bytes,
         metrics=metrics or metrics_module.DEFAULT,
     )
     cache = _ResponseCache(ttl=cache_max_age)
