@@ -24,6 +24,7 @@ import html
 import json
 import logging
 import re
+import socket
 import threading
 import time
 from collections import OrderedDict
@@ -44,7 +45,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import metrics as metrics_module
-from .errors import StorageError
+from .errors import ServiceError, StorageError
 from .export.feeds import (
     FORMATS,
     FeedFormat,
@@ -653,6 +654,20 @@ class EmbeddedServer(uvicorn.Server):
     def stop(self) -> None:
         """Ask :meth:`serve` to finish in-flight requests and return."""
         self.should_exit = True
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before the server starts.
+
+    uvicorn binds inside ``serve()`` and, when the port is taken, logs the error and
+    calls ``sys.exit(1)`` from within the event loop, which escaped the daemon as a
+    traceback.  Binding first turns it into one :class:`ServiceError` line.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as exc:
+        raise ServiceError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
 def build_server(
