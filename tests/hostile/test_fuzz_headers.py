@@ -71,10 +71,21 @@ _latin1 = st.text(
     alphabet=st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_characters="\x7f"),
     max_size=300,
 )
-VALUES = st.one_of(
-    _digits, _date, _params, _latin1, st.sampled_from(["-1", "1e400", "²", "０", " 12 ", ""])
+_odd = st.sampled_from(["-1", "1e400", "²", "０", " 12 ", "", "\xe9t\xe9", "\xff\xfe"])
+VALUES = st.one_of(_digits, _date, _params, _latin1, _odd)
+# Each header mostly gets the kind of value its parser expects to be wrong about.
+_LIKELY = {
+    "Retry-After": st.one_of(_digits, _date, _odd),
+    "Content-Length": st.one_of(_digits, _odd),
+    "ETag": st.one_of(_latin1, _odd),
+    "Last-Modified": st.one_of(_date, _latin1, _odd),
+    "Location": st.one_of(_latin1, st.just("http://[::1"), _odd),
+    "Content-Type": _params,
+}
+HEADER = st.sampled_from(NAMES).flatmap(
+    lambda name: st.tuples(st.just(name), st.one_of(_LIKELY.get(name, VALUES), VALUES))
 )
-HEADERS = st.lists(st.tuples(st.sampled_from(NAMES), VALUES), max_size=6)
+HEADERS = st.lists(HEADER, max_size=6)
 STATUS = st.one_of(
     st.sampled_from([200, 200, 200, 301, 302, 304, 307, 308, 404, 410, 429, 503, 503]),
     st.integers(min_value=0, max_value=999),
