@@ -10,14 +10,19 @@ real loopback server, beside a good source that must still be stored.
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
+import os
 import random
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from feedserver import Exchange, FeedServer, Handler, static, status
+from typer.testing import CliRunner
 
+from aggregator.cli import app
 from aggregator.fetch import RETRY_AFTER_MAX, Fetcher, FetchLimits, parse_retry_after
 from aggregator.pipeline import Poller, PollOutcome
 from aggregator.store import Store
@@ -160,3 +165,54 @@ def test_hostile_locations_are_fetch_errors(
     outcome = poll(store, moved)["moved"]
     assert outcome.error is not None and outcome.error.kind in ("fetch", "blocked"), outcome.error
     assert store.get_state(moved).consecutive_failures == 1
+
+
+def test_an_exception_in_a_parse_worker_fails_only_its_source(
+    server: FeedServer, store: Store
+) -> None:
+    """The same through the process pool: the exception crosses the process boundary."""
+    server.route("/good", static(VOA))
+    server.route("/nested", static(NESTED_JSON, content_type="application/feed+json"))
+    good, nested = source(server, "/good", "good"), source(server, "/nested", "nested")
+
+    async def run() -> list[PollOutcome]:
+        async with Fetcher(FetchLimits(total_timeout=5, read_timeout=3)) as fetcher:
+            poller = Poller(store, fetcher, jitter=0, clock=lambda: NOW, executor=pool)
+            return list(await asyncio.gather(poller.poll(good), poller.poll(nested)))
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        outcomes = {outcome.source_id: outcome for outcome in asyncio.run(run())}
+        assert pool.submit(abs, -1).result() == 1  # the worker survived
+    assert outcomes["nested"].failed and not outcomes["good"].failed
+    assert store.get_state(nested).consecutive_failures == 1
+    assert store.article_counts() == {"good": 1}
+
+
+def test_aggregator_poll_prints_its_table_and_exits_as_documented(
+    server: FeedServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Exit 0 while any source succeeded; the failures are rows of the table."""
+    for name in [name for name in os.environ if name.startswith("AGGREGATOR_")]:
+        monkeypatch.delenv(name)
+    server.route("/good", static(VOA))
+    server.route("/nines", status(503, retry_after="9" * 400))
+    server.route("/nested", static(NESTED_JSON, content_type="application/feed+json"))
+    sources = "".join(
+        f'[[source]]\nid = "{name}"\nname = "{name}"\nurl = "{server.url("/" + name)}"\n'
+        'adapter = "voa"\n'
+        for name in ("good", "nines", "nested")
+    )
+    (tmp_path / "sources.toml").write_text(sources, encoding="utf-8")
+    config = tmp_path / "aggregator.toml"
+    config.write_text(
+        f'database_url = "sqlite:///{tmp_path / "db.sqlite"}"\n'
+        f'sources_file = "{tmp_path / "sources.toml"}"\n'
+        "allow_private_addresses = true\nparse_processes = 0\n",
+        encoding="utf-8",
+    )
+    result = CliRunner().invoke(app, ["--config", str(config), "poll"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    rows = {line.split()[1]: line for line in result.output.splitlines() if "│" in line}
+    assert "ok" in rows["good"] and "failed" in rows["nines"] and "failed" in rows["nested"]
+    with Store.open(f"sqlite:///{tmp_path / 'db.sqlite'}") as stored:
+        assert stored.article_counts() == {"good": 1}
