@@ -237,6 +237,8 @@ def _yaml_value(lines: _Lines, key: str, raw: str, line: int) -> object:
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise lines.error(f"{key}: {problem}", line) from exc
+    except RecursionError as exc:  # "[[[[..." 100k deep: this file's fault, not the batch's
+        raise lines.error(f"{key}: nested too deeply", line) from exc
 
 
 def _as_str(lines: _Lines, key: str, value: object, line: int) -> str:

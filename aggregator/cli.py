@@ -39,8 +39,14 @@ from aggregator.fetch import Fetcher, FetchLimits
 from aggregator.normalize import init_worker, warm_up
 from aggregator.pipeline import Poller, PollOutcome
 from aggregator.scheduler import Daemon, host_of, sync_sources
-from aggregator.serve import FEED_PATHS, build_server, create_app
-from aggregator.settings import Settings, load_settings, load_sources, sources_to_toml
+from aggregator.serve import FEED_PATHS, build_server, create_app, listen
+from aggregator.settings import (
+    Settings,
+    load_settings,
+    load_sources,
+    sources_to_toml,
+    unknown_environment,
+)
 from aggregator.store import Store
 from aggregator.store.engine import is_postgresql
 from aggregator.types import Article, RawEntry, Source, StoredArticle
@@ -74,6 +80,8 @@ class _Context:
         if self.log_level:
             settings = settings.model_copy(update={"log_level": self.log_level.upper()})
         log.setup(settings.log_level)
+        for name in unknown_environment(os.environ):
+            logger.warning("unknown environment variable %s is ignored", name)
         return settings
 
 
@@ -235,7 +243,7 @@ def _http_app(settings: Settings, sources: Sequence[Source], store: Store) -> St
 
 
 def _fail(error: AggregatorError) -> NoReturn:
-    console.print(f"[bold red]error:[/] {error}", markup=True, highlight=False)
+    console.print(f"[bold red]error:[/] {error}", markup=True, highlight=False, soft_wrap=True)
     raise typer.Exit(2 if isinstance(error, ConfigError) else 1)
 
 
@@ -254,6 +262,7 @@ def _reported() -> Iterator[None]:
 async def _serve_until_signalled(
     settings: Settings, sources: Sequence[Source], store: Store, *, poll: bool
 ) -> None:
+    listening = listen(settings.http_host, settings.http_port)  # a port in use: one line
     _use_database_threads(store)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -262,7 +271,7 @@ async def _serve_until_signalled(
     server = build_server(
         _http_app(settings, sources, store), settings.http_host, settings.http_port
     )
-    serving = asyncio.create_task(server.serve())
+    serving = asyncio.create_task(server.serve(sockets=[listening]))
     logger.info("serving feeds on %s/feed.xml", _base_url(settings))
     try:
         if poll:
@@ -275,6 +284,7 @@ async def _serve_until_signalled(
     finally:
         server.stop()
         await serving
+        listening.close()
 
 
 @app.command()

@@ -6,6 +6,7 @@ Every error says *which* thing failed and *why*, so one log line is enough::
     ├── ConfigError (also ValueError)       file, key, problem
     ├── ArchiveError (also ValueError)      file, line, what was expected
     ├── StorageError                        the database failed or refused
+    ├── ServiceError                        the HTTP service cannot start (port in use)
     └── SourceError                         source id + URL
         ├── FetchError                      the network leg
         │   ├── HTTPStatusError             a non-2xx/304 answer (status)
@@ -89,6 +90,11 @@ class ArchiveError(AggregatorError, ValueError):
 class StorageError(AggregatorError):
     default_message = "storage failed"
     kind = "storage"
+
+
+class ServiceError(AggregatorError):
+    default_message = "the HTTP service cannot start"
+    kind = "service"
 
 
 class SourceError(AggregatorError):

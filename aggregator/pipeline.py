@@ -197,6 +197,19 @@ class Poller:
             )
         except SourceError as exc:
             return await self._failed(source, attempt, exc, now, owner)
+        except StorageError:
+            raise
+        except Exception as exc:
+            # Anything else a response or its content raised (a RecursionError deep in a
+            # reader, an OverflowError on a header) is still this source's failure: it is
+            # recorded and backed off like any other, or the source would be claimed again
+            # every tick.  The traceback is for debugging, not for every poll at INFO.
+            logger.debug("unexpected error polling source %r", source.id, exc_info=True)
+            detail = " ".join(str(exc).split())[:200]
+            error = SourceError(
+                f"unexpected {type(exc).__name__}: {detail}", source=source.id, url=attempt.url
+            )
+            return await self._failed(source, attempt, error, now, owner)
 
     async def _finish(self, state: SourceState, owner: str | None) -> None:
         """Save the state of a poll that stored no articles (and release, when leased)."""

@@ -64,6 +64,45 @@ async def sync_sources(store: Store, sources: Sequence[Source]) -> None:
         )
 
 
+class _FailureReport:
+    """One log line for a run of the same failure, at most every ``interval`` seconds.
+
+    A full disk fails the claim every tick (5 s): a traceback each time buried the
+    log.  The first failure is logged at once, repeats are counted and reported
+    with their count, and the recovery is said once.
+    """
+
+    def __init__(self, what: str, interval: float = 60.0) -> None:
+        self.what = what
+        self.interval = interval
+        self.failures = 0  # in the current run of failures
+        self._unreported = 0
+        self._last_report = float("-inf")
+
+    def failed(self, error: Exception) -> None:
+        self.failures += 1
+        self._unreported += 1
+        now = time.monotonic()
+        if now - self._last_report < self.interval:
+            return
+        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+        logger.error(
+            "%s failed (%d times since the last report, %d in a row): %s",
+            self.what,
+            self._unreported,
+            self.failures,
+            first_line,
+        )
+        self._unreported = 0
+        self._last_report = now
+
+    def succeeded(self) -> None:
+        if self.failures:
+            logger.info("%s works again after %d failures", self.what, self.failures)
+        self.failures = self._unreported = 0
+        self._last_report = float("-inf")
+
+
 class Daemon:
     """Claims due sources and polls them until asked to stop."""
 
@@ -98,6 +137,7 @@ class Daemon:
         self._all_claimed = False  # the last claim found fewer due sources than it asked
         self._per_host: Counter[str] = Counter()  # polls in flight, by host
         self._background: set[asyncio.Task[object]] = set()
+        self.claim_failures = _FailureReport("claiming due sources")
 
     async def poll_due(self) -> list[str]:
         """Claim what is due (a batch, when the queue runs low) and start what fits."""
@@ -108,7 +148,14 @@ class Daemon:
             if len(self.queue) > self._low_water:
                 return []
             want = self._batch - len(self.queue)
-            claimed = await self._claim(want)
+            try:
+                claimed = await self._claim(want)
+            except StorageError as exc:
+                # A full disk or a lost database: nothing to poll this tick; the next
+                # tick tries again.  Reported in one line, not a traceback per tick.
+                self.claim_failures.failed(exc)
+                return []
+            self.claim_failures.succeeded()
             # Fewer than asked: nothing else is due now, so finished polls need not
             # ask again; the next tick will.
             self._all_claimed = len(claimed) < want
@@ -135,6 +182,9 @@ class Daemon:
         except asyncio.CancelledError:
             if self._stopping:  # the stop cancelled this job: an expected end, not an error
                 return []
+            raise
+        except StorageError:
+            self._claiming = None  # it took nothing: nothing for shutdown() to release
             raise
         if self._stopping:
             return []  # shutdown() releases what this claim took
@@ -191,6 +241,12 @@ class Daemon:
     async def _release(self, source_id: str) -> None:
         try:
             await asyncio.to_thread(self.store.release, source_id, self.owner)
+        except StorageError as exc:  # a full disk, a lost database: one line, not a traceback
+            logger.error(
+                "cannot release source %r; its claim expires by itself: %s",
+                source_id,
+                str(exc).splitlines()[0],
+            )
         except Exception:
             # The lease still expires on its own; say so rather than hide it.
             logger.exception("cannot release source %r; its claim expires by itself", source_id)

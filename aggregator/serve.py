@@ -24,6 +24,7 @@ import html
 import json
 import logging
 import re
+import socket
 import threading
 import time
 from collections import OrderedDict
@@ -44,8 +45,16 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import metrics as metrics_module
-from .errors import StorageError
-from .export.feeds import FORMATS, FeedFormat, FeedMeta, decode_cursor, encode_cursor
+from .errors import ServiceError, StorageError
+from .export.feeds import (
+    FORMATS,
+    FeedFormat,
+    FeedMeta,
+    decode_cursor,
+    encode_cursor,
+    shortened,
+)
+from .httpguard import HEAD_TIMEOUT, guarded_protocol
 from .types import UTC, Cursor, SourceState, StoredArticle
 
 __all__ = ["FEED_PATHS", "ArticleReader", "EmbeddedServer", "build_server", "create_app"]
@@ -61,6 +70,7 @@ _RENDER_VERSION = "1"
 # the compression.  Bounded in entries and bytes; an entry lives at most max-age.
 _CACHE_ENTRIES = 64
 _CACHE_BYTES = 32 * 1024 * 1024
+MAX_PAGE_BYTES = 10 * 1024 * 1024  # a feed page is cut to fewer items above this
 _GZIP_MINIMUM = 500  # as the GZipMiddleware below: smaller bodies go as they are
 _GZIP_LEVEL = 5  # against 6: ~20% less CPU for a feed page, <1% larger
 #: Where each format is served; the CLI's file export links to the same pages.
@@ -107,7 +117,14 @@ class _Site:
     description: str
     language: str | None
     cache_max_age: int
+    max_page_bytes: int
     metrics: metrics_module.Metrics = field(repr=False)
+
+    @property
+    def max_item_chars(self) -> int:
+        """The longest body served whole, so that any single item fits a page: escaping
+        (``&`` -> ``&amp;``) and UTF-8 (CJK) make a character at most about 6 bytes."""
+        return self.max_page_bytes // 8
 
     def url(self, path: str, params: Sequence[tuple[str, str]] = ()) -> str:
         query = urlencode(params)
@@ -302,20 +319,44 @@ def _render(
     selection = list(query.sources) or None
     # One extra row tells whether a next page exists without a second query.
     rows = reader.latest(sources=selection, limit=query.limit + 1, before=query.before)
-    page = rows[: query.limit]
-    next_token = encode_cursor(page[-1].cursor) if len(rows) > query.limit else None
-    meta = FeedMeta(
-        title=_feed_title(site, query.sources),
-        self_url=site.url(path, query.params(site, before=query.before_token)),
-        first_url=site.url(path, query.params(site)),
-        next_url=site.url(path, query.params(site, before=next_token)) if next_token else None,
-        html_url=site.url("/", query.params(site)),
-        updated=last_updated or _EPOCH,
-        id_authority=site.id_authority,
-        description=site.description,
-        language=site.language,
-    )
-    return fmt.render(meta, page)
+    more = len(rows) > query.limit
+    page = [shortened(stored, site.max_item_chars) for stored in rows[: query.limit]]
+
+    def meta(page: Sequence[StoredArticle], more: bool) -> FeedMeta:
+        next_token = encode_cursor(page[-1].cursor) if more and page else None
+        return FeedMeta(
+            title=_feed_title(site, query.sources),
+            self_url=site.url(path, query.params(site, before=query.before_token)),
+            first_url=site.url(path, query.params(site)),
+            next_url=site.url(path, query.params(site, before=next_token)) if next_token else None,
+            html_url=site.url("/", query.params(site)),
+            updated=last_updated or _EPOCH,
+            id_authority=site.id_authority,
+            description=site.description,
+            language=site.language,
+        )
+
+    while True:
+        body = fmt.render(meta(page, more), page)
+        if len(body) <= site.max_page_bytes or len(page) == 1:
+            return body
+        # Fewer items, the rest on the next page (its link starts after the last kept).
+        page = page[: _fitting(page, len(body), site.max_page_bytes)]
+        more = True
+
+
+def _fitting(page: Sequence[StoredArticle], rendered: int, bound: int) -> int:
+    """How many leading items of ``page`` should fit in ``bound`` bytes, given that all
+    of them rendered to ``rendered`` bytes; at least one, and fewer than all."""
+    weights = [len(stored.article.body) + len(stored.article.title) + 1024 for stored in page]
+    budget = bound * 0.9 * sum(weights) / rendered
+    kept, total = 0, 0
+    for weight in weights:
+        total += weight
+        if total > budget:
+            break
+        kept += 1
+    return min(max(kept, 1), len(page) - 1)
 
 
 def _feed_title(site: _Site, sources: Sequence[str]) -> str:
@@ -544,6 +585,7 @@ def create_app(
     description: str = "",
     language: str | None = None,
     cache_max_age: int = 60,
+    max_page_bytes: int = MAX_PAGE_BYTES,
     metrics: metrics_module.Metrics | None = None,
 ) -> Starlette:
     """Build the ASGI app.
@@ -554,6 +596,8 @@ def create_app(
         sources: source id -> display name; ``?source=`` accepts exactly these ids.
         id_authority: the ``host,year`` of the ``tag:`` item ids; defaults to the host
             of ``base_url`` and 2025.  Set it explicitly to keep ids when moving host.
+        max_page_bytes: a feed page larger than this is served with fewer items (the
+            rest on the next page), and a body too long for any page as its excerpt.
         metrics: defaults to :data:`aggregator.metrics.DEFAULT`, where the pipeline
             records polls.
     """
@@ -572,6 +616,7 @@ def create_app(
         description=description,
         language=language,
         cache_max_age=cache_max_age,
+        max_page_bytes=max_page_bytes,
         metrics=metrics or metrics_module.DEFAULT,
     )
     cache = _ResponseCache(ttl=cache_max_age)
@@ -611,13 +656,28 @@ class EmbeddedServer(uvicorn.Server):
         self.should_exit = True
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before the server starts.
+
+    uvicorn binds inside ``serve()`` and, when the port is taken, logs the error and
+    calls ``sys.exit(1)`` from within the event loop, which escaped the daemon as a
+    traceback.  Binding first turns it into one :class:`ServiceError` line.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as exc:
+        raise ServiceError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
 def build_server(
     app: Starlette,
     host: str = "127.0.0.1",
     port: int = 8080,
     *,
     max_header_bytes: int = 16 * 1024,
-    max_connections: int = 256,
+    max_connections: int = 1024,
+    head_timeout: float = HEAD_TIMEOUT,
     access_log: bool = True,
     graceful_timeout: int = 10,
 ) -> EmbeddedServer:
@@ -626,13 +686,20 @@ def build_server(
     The h11 protocol is chosen explicitly because its ``h11_max_incomplete_event_size``
     caps the request line plus headers (httptools would ignore that option); lifespan
     is off because the app has no startup work, and ``log_config=None`` leaves logging
-    configuration to the CLI.
+    configuration to the CLI.  The protocol is h11 with a request-head deadline and
+    slow sockets closed first when the connection limit is reached
+    (:mod:`aggregator.httpguard`), so idle or trickling connections cannot lock out
+    real requests.  ``max_connections`` (uvicorn's ``limit_concurrency``: open
+    connections and requests in flight) is 1,024 rather than 256: an idle socket costs
+    a few KB, and below the limit no socket is closed early, while at it attackers
+    that reconnect at once turn eviction into a lottery (bench/flood.py: 600
+    reconnecting sockets against a limit of 256 failed 9 of 10 client requests).
     """
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
-        http="h11",
+        http=guarded_protocol(max_connections=max_connections, head_timeout=head_timeout),
         ws="none",
         lifespan="off",
         log_config=None,

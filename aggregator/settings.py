@@ -8,6 +8,7 @@ a daemon that silently ignores a typo in a poll interval runs wrong for months.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
@@ -31,10 +32,19 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from aggregator.errors import ConfigError
 from aggregator.types import Source
 
-__all__ = ["DEFAULT_CONFIG_FILE", "Settings", "load_settings", "load_sources", "sources_to_toml"]
+__all__ = [
+    "DEFAULT_CONFIG_FILE",
+    "Settings",
+    "load_settings",
+    "load_sources",
+    "sources_to_toml",
+    "unknown_environment",
+]
 
 DEFAULT_CONFIG_FILE = Path("config/aggregator.toml")
 ENV_PREFIX = "AGGREGATOR_"
+# Read by the project's own tooling, not by Settings: the --config option and the tests.
+_OTHER_ENV = frozenset({"AGGREGATOR_CONFIG", "AGGREGATOR_TEST_DATABASE_URL"})
 
 DAY = 86400.0
 # Every duration is bounded on both sides: a zero interval is a hot loop, an infinite
@@ -182,6 +192,21 @@ def load_settings(config_file: Path | None = None) -> Settings:
         else:
             origin = str(path) if path is not None else "built-in defaults"
         raise _first_error(exc, origin) from exc
+
+
+def unknown_environment(environ: Mapping[str, str]) -> list[str]:
+    """``AGGREGATOR_*`` variables no setting reads, each with a guess at the one meant.
+
+    pydantic-settings ignores them silently, so ``AGGREGATOR_DATABSE_URL`` would leave
+    the daemon on its default database with nothing said.
+    """
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields} | _OTHER_ENV
+    unknown = []
+    for name in sorted(environ):
+        if name.upper().startswith(ENV_PREFIX) and name.upper() not in known:
+            close = difflib.get_close_matches(name.upper(), sorted(known), n=1, cutoff=0.8)
+            unknown.append(f"{name} (did you mean {close[0]}?)" if close else name)
+    return unknown
 
 
 # --------------------------------------------------------------------------- sources
