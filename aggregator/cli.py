@@ -25,13 +25,16 @@ from pathlib import Path
 from typing import Annotated, NoReturn
 from urllib.parse import urlencode, urlsplit
 
+import tomli_w
 import typer
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
+from rich.text import Text
+from sqlalchemy.exc import ArgumentError
 from starlette.applications import Starlette
 
-from aggregator import archive, log, opml
+from aggregator import __version__, archive, log, opml
 from aggregator.adapters import adapter_names, get_adapter
 from aggregator.errors import AdapterError, AggregatorError, ArchiveError, ConfigError
 from aggregator.export.feeds import FORMATS, FeedMeta, encode_cursor
@@ -40,41 +43,68 @@ from aggregator.normalize import init_worker, warm_up
 from aggregator.pipeline import Poller, PollOutcome
 from aggregator.scheduler import Daemon, host_of, sync_sources
 from aggregator.serve import FEED_PATHS, build_server, create_app
-from aggregator.settings import Settings, load_settings, load_sources, sources_to_toml
+from aggregator.settings import (
+    Explained,
+    Settings,
+    explain_settings,
+    load_sources,
+    sources_to_toml,
+)
 from aggregator.store import Store
-from aggregator.store.engine import is_postgresql
+from aggregator.store.engine import is_postgresql, parse_url
 from aggregator.types import Article, RawEntry, Source, StoredArticle
 
 __all__ = ["app", "main"]
 
 logger = logging.getLogger(__name__)
 console = Console(stderr=True)
-out = Console(highlight=False)
+# Tables and counts only; text meant to be copied or parsed goes through typer.echo,
+# which neither reads markup nor wraps long lines.
+out = Console(highlight=False, markup=False)
 
 app = typer.Typer(
     help="Poll news feeds, normalize and deduplicate their articles, serve merged feeds.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Help texts are plain: rich markup would eat "[[source]]" and "[a-z0-9_-]".
+    rich_markup_mode=None,
 )
-db_app = typer.Typer(help="Database schema migrations.", no_args_is_help=True)
-opml_app = typer.Typer(help="Export or import the source list as OPML.", no_args_is_help=True)
+db_app = typer.Typer(
+    help="Database schema migrations.", no_args_is_help=True, rich_markup_mode=None
+)
+opml_app = typer.Typer(
+    help="Export or import the source list as OPML.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(db_app, name="db")
 app.add_typer(opml_app, name="opml")
+
+
+class LogLevel(StrEnum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
 
 
 class _Context:
     """Settings are loaded lazily so `--help` works even with a broken config."""
 
     config_file: Path | None = None
-    log_level: str | None = None
+    log_level: LogLevel | None = None
+
+    def explained(self) -> Explained:
+        explained = explain_settings(self.config_file)
+        settings = explained.settings
+        if self.log_level:
+            settings = settings.model_copy(update={"log_level": self.log_level.value})
+            origins = {**explained.origins, "log_level": "command line --log-level"}
+            explained = Explained(settings, origins)
+        log.setup(settings.log_level, settings.log_format)
+        return explained
 
     def settings(self) -> Settings:
-        settings = load_settings(self.config_file)
-        if self.log_level:
-            settings = settings.model_copy(update={"log_level": self.log_level.upper()})
-        log.setup(settings.log_level)
-        return settings
+        return self.explained().settings
 
 
 CONTEXT = _Context()
@@ -83,6 +113,12 @@ SourceOption = Annotated[
     list[str] | None,
     typer.Option("--source", "-s", help="Only this source (repeatable; default: all)."),
 ]
+
+
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        typer.echo(f"aggregator {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
@@ -97,8 +133,15 @@ def _global_options(
         ),
     ] = None,
     log_level: Annotated[
-        str | None, typer.Option(help="DEBUG, INFO, WARNING or ERROR (overrides settings).")
+        LogLevel | None,
+        typer.Option(case_sensitive=False, help="Overrides the log_level setting."),
     ] = None,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
 ) -> None:
     CONTEXT.config_file = config
     CONTEXT.log_level = log_level
@@ -235,7 +278,10 @@ def _http_app(settings: Settings, sources: Sequence[Source], store: Store) -> St
 
 
 def _fail(error: AggregatorError) -> NoReturn:
-    console.print(f"[bold red]error:[/] {error}", markup=True, highlight=False)
+    # The message is text, not markup: a title or URL with brackets keeps them.
+    console.print(
+        Text.assemble(("error:", "bold red"), f" {error}"), highlight=False, soft_wrap=True
+    )
     raise typer.Exit(2 if isinstance(error, ConfigError) else 1)
 
 
@@ -408,11 +454,29 @@ def sources() -> None:
 
 @app.command("config")
 def show_config() -> None:
-    """Print the effective settings (file + environment + defaults)."""
+    """Print the effective settings as TOML, each with where it came from.
+
+    The output is a valid settings file (secrets masked); a setting left unset
+    is a comment.
+    """
     with _reported():
-        settings = CONTEXT.settings()
-    for name, value in settings.model_dump().items():
-        out.print(f"{name} = {value!r}")
+        explained = CONTEXT.explained()
+    values = explained.settings.model_dump(mode="json")
+    values["database_url"] = _masked_database_url(values["database_url"])
+    for name, value in values.items():
+        origin = explained.origins[name]
+        if value is None:
+            typer.echo(f"# {name} is not set  # {origin}")
+        else:
+            typer.echo(f"{tomli_w.dumps({name: value}).rstrip()}  # {origin}")
+
+
+def _masked_database_url(url: str) -> str:
+    """The database URL with its password as ``***`` (it goes to terminals and tickets)."""
+    try:
+        return parse_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "***"  # not a URL SQLAlchemy reads; it may still hold a secret
 
 
 # --------------------------------------------------------------------------- export / import
@@ -693,7 +757,7 @@ def opml_import(
             raise ConfigError(f"cannot read: {exc.strerror}", file=str(path)) from exc
         imported = opml.parse_opml(data, file=str(path))
     fresh = [item for item in imported if item.url not in known]
-    out.print(sources_to_toml(fresh), end="")
+    typer.echo(sources_to_toml(fresh), nl=False)
     console.print(f"{len(fresh)} new sources ({len(imported) - len(fresh)} already configured)")
 
 

@@ -1,0 +1,131 @@
+"""The operator's commands in-process: config, --version, OPML import as TOML, plain text."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+
+import pytest
+from lxml import etree
+from typer.testing import CliRunner
+
+from aggregator import __version__
+from aggregator.cli import app
+
+# Brackets in a name and a URL longer than a terminal line: neither may be eaten or wrapped.
+SOURCES = """
+[[source]]
+id = "bracketed"
+name = "[VOA] 美国之音 [[source]]"
+url = "https://feeds.example.org/a/very/long/path/that/goes/on/and/on/past/eighty/columns/feed.xml?x=1"
+adapter = "voa"
+interval = "2h"
+
+[[source]]
+id = "quiet"
+name = "Quiet"
+url = "https://quiet.example.org/feed.xml"
+enabled = false
+retention_days = 30
+"""
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("AGGREGATOR_"):
+            monkeypatch.delenv(name)
+
+
+def _config(folder: Path, sources: str, *extra: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sources.toml").write_text(sources, encoding="utf-8")
+    path = folder / "aggregator.toml"
+    path.write_text(
+        f'database_url = "sqlite:///{folder / "db.sqlite"}"\n'
+        f'sources_file = "{folder / "sources.toml"}"\n' + "".join(f"{line}\n" for line in extra),
+        encoding="utf-8",
+    )
+    return path
+
+
+def _run(*args: str, code: int = 0) -> tuple[str, str]:
+    result = CliRunner().invoke(app, list(args), catch_exceptions=False)
+    assert result.exit_code == code, result.output
+    return result.stdout, result.stderr
+
+
+def test_opml_import_prints_toml_that_round_trips_through_export(tmp_path: Path) -> None:
+    first = _config(tmp_path / "first", SOURCES)
+    exported = tmp_path / "sources.opml"
+    _run("--config", str(first), "opml", "export", "--out", str(exported))
+
+    second = _config(tmp_path / "second", "")
+    toml, summary = _run("--config", str(second), "opml", "import", str(exported))
+    assert "2 new sources" in summary
+    parsed = tomllib.loads(toml)  # the printed text is a sources file as it stands
+    assert [table["name"] for table in parsed["source"]] == ["[VOA] 美国之音 [[source]]", "Quiet"]
+
+    (tmp_path / "second" / "sources.toml").write_text(toml, encoding="utf-8")
+    again = tmp_path / "again.opml"
+    _run("--config", str(second), "opml", "export", "--out", str(again))
+
+    def outlines(path: Path) -> list[dict[str, str]]:
+        return [dict(node.attrib) for node in etree.parse(str(path)).iter("outline")]
+
+    assert outlines(again) == outlines(exported)
+
+
+def test_help_and_errors_keep_their_brackets(tmp_path: Path) -> None:
+    help_text, _ = _run("opml", "import", "--help")
+    assert "[[source]]" in help_text
+    config = _config(tmp_path, SOURCES.replace('id = "quiet"', 'id = "Not[Valid]"'))
+    _, error = _run("--config", str(config), "sources", code=2)
+    assert "[a-z0-9]" in error  # the id rule, shown whole
+    assert "Not[Valid]" in error
+
+
+def test_config_prints_valid_toml_with_origins_and_a_masked_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = _config(tmp_path, SOURCES, "http_port = 9090")
+    monkeypatch.setenv("AGGREGATOR_DATABASE_URL", "postgresql+psycopg://feeds:s3cret@db/news")
+    text, _ = _run("--config", str(config), "--log-level", "warning", "config")
+    assert "s3cret" not in text
+    values = tomllib.loads(text)
+    assert values["database_url"] == "postgresql+psycopg://feeds:***@db/news"
+    assert values["http_port"] == 9090
+    assert values["log_level"] == "WARNING"
+    assert "base_url" not in values  # unset: a comment, not a value
+    lines = {line.split(" =")[0].lstrip("# "): line for line in text.splitlines()}
+    assert lines["http_port"].endswith(f"# file {config}")
+    assert lines["database_url"].endswith("# environment AGGREGATOR_DATABASE_URL")
+    assert lines["log_level"].endswith("# command line --log-level")
+    assert lines["feed_limit"].endswith("# default")
+
+
+def test_version() -> None:
+    text, _ = _run("--version")
+    assert text.strip() == f"aggregator {__version__}"
+
+
+def test_a_bad_log_level_is_one_usage_line_not_a_traceback() -> None:
+    result = CliRunner().invoke(app, ["--log-level", "LOUD", "config"])
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+    assert "'LOUD'" in result.output
+
+
+def test_config_errors_list_every_problem(tmp_path: Path) -> None:
+    config = _config(tmp_path, SOURCES, "http_port = 'eighty'", "jitter = 7", "colour = 'red'")
+    _, error = _run("--config", str(config), "config", code=2)
+    for key in ("http_port", "jitter", "colour"):
+        assert f"{config}:{key}:" in error
+    assert "more problem" not in error
+
+    broken = SOURCES.replace('adapter = "voa"', 'adapter = "nope"').replace("= 30", "= -1")
+    config = _config(tmp_path, broken)
+    _, error = _run("--config", str(config), "sources", code=2)
+    assert "source[0] (bracketed).adapter: unknown adapter 'nope'" in error
+    assert "source[1] (quiet).retention_days:" in error
