@@ -266,10 +266,22 @@ def _base_url(settings: Settings) -> str:
     return settings.base_url or f"http://{host}:{settings.http_port}"
 
 
+def _id_authority(settings: Settings, store: Store) -> str:
+    """The ``HOST,YEAR`` of item ids: the database's own, kept when ``base_url`` changes.
+
+    The first configured ``base_url`` fixes it.  Without one, the listening address
+    (``0.0.0.0`` in a container) is only a stand-in and is not stored.
+    """
+    derived = f"{urlsplit(_base_url(settings)).hostname},2025"
+    stored = store.adopt_id_authority(derived if settings.base_url else None)
+    return stored or derived
+
+
 def _http_app(settings: Settings, sources: Sequence[Source], store: Store) -> Starlette:
     return create_app(
         store,
         base_url=_base_url(settings),
+        id_authority=_id_authority(settings, store),
         title=settings.feed_title,
         sources={source.id: source.name for source in sources},
         default_limit=settings.feed_limit,
@@ -310,6 +322,12 @@ async def _serve_until_signalled(
     )
     serving = asyncio.create_task(server.serve())
     logger.info("serving feeds on %s/feed.xml", _base_url(settings))
+    if settings.base_url is None:
+        logger.warning(
+            "base_url is not set: feed links point to %s; set base_url (or "
+            "AGGREGATOR_BASE_URL) to the public URL, which also fixes the item ids for good",
+            _base_url(settings),
+        )
     try:
         if poll:
             with _parse_pool(settings) as pool:
@@ -553,7 +571,7 @@ def _export_meta(
         first_url=url(selection),
         html_url=base + "/",
         updated=store.last_updated(sources or None) or datetime.now(UTC),
-        id_authority=f"{urlsplit(base).hostname},2025",
+        id_authority=_id_authority(settings, store),
         next_url=next_url,
     )
 

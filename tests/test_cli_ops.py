@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from pathlib import Path
@@ -129,3 +130,27 @@ def test_config_errors_list_every_problem(tmp_path: Path) -> None:
     _, error = _run("--config", str(config), "sources", code=2)
     assert "source[0] (bracketed).adapter: unknown adapter 'nope'" in error
     assert "source[1] (quiet).retention_days:" in error
+
+
+SEEDS = Path(__file__).parent / "fixtures" / "seeds"
+
+
+def test_item_ids_keep_the_first_base_urls_authority(tmp_path: Path) -> None:
+    def ids_and_links(config: Path) -> tuple[set[str], set[str]]:
+        text, _ = _run("--config", str(config), "export", "--format", "json")
+        feed = json.loads(text)
+        return {item["id"] for item in feed["items"]}, {feed["home_page_url"]}
+
+    unset = _config(tmp_path, SOURCES)
+    _run("--config", str(unset), "import", "--source", "bracketed", str(SEEDS))
+    stand_in, _ = ids_and_links(unset)
+    assert all(item.startswith("tag:127.0.0.1,2025:") for item in stand_in)
+
+    first = _config(tmp_path, SOURCES, 'base_url = "https://news.example.org"')
+    kept, _ = ids_and_links(first)
+    assert all(item.startswith("tag:news.example.org,2025:") for item in kept)
+
+    moved = _config(tmp_path, SOURCES, 'base_url = "https://feeds.example.net"')
+    ids, links = ids_and_links(moved)
+    assert ids == kept  # readers see the same items
+    assert links == {"https://feeds.example.net/"}  # while links follow the new URL

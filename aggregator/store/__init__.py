@@ -52,6 +52,7 @@ from aggregator import dedupe
 from aggregator.dedupe import AddProvenance, Insert, Mode, Plan, Record, Update
 from aggregator.errors import StorageError
 from aggregator.migrations import alembic_config, upgrade
+from aggregator.store import _meta
 from aggregator.store.engine import create_engine, is_postgresql, writing
 from aggregator.store.tables import (
     UTCDateTime,
@@ -168,6 +169,12 @@ class Store:
         """Raise :class:`StorageError` unless the database answers (``/readyz``)."""
         with self._errors("reach the database"), self._engine.connect() as connection:
             connection.execute(select(1))
+
+    def adopt_id_authority(self, proposed: str | None) -> str | None:
+        """The item-id authority this database keeps (``proposed`` if none yet; ``None``
+        proposes nothing and only reads)."""
+        with self._errors("read the id authority"), writing(self._engine) as conn:
+            return _meta.adopt(conn, _meta.ID_AUTHORITY, proposed)
 
     # -- polling state ---------------------------------------------------------------
 
