@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import json
 import logging
 import multiprocessing
 import os
 import signal
 import sys
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -34,9 +35,15 @@ from rich.text import Text
 from sqlalchemy.exc import ArgumentError
 from starlette.applications import Starlette
 
-from aggregator import __version__, archive, log, opml
+from aggregator import __version__, archive, health, log, opml
 from aggregator.adapters import adapter_names, get_adapter
-from aggregator.errors import AdapterError, AggregatorError, ArchiveError, ConfigError
+from aggregator.errors import (
+    AdapterError,
+    AggregatorError,
+    ArchiveError,
+    ConfigError,
+    RateLimitedError,
+)
 from aggregator.export.feeds import FORMATS, FeedMeta, encode_cursor
 from aggregator.fetch import Fetcher, FetchLimits
 from aggregator.normalize import init_worker, warm_up
@@ -52,7 +59,7 @@ from aggregator.settings import (
 )
 from aggregator.store import Store
 from aggregator.store.engine import is_postgresql, parse_url
-from aggregator.types import Article, RawEntry, Source, StoredArticle
+from aggregator.types import Article, RawEntry, Source, SourceState, StoredArticle
 
 __all__ = ["app", "main"]
 
@@ -394,32 +401,92 @@ async def _poll_once(
 @app.command()
 def poll(
     source: SourceOption = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Also poll sources a server asked to wait (Retry-After), disabled by "
+            "HTTP 410, or with enabled = false.",
+        ),
+    ] = False,
+    due: Annotated[
+        bool,
+        typer.Option("--due", help="Only sources whose next poll time has come (for cron)."),
+    ] = False,
 ) -> None:
-    """Poll once, now, and print a summary. Exits non-zero only when every polled source failed."""
+    """Poll once, now, and print a summary.
+
+    Sources a server asked to wait (Retry-After) or disabled (HTTP 410) are skipped
+    unless --force.  Exits non-zero only when every polled source failed; a skipped
+    source is not a failure.
+    """
+    now = datetime.now(UTC)
     with _reported():
         settings = CONTEXT.settings()
         chosen = _pick(_sources(settings), source)
         with _store(settings) as store:
-            outcomes = asyncio.run(_poll_once(settings, chosen, store))
-    table = Table(
-        "source", "status", "new", "updated", "unchanged", "merged", "skipped", "time", "error"
-    )
-    for outcome in outcomes:
+            states = {state.source_id: state for state in store.states()}
+            skipped = {
+                item.id: reason
+                for item in chosen
+                if (reason := _why_not_poll(item, states.get(item.id), now, force=force, due=due))
+            }
+            polled = [item for item in chosen if item.id not in skipped]
+            if force:
+                _lift_disabled(store, [states[item.id] for item in polled if item.id in states])
+            outcomes = asyncio.run(_poll_once(settings, polled, store)) if polled else []
+    table = Table("source", "status", "new", "updated", "unchanged", "time", "problem")
+    by_id = {outcome.source_id: outcome for outcome in outcomes}
+    for item in chosen:
+        outcome = by_id.get(item.id)
+        if outcome is None:
+            table.add_row(item.id, "skipped", "", "", "", "", skipped.get(item.id, ""))
+            continue
         counts = outcome.counts
+        state = states.get(item.id) or SourceState.fresh(item)
+        problem = health.cause_first(str(outcome.error), state) if outcome.error else ""
         table.add_row(
-            outcome.source_id,
+            item.id,
             outcome.status,
             str(counts.new),
             str(counts.updated),
-            str(counts.unchanged),
-            str(counts.merged),
-            str(counts.skipped),
+            str(counts.unchanged + counts.merged),
             f"{outcome.duration:.2f}s",
-            str(outcome.error or ""),
+            problem,
         )
     out.print(table)
     if outcomes and all(outcome.failed for outcome in outcomes):
         raise typer.Exit(1)
+
+
+def _why_not_poll(
+    source: Source, state: SourceState | None, now: datetime, *, force: bool, due: bool
+) -> str | None:
+    """Why a one-shot poll leaves ``source`` alone (``None``: poll it).
+
+    The daemon honours a server's Retry-After and a 410 through the stored next poll
+    time and disabled flag; a cron-driven ``poll`` must too, or it hammers a server
+    that asked it to wait.
+    """
+    waiting = state is not None and state.next_poll is not None and state.next_poll > now
+    if not force:
+        if not source.enabled:
+            return "enabled = false (--force polls it)"
+        if state is not None and state.disabled_reason:
+            return f"disabled: {state.disabled_reason} (--force polls it)"
+        if waiting and state is not None and state.last_error_kind == RateLimitedError.kind:
+            assert state.next_poll is not None
+            return f"server asked to wait until {state.next_poll:%Y-%m-%d %H:%M} UTC (Retry-After)"
+    if due and waiting and state is not None and state.next_poll is not None:
+        return f"not due until {state.next_poll:%Y-%m-%d %H:%M} UTC"
+    return None
+
+
+def _lift_disabled(store: Store, states: Sequence[SourceState]) -> None:
+    """A forced poll of a source disabled by a 410 tries it again; a success re-enables it."""
+    for state in states:
+        if state.disabled_reason:
+            store.save_state(replace(state, disabled_reason=None))
 
 
 # --------------------------------------------------------------------------- status
@@ -438,36 +505,84 @@ def _ago(moment: datetime | None, now: datetime) -> str:
 
 
 @app.command()
-def sources() -> None:
-    """List every source with its polling state and article count."""
+def sources(
+    wide: Annotated[
+        bool, typer.Option("--wide", help="Every column on one line per source, unwrapped.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON, for scripts.")] = False,
+) -> None:
+    """List every source with its polling state, article count and what is wrong.
+
+    Fits 80 columns (the problem wraps); --wide adds name, URL and failure count.
+    """
     with _reported():
         settings = CONTEXT.settings()
         configured = _sources(settings)
         with _store(settings) as store:
             states = {state.source_id: state for state in store.states()}
             counts = store.article_counts()
+    enabled = {source.id for source in configured if source.enabled}
+    problems = {item.source_id: item for item in health.failing(states.values(), enabled)}
     now = datetime.now(UTC)
-    table = Table(
-        "id", "name", "enabled", "last success", "failures", "last error", "next poll", "articles"
-    )
+    if as_json:
+        rows = [
+            _source_json(source, states.get(source.id), problems.get(source.id), counts)
+            for source in configured
+        ]
+        typer.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    table = Table("source", "articles", "last success", "next poll", "problem")
+    if wide:
+        table = Table(
+            "source", "name", "url", "articles", "last success", "next poll", "failures", "problem"
+        )
     for source in configured:
         state = states.get(source.id)
-        problem = ""
-        if state and state.disabled_reason:
-            problem = f"DISABLED: {state.disabled_reason}"
-        elif state and state.last_error:
-            problem = f"{state.last_error_kind}: {state.last_error}"
-        table.add_row(
-            source.id,
-            source.name,
-            "yes" if source.enabled else "no",
-            _ago(state.last_success if state else None, now),
-            str(state.consecutive_failures if state else 0),
-            problem[:80],
-            _ago(state.next_poll if state else None, now) if source.enabled else "-",
+        problem = problems.get(source.id)
+        if not source.enabled:
+            note = "not polled (enabled = false)"
+        elif problem is not None:
+            when = f"failing since {_ago(problem.since, now)}" if problem.since else "failing"
+            note = f"{when}: {problem.message}"
+        else:
+            note = ""
+        row = [
             str(counts.get(source.id, 0)),
-        )
-    out.print(table)
+            _ago(state.last_success if state else None, now),
+            _ago(state.next_poll if state else None, now) if source.enabled else "-",
+        ]
+        if wide:
+            failures = str(state.consecutive_failures if state else 0)
+            table.add_row(source.id, source.name, source.url, *row, failures, note)
+        else:
+            table.add_row(source.id, *row, note)
+    (Console(highlight=False, markup=False, width=10_000) if wide else out).print(table)
+
+
+def _source_json(
+    source: Source,
+    state: SourceState | None,
+    problem: health.Failing | None,
+    counts: Mapping[str, int],
+) -> dict[str, object]:
+    def iso(moment: datetime | None) -> str | None:
+        return moment.isoformat() if moment else None
+
+    return {
+        "id": source.id,
+        "name": source.name,
+        "url": source.url,
+        "enabled": source.enabled,
+        "articles": counts.get(source.id, 0),
+        "last_success": iso(state.last_success if state else None),
+        "next_poll": iso(state.next_poll if state else None),
+        "consecutive_failures": state.consecutive_failures if state else 0,
+        "failing": problem is not None,
+        "failing_since": iso(problem.since if problem else None),
+        "problem": problem.message if problem else None,
+        "error_kind": problem.kind if problem else None,
+        "disabled": state.disabled_reason if state else None,
+    }
 
 
 @app.command("config")

@@ -575,8 +575,8 @@ class _translate:
         refused = _find_cause(exc, AddressRefusedError)
         if refused is not None:
             raise BlockedURLError(
-                f"address {refused.address} of {refused.host!r} is not public (to poll it: "
-                "allow_private = true on the source, or allow_private_addresses = true)",
+                f"address {refused.address} of {refused.host!r} is not public (to poll it, set "
+                "allow_private = true on the source or allow_private_addresses = true)",
                 **context,
             ) from exc
         if isinstance(exc, httpx2.TimeoutException):

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import os
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from daemon_helpers import rss
+from feedserver import FeedServer, static, status
 from lxml import etree
 from typer.testing import CliRunner
 
@@ -154,3 +157,100 @@ def test_item_ids_keep_the_first_base_urls_authority(tmp_path: Path) -> None:
     ids, links = ids_and_links(moved)
     assert ids == kept  # readers see the same items
     assert links == {"https://feeds.example.net/"}  # while links follow the new URL
+
+
+# -- poll honours what servers asked --------------------------------------------------
+
+
+@pytest.fixture
+def feeds() -> Iterator[FeedServer]:
+    with FeedServer() as server:
+        server.route("/busy", status(429, retry_after="7200"))
+        server.route("/gone", status(410))
+        server.route("/fine", static(rss("Fine", [("g1", "https://example.org/1", "One")])))
+        yield server
+
+
+def _feed_sources(server: FeedServer, *paths: str) -> str:
+    return "".join(
+        f'[[source]]\nid = "{path}"\nname = "{path}"\nurl = "{server.url("/" + path)}"\n'
+        'interval = "2h"\n'
+        for path in paths
+    )
+
+
+def _rows(table: str) -> dict[str, str]:
+    """Table lines by source id (the first cell); wrapped continuation lines are joined."""
+    rows: dict[str, str] = {}
+    current = None
+    for line in table.splitlines():
+        if not line.startswith("│"):
+            continue
+        cells = [cell.strip() for cell in line.rstrip()[1:-1].split("│")]
+        if cells[0]:
+            current = cells[0]
+        if current is not None:
+            rows[current] = (rows.get(current, "") + " " + " ".join(cells[1:])).strip()
+    return rows
+
+
+def test_poll_skips_what_servers_asked_to_leave_unless_forced(
+    tmp_path: Path, feeds: FeedServer
+) -> None:
+    config = _config(
+        tmp_path, _feed_sources(feeds, "busy", "gone", "fine"), "allow_private_addresses = true"
+    )
+    first, _ = _run("--config", str(config), "poll", code=0)  # "fine" succeeded
+    assert "failed" in _rows(first)["busy"] and "failed" in _rows(first)["gone"]
+
+    again, _ = _run("--config", str(config), "poll", "--source", "busy", "--source", "gone")
+    rows = _rows(again)  # exit 0: skipped is not failed
+    assert rows["busy"].startswith("skipped") and "Retry-After" in rows["busy"]
+    assert rows["gone"].startswith("skipped") and "410" in rows["gone"]
+    assert len(feeds.requests("/busy")) == len(feeds.requests("/gone")) == 1
+
+    forced, _ = _run("--config", str(config), "poll", "--force", "-s", "busy", "-s", "gone", code=1)
+    assert "failed" in _rows(forced)["busy"]
+    assert len(feeds.requests("/busy")) == len(feeds.requests("/gone")) == 2
+
+
+def test_poll_due_polls_only_sources_whose_time_has_come(tmp_path: Path, feeds: FeedServer) -> None:
+    config = _config(tmp_path, _feed_sources(feeds, "fine"), "allow_private_addresses = true")
+    _run("--config", str(config), "poll", "--due")  # never polled: due
+    later, _ = _run("--config", str(config), "poll", "--due")
+    assert _rows(later)["fine"].startswith("skipped") and "not due until" in _rows(later)["fine"]
+    assert len(feeds.requests("/fine")) == 1
+    _run("--config", str(config), "poll")  # without --due: polled now
+    assert len(feeds.requests("/fine")) == 2
+
+
+def test_a_loopback_source_is_refused_with_the_settings_that_allow_it(
+    tmp_path: Path, feeds: FeedServer
+) -> None:
+    config = _config(tmp_path, _feed_sources(feeds, "fine"))
+    _run("--config", str(config), "poll", code=1)
+    (listed,) = json.loads(_run("--config", str(config), "sources", "--json")[0])
+    assert "not a public address" in listed["problem"]
+    assert "allow_private = true" in listed["problem"]
+    assert "allow_private_addresses = true" in listed["problem"]
+
+
+def test_sources_fits_80_columns_and_puts_the_cause_first(
+    tmp_path: Path, feeds: FeedServer
+) -> None:
+    config = _config(
+        tmp_path, _feed_sources(feeds, "busy", "fine"), "allow_private_addresses = true"
+    )
+    _run("--config", str(config), "poll")
+    table, _ = _run("--config", str(config), "sources")
+    assert max(len(line) for line in table.splitlines()) <= 80
+    rows = _rows(table)
+    assert "failing since" in rows["busy"] and "429" in rows["busy"]
+    assert "failing" not in rows["fine"]
+    wide, _ = _run("--config", str(config), "sources", "--wide")
+    assert feeds.url("/busy") in wide
+    listed = {
+        row["id"]: row for row in json.loads(_run("--config", str(config), "sources", "--json")[0])
+    }
+    assert listed["busy"]["failing"] and "429" in listed["busy"]["problem"]
+    assert listed["fine"]["articles"] == 1 and not listed["fine"]["failing"]
