@@ -17,7 +17,7 @@ import os
 import signal
 import sys
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -48,8 +48,9 @@ from aggregator.export.feeds import FORMATS, FeedMeta, encode_cursor
 from aggregator.fetch import Fetcher, FetchLimits
 from aggregator.normalize import init_worker, warm_up
 from aggregator.pipeline import Poller, PollOutcome
+from aggregator.reload import SourcesReloader
 from aggregator.scheduler import Daemon, host_of, sync_sources
-from aggregator.serve import FEED_PATHS, build_server, create_app
+from aggregator.serve import FEED_PATHS, SourceCatalog, build_server, create_app
 from aggregator.settings import (
     Explained,
     Settings,
@@ -284,13 +285,23 @@ def _id_authority(settings: Settings, store: Store) -> str:
     return stored or derived
 
 
-def _http_app(settings: Settings, sources: Sequence[Source], store: Store) -> Starlette:
+def _catalog(sources: Sequence[Source], catalog: SourceCatalog | None = None) -> SourceCatalog:
+    """The sources as the HTTP service shows them (``catalog`` is updated in place)."""
+    names = {source.id: source.name for source in sources}
+    enabled = [source.id for source in sources if source.enabled]
+    if catalog is None:
+        return SourceCatalog(names, enabled)
+    catalog.replace(names, enabled)
+    return catalog
+
+
+def _http_app(settings: Settings, catalog: SourceCatalog, store: Store) -> Starlette:
     return create_app(
         store,
         base_url=_base_url(settings),
         id_authority=_id_authority(settings, store),
         title=settings.feed_title,
-        sources={source.id: source.name for source in sources},
+        sources=catalog,
         default_limit=settings.feed_limit,
         max_limit=settings.feed_max_limit,
     )
@@ -324,8 +335,9 @@ async def _serve_until_signalled(
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    catalog = _catalog(sources)
     server = build_server(
-        _http_app(settings, sources, store), settings.http_host, settings.http_port
+        _http_app(settings, catalog, store), settings.http_host, settings.http_port
     )
     serving = asyncio.create_task(server.serve())
     logger.info("serving feeds on %s/feed.xml", _base_url(settings))
@@ -340,12 +352,39 @@ async def _serve_until_signalled(
             with _parse_pool(settings) as pool:
                 async with Fetcher(_limits(settings)) as fetcher:
                     poller = _poller(settings, store, fetcher, pool)
-                    await Daemon(settings, sources, store, poller).run(stop)
+                    daemon = Daemon(settings, sources, store, poller)
+                    async with _reloading(settings, stop, catalog, daemon):
+                        await daemon.run(stop)
         else:
-            await stop.wait()
+            async with _reloading(settings, stop, catalog, None):
+                await stop.wait()
     finally:
         server.stop()
         await serving
+
+
+@contextlib.asynccontextmanager
+async def _reloading(
+    settings: Settings, stop: asyncio.Event, catalog: SourceCatalog, daemon: Daemon | None
+) -> AsyncIterator[None]:
+    """Re-read the sources file on SIGHUP and when it changes, for as long as this lasts."""
+
+    async def apply(sources: Sequence[Source]) -> None:
+        if daemon is not None:
+            await daemon.replace_sources(sources)
+        _catalog(sources, catalog)
+
+    reloader = SourcesReloader(settings.sources_file, lambda: _sources(settings), apply)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, reloader.request)
+    watching = asyncio.create_task(reloader.watch(stop, settings.tick_seconds))
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGHUP)
+        watching.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watching
 
 
 @app.command()
