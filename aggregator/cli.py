@@ -13,7 +13,6 @@ import importlib.util
 import json
 import logging
 import multiprocessing
-import os
 import signal
 import sys
 from collections import defaultdict
@@ -37,6 +36,7 @@ from starlette.applications import Starlette
 
 from aggregator import __version__, archive, health, log, opml
 from aggregator.adapters import adapter_names, get_adapter
+from aggregator.cpus import available_cpus
 from aggregator.errors import (
     AdapterError,
     AggregatorError,
@@ -221,7 +221,7 @@ def _parse_pool(settings: Settings) -> Iterator[Executor]:
     """
     workers = settings.parse_processes
     if workers < 0:
-        workers = os.cpu_count() or 1
+        workers = available_cpus()  # the container's CPU quota, not the host's cores
         workers = workers if workers > 1 else 0
     if workers == 0:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="parse") as thread:
@@ -232,7 +232,7 @@ def _parse_pool(settings: Settings) -> Iterator[Executor]:
         max_workers=workers,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=init_worker,
-        initargs=(settings.log_level,),
+        initargs=(settings.log_level, settings.log_format),
     )
     try:
         list(pool.map(warm_up, range(workers)))

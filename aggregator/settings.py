@@ -98,8 +98,8 @@ class Settings(BaseSettings):
         -1,
         ge=-1,
         le=64,
-        description="processes that parse and clean fetched feeds: -1 one per CPU core "
-        "(when there are several), 0 none (a thread of the daemon)",
+        description="processes that parse and clean fetched feeds: -1 one per usable CPU "
+        "(affinity and container CPU quota; when there are several), 0 none (a thread)",
     )
     connect_timeout: Timeout = 5.0
     read_timeout: Timeout = 15.0
