@@ -507,17 +507,17 @@ def _why_not_poll(
     time and disabled flag; a cron-driven ``poll`` must too, or it hammers a server
     that asked it to wait.
     """
-    waiting = state is not None and state.next_poll is not None and state.next_poll > now
+    next_poll = state.next_poll if state is not None else None
+    until = f"{next_poll:%Y-%m-%d %H:%M} UTC" if next_poll is not None and next_poll > now else None
     if not force:
         if not source.enabled:
             return "enabled = false (--force polls it)"
         if state is not None and state.disabled_reason:
             return f"disabled: {state.disabled_reason} (--force polls it)"
-        if waiting and state is not None and state.last_error_kind == RateLimitedError.kind:
-            assert state.next_poll is not None
-            return f"server asked to wait until {state.next_poll:%Y-%m-%d %H:%M} UTC (Retry-After)"
-    if due and waiting and state is not None and state.next_poll is not None:
-        return f"not due until {state.next_poll:%Y-%m-%d %H:%M} UTC"
+        if until and state is not None and state.last_error_kind == RateLimitedError.kind:
+            return f"server asked to wait until {until} (Retry-After)"
+    if due and until:
+        return f"not due until {until}"
     return None
 
 
