@@ -464,6 +464,8 @@ def poll(
         settings = CONTEXT.settings()
         chosen = _pick(_sources(settings), source)
         with _store(settings) as store:
+            # First: a source whose URL was edited starts afresh, not skipped as disabled.
+            asyncio.run(sync_sources(store, chosen))
             states = {state.source_id: state for state in store.states()}
             skipped = {
                 item.id: reason
