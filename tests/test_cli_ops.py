@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from aggregator import __version__
 from aggregator.cli import app
+from aggregator.store import Store
 
 # Brackets in a name and a URL longer than a terminal line: neither may be eaten or wrapped.
 SOURCES = """
@@ -38,7 +39,7 @@ retention_days = 30
 @pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
-        if name.startswith("AGGREGATOR_"):
+        if name.startswith("AGGREGATOR_") and not name.startswith("AGGREGATOR_TEST_"):
             monkeypatch.delenv(name)
 
 
@@ -254,3 +255,12 @@ def test_sources_fits_80_columns_and_puts_the_cause_first(
     }
     assert listed["busy"]["failing"] and "429" in listed["busy"]["problem"]
     assert listed["fine"]["articles"] == 1 and not listed["fine"]["failing"]
+
+
+def test_the_database_keeps_the_first_id_authority(database_url: str) -> None:
+    with Store.open(database_url) as store:
+        assert store.adopt_id_authority(None) is None  # reading proposes nothing
+        assert store.adopt_id_authority("news.example.org,2025") == "news.example.org,2025"
+    with Store.open(database_url) as store:  # another process, another base_url
+        assert store.adopt_id_authority("feeds.example.net,2025") == "news.example.org,2025"
+        assert store.adopt_id_authority(None) == "news.example.org,2025"
