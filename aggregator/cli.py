@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import json
 import logging
 import multiprocessing
 import os
 import signal
 import sys
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -25,64 +26,97 @@ from pathlib import Path
 from typing import Annotated, NoReturn
 from urllib.parse import urlencode, urlsplit
 
+import tomli_w
 import typer
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
+from rich.text import Text
+from sqlalchemy.exc import ArgumentError
 from starlette.applications import Starlette
 
-from aggregator import archive, log, opml
+from aggregator import __version__, archive, health, log, opml
 from aggregator.adapters import adapter_names, get_adapter
-from aggregator.errors import AdapterError, AggregatorError, ArchiveError, ConfigError
+from aggregator.cpus import available_cpus
+from aggregator.errors import (
+    AdapterError,
+    AggregatorError,
+    ArchiveError,
+    ConfigError,
+    RateLimitedError,
+)
 from aggregator.export.feeds import FORMATS, FeedMeta, encode_cursor
 from aggregator.fetch import Fetcher, FetchLimits
 from aggregator.normalize import init_worker, warm_up
 from aggregator.pipeline import Poller, PollOutcome
+from aggregator.reload import SourcesReloader
 from aggregator.scheduler import Daemon, host_of, sync_sources
-from aggregator.serve import FEED_PATHS, build_server, create_app, listen
+from aggregator.serve import FEED_PATHS, SourceCatalog, build_server, create_app, listen
 from aggregator.settings import (
+    Explained,
     Settings,
-    load_settings,
+    explain_settings,
     load_sources,
     sources_to_toml,
     unknown_environment,
 )
 from aggregator.store import Store
-from aggregator.store.engine import is_postgresql
-from aggregator.types import Article, RawEntry, Source, StoredArticle
+from aggregator.store.engine import is_postgresql, parse_url
+from aggregator.types import Article, RawEntry, Source, SourceState, StoredArticle
 
 __all__ = ["app", "main"]
 
 logger = logging.getLogger(__name__)
 console = Console(stderr=True)
-out = Console(highlight=False)
+# Tables and counts only; text meant to be copied or parsed goes through typer.echo,
+# which neither reads markup nor wraps long lines.
+out = Console(highlight=False, markup=False)
 
 app = typer.Typer(
     help="Poll news feeds, normalize and deduplicate their articles, serve merged feeds.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Help texts are plain: rich markup would eat "[[source]]" and "[a-z0-9_-]".
+    rich_markup_mode=None,
 )
-db_app = typer.Typer(help="Database schema migrations.", no_args_is_help=True)
-opml_app = typer.Typer(help="Export or import the source list as OPML.", no_args_is_help=True)
+db_app = typer.Typer(
+    help="Database schema migrations.", no_args_is_help=True, rich_markup_mode=None
+)
+opml_app = typer.Typer(
+    help="Export or import the source list as OPML.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(db_app, name="db")
 app.add_typer(opml_app, name="opml")
+
+
+class LogLevel(StrEnum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
 
 
 class _Context:
     """Settings are loaded lazily so `--help` works even with a broken config."""
 
     config_file: Path | None = None
-    log_level: str | None = None
+    log_level: LogLevel | None = None
 
-    def settings(self) -> Settings:
-        settings = load_settings(self.config_file)
+    def explained(self) -> Explained:
+        explained = explain_settings(self.config_file)
+        settings = explained.settings
         if self.log_level:
-            settings = settings.model_copy(update={"log_level": self.log_level.upper()})
-        log.setup(settings.log_level)
+            settings = settings.model_copy(update={"log_level": self.log_level.value})
+            origins = {**explained.origins, "log_level": "command line --log-level"}
+            explained = Explained(settings, origins)
+        log.setup(settings.log_level, settings.log_format)
         for name in unknown_environment(os.environ):
             logger.warning("unknown environment variable %s is ignored", name)
-        return settings
+        return explained
+
+    def settings(self) -> Settings:
+        return self.explained().settings
 
 
 CONTEXT = _Context()
@@ -91,6 +125,12 @@ SourceOption = Annotated[
     list[str] | None,
     typer.Option("--source", "-s", help="Only this source (repeatable; default: all)."),
 ]
+
+
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        typer.echo(f"aggregator {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
@@ -105,8 +145,15 @@ def _global_options(
         ),
     ] = None,
     log_level: Annotated[
-        str | None, typer.Option(help="DEBUG, INFO, WARNING or ERROR (overrides settings).")
+        LogLevel | None,
+        typer.Option(case_sensitive=False, help="Overrides the log_level setting."),
     ] = None,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
 ) -> None:
     CONTEXT.config_file = config
     CONTEXT.log_level = log_level
@@ -178,7 +225,7 @@ def _parse_pool(settings: Settings) -> Iterator[Executor]:
     """
     workers = settings.parse_processes
     if workers < 0:
-        workers = os.cpu_count() or 1
+        workers = available_cpus()  # the container's CPU quota, not the host's cores
         workers = workers if workers > 1 else 0
     if workers == 0:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="parse") as thread:
@@ -189,7 +236,7 @@ def _parse_pool(settings: Settings) -> Iterator[Executor]:
         max_workers=workers,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=init_worker,
-        initargs=(settings.log_level,),
+        initargs=(settings.log_level, settings.log_format),
     )
     try:
         list(pool.map(warm_up, range(workers)))
@@ -231,19 +278,44 @@ def _base_url(settings: Settings) -> str:
     return settings.base_url or f"http://{host}:{settings.http_port}"
 
 
-def _http_app(settings: Settings, sources: Sequence[Source], store: Store) -> Starlette:
+def _id_authority(settings: Settings, store: Store) -> str:
+    """The ``HOST,YEAR`` of item ids: the database's own, kept when ``base_url`` changes.
+
+    The first configured ``base_url`` fixes it.  Without one, the listening address
+    (``0.0.0.0`` in a container) is only a stand-in and is not stored.
+    """
+    derived = f"{urlsplit(_base_url(settings)).hostname},2025"
+    stored = store.adopt_id_authority(derived if settings.base_url else None)
+    return stored or derived
+
+
+def _catalog(sources: Sequence[Source], catalog: SourceCatalog | None = None) -> SourceCatalog:
+    """The sources as the HTTP service shows them (``catalog`` is updated in place)."""
+    names = {source.id: source.name for source in sources}
+    enabled = [source.id for source in sources if source.enabled]
+    if catalog is None:
+        return SourceCatalog(names, enabled)
+    catalog.replace(names, enabled)
+    return catalog
+
+
+def _http_app(settings: Settings, catalog: SourceCatalog, store: Store) -> Starlette:
     return create_app(
         store,
         base_url=_base_url(settings),
+        id_authority=_id_authority(settings, store),
         title=settings.feed_title,
-        sources={source.id: source.name for source in sources},
+        sources=catalog,
         default_limit=settings.feed_limit,
         max_limit=settings.feed_max_limit,
     )
 
 
 def _fail(error: AggregatorError) -> NoReturn:
-    console.print(f"[bold red]error:[/] {error}", markup=True, highlight=False, soft_wrap=True)
+    # The message is text, not markup: a title or URL with brackets keeps them.
+    console.print(
+        Text.assemble(("error:", "bold red"), f" {error}"), highlight=False, soft_wrap=True
+    )
     raise typer.Exit(2 if isinstance(error, ConfigError) else 1)
 
 
@@ -268,23 +340,57 @@ async def _serve_until_signalled(
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    catalog = _catalog(sources)
     server = build_server(
-        _http_app(settings, sources, store), settings.http_host, settings.http_port
+        _http_app(settings, catalog, store), settings.http_host, settings.http_port
     )
     serving = asyncio.create_task(server.serve(sockets=[listening]))
     logger.info("serving feeds on %s/feed.xml", _base_url(settings))
+    if settings.base_url is None:
+        logger.warning(
+            "base_url is not set: feed links point to %s; set base_url (or "
+            "AGGREGATOR_BASE_URL) to the public URL, which also fixes the item ids for good",
+            _base_url(settings),
+        )
     try:
         if poll:
             with _parse_pool(settings) as pool:
                 async with Fetcher(_limits(settings)) as fetcher:
                     poller = _poller(settings, store, fetcher, pool)
-                    await Daemon(settings, sources, store, poller).run(stop)
+                    daemon = Daemon(settings, sources, store, poller)
+                    async with _reloading(settings, stop, catalog, daemon):
+                        await daemon.run(stop)
         else:
-            await stop.wait()
+            async with _reloading(settings, stop, catalog, None):
+                await stop.wait()
     finally:
         server.stop()
         await serving
         listening.close()
+
+
+@contextlib.asynccontextmanager
+async def _reloading(
+    settings: Settings, stop: asyncio.Event, catalog: SourceCatalog, daemon: Daemon | None
+) -> AsyncIterator[None]:
+    """Re-read the sources file on SIGHUP and when it changes, for as long as this lasts."""
+
+    async def apply(sources: Sequence[Source]) -> None:
+        if daemon is not None:
+            await daemon.replace_sources(sources)
+        _catalog(sources, catalog)
+
+    reloader = SourcesReloader(settings.sources_file, lambda: _sources(settings), apply)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, reloader.request)
+    watching = asyncio.create_task(reloader.watch(stop, settings.tick_seconds))
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGHUP)
+        watching.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watching
 
 
 @app.command()
@@ -340,32 +446,94 @@ async def _poll_once(
 @app.command()
 def poll(
     source: SourceOption = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Also poll sources a server asked to wait (Retry-After), disabled by "
+            "HTTP 410, or with enabled = false.",
+        ),
+    ] = False,
+    due: Annotated[
+        bool,
+        typer.Option("--due", help="Only sources whose next poll time has come (for cron)."),
+    ] = False,
 ) -> None:
-    """Poll once, now, and print a summary. Exits non-zero only when every polled source failed."""
+    """Poll once, now, and print a summary.
+
+    Sources a server asked to wait (Retry-After) or disabled (HTTP 410) are skipped
+    unless --force.  Exits non-zero only when every polled source failed; a skipped
+    source is not a failure.
+    """
+    now = datetime.now(UTC)
     with _reported():
         settings = CONTEXT.settings()
         chosen = _pick(_sources(settings), source)
         with _store(settings) as store:
-            outcomes = asyncio.run(_poll_once(settings, chosen, store))
-    table = Table(
-        "source", "status", "new", "updated", "unchanged", "merged", "skipped", "time", "error"
-    )
-    for outcome in outcomes:
+            # First: a source whose URL was edited starts afresh, not skipped as disabled.
+            asyncio.run(sync_sources(store, chosen))
+            states = {state.source_id: state for state in store.states()}
+            skipped = {
+                item.id: reason
+                for item in chosen
+                if (reason := _why_not_poll(item, states.get(item.id), now, force=force, due=due))
+            }
+            polled = [item for item in chosen if item.id not in skipped]
+            if force:
+                _lift_disabled(store, [states[item.id] for item in polled if item.id in states])
+            outcomes = asyncio.run(_poll_once(settings, polled, store)) if polled else []
+    table = Table("source", "status", "new", "updated", "unchanged", "time", "problem")
+    by_id = {outcome.source_id: outcome for outcome in outcomes}
+    for item in chosen:
+        outcome = by_id.get(item.id)
+        if outcome is None:
+            table.add_row(item.id, "skipped", "", "", "", "", skipped.get(item.id, ""))
+            continue
         counts = outcome.counts
+        state = states.get(item.id) or SourceState.fresh(item)
+        problem = health.cause_first(str(outcome.error), state) if outcome.error else ""
         table.add_row(
-            outcome.source_id,
+            item.id,
             outcome.status,
             str(counts.new),
             str(counts.updated),
-            str(counts.unchanged),
-            str(counts.merged),
-            str(counts.skipped),
+            str(counts.unchanged + counts.merged),
             f"{outcome.duration:.2f}s",
-            str(outcome.error or ""),
+            problem,
         )
     out.print(table)
     if outcomes and all(outcome.failed for outcome in outcomes):
         raise typer.Exit(1)
+
+
+def _why_not_poll(
+    source: Source, state: SourceState | None, now: datetime, *, force: bool, due: bool
+) -> str | None:
+    """Why a one-shot poll leaves ``source`` alone (``None``: poll it).
+
+    The daemon honours a server's Retry-After and a 410 through the stored next poll
+    time and disabled flag; a cron-driven ``poll`` must too, or it hammers a server
+    that asked it to wait.
+    """
+    next_poll = state.next_poll if state is not None else None
+    until = f"{next_poll:%Y-%m-%d %H:%M} UTC" if next_poll is not None and next_poll > now else None
+    if not force:
+        if not source.enabled:
+            return "enabled = false (--force polls it)"
+        if state is not None and state.disabled_reason:
+            return f"disabled: {state.disabled_reason} (--force polls it)"
+        if until and state is not None and state.last_error_kind == RateLimitedError.kind:
+            return f"server asked to wait until {until} (Retry-After)"
+    if due and until:
+        return f"not due until {until}"
+    return None
+
+
+def _lift_disabled(store: Store, states: Sequence[SourceState]) -> None:
+    """A forced poll of a source disabled by a 410 tries it again; a success re-enables it."""
+    store.finish_polls(
+        [(replace(state, disabled_reason=None), None) for state in states if state.disabled_reason]
+    )
 
 
 # --------------------------------------------------------------------------- status
@@ -384,45 +552,111 @@ def _ago(moment: datetime | None, now: datetime) -> str:
 
 
 @app.command()
-def sources() -> None:
-    """List every source with its polling state and article count."""
+def sources(
+    wide: Annotated[
+        bool, typer.Option("--wide", help="Every column on one line per source, unwrapped.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON, for scripts.")] = False,
+) -> None:
+    """List every source with its polling state, article count and what is wrong.
+
+    Fits 80 columns (the problem wraps); --wide adds name, URL and failure count.
+    """
     with _reported():
         settings = CONTEXT.settings()
         configured = _sources(settings)
         with _store(settings) as store:
             states = {state.source_id: state for state in store.states()}
             counts = store.article_counts()
+    enabled = {source.id for source in configured if source.enabled}
+    problems = {item.source_id: item for item in health.failing(states.values(), enabled)}
     now = datetime.now(UTC)
-    table = Table(
-        "id", "name", "enabled", "last success", "failures", "last error", "next poll", "articles"
-    )
+    if as_json:
+        rows = [
+            _source_json(source, states.get(source.id), problems.get(source.id), counts)
+            for source in configured
+        ]
+        typer.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    table = Table("source", "articles", "last success", "next poll", "problem")
+    if wide:
+        table = Table(
+            "source", "name", "url", "articles", "last success", "next poll", "failures", "problem"
+        )
     for source in configured:
         state = states.get(source.id)
-        problem = ""
-        if state and state.disabled_reason:
-            problem = f"DISABLED: {state.disabled_reason}"
-        elif state and state.last_error:
-            problem = f"{state.last_error_kind}: {state.last_error}"
-        table.add_row(
-            source.id,
-            source.name,
-            "yes" if source.enabled else "no",
-            _ago(state.last_success if state else None, now),
-            str(state.consecutive_failures if state else 0),
-            problem[:80],
-            _ago(state.next_poll if state else None, now) if source.enabled else "-",
+        problem = problems.get(source.id)
+        if not source.enabled:
+            note = "not polled (enabled = false)"
+        elif problem is not None:
+            when = f"failing since {_ago(problem.since, now)}" if problem.since else "failing"
+            note = f"{when}: {problem.message}"
+        else:
+            note = ""
+        row = [
             str(counts.get(source.id, 0)),
-        )
-    out.print(table)
+            _ago(state.last_success if state else None, now),
+            _ago(state.next_poll if state else None, now) if source.enabled else "-",
+        ]
+        if wide:
+            failures = str(state.consecutive_failures if state else 0)
+            table.add_row(source.id, source.name, source.url, *row, failures, note)
+        else:
+            table.add_row(source.id, *row, note)
+    (Console(highlight=False, markup=False, width=10_000) if wide else out).print(table)
+
+
+def _source_json(
+    source: Source,
+    state: SourceState | None,
+    problem: health.Failing | None,
+    counts: Mapping[str, int],
+) -> dict[str, object]:
+    def iso(moment: datetime | None) -> str | None:
+        return moment.isoformat() if moment else None
+
+    return {
+        "id": source.id,
+        "name": source.name,
+        "url": source.url,
+        "enabled": source.enabled,
+        "articles": counts.get(source.id, 0),
+        "last_success": iso(state.last_success if state else None),
+        "next_poll": iso(state.next_poll if state else None),
+        "consecutive_failures": state.consecutive_failures if state else 0,
+        "failing": problem is not None,
+        "failing_since": iso(problem.since if problem else None),
+        "problem": problem.message if problem else None,
+        "error_kind": problem.kind if problem else None,
+        "disabled": state.disabled_reason if state else None,
+    }
 
 
 @app.command("config")
 def show_config() -> None:
-    """Print the effective settings (file + environment + defaults)."""
+    """Print the effective settings as TOML, each with where it came from.
+
+    The output is a valid settings file (secrets masked); a setting left unset
+    is a comment.
+    """
     with _reported():
-        settings = CONTEXT.settings()
-    for name, value in settings.model_dump().items():
-        out.print(f"{name} = {value!r}")
+        explained = CONTEXT.explained()
+    values = explained.settings.model_dump(mode="json")
+    values["database_url"] = _masked_database_url(values["database_url"])
+    for name, value in values.items():
+        origin = explained.origins[name]
+        if value is None:
+            typer.echo(f"# {name} is not set  # {origin}")
+        else:
+            typer.echo(f"{tomli_w.dumps({name: value}).rstrip()}  # {origin}")
+
+
+def _masked_database_url(url: str) -> str:
+    """The database URL with its password as ``***`` (it goes to terminals and tickets)."""
+    try:
+        return parse_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "***"  # not a URL SQLAlchemy reads; it may still hold a secret
 
 
 # --------------------------------------------------------------------------- export / import
@@ -499,7 +733,7 @@ def _export_meta(
         first_url=url(selection),
         html_url=base + "/",
         updated=store.last_updated(sources or None) or datetime.now(UTC),
-        id_authority=f"{urlsplit(base).hostname},2025",
+        id_authority=_id_authority(settings, store),
         next_url=next_url,
     )
 
@@ -721,7 +955,7 @@ def opml_import(
             raise ConfigError(f"cannot read: {exc.strerror}", file=str(path)) from exc
         imported = opml.parse_opml(data, file=str(path))
     fresh = [item for item in imported if item.url not in known]
-    out.print(sources_to_toml(fresh), end="")
+    typer.echo(sources_to_toml(fresh), nl=False)
     console.print(f"{len(fresh)} new sources ({len(imported) - len(fresh)} already configured)")
 
 

@@ -614,7 +614,9 @@ class _translate:
         refused = _find_cause(exc, AddressRefusedError)
         if refused is not None:
             raise BlockedURLError(
-                f"address {refused.address} of {refused.host!r} is not public", **context
+                f"address {refused.address} of {refused.host!r} is not public (to poll it, set "
+                "allow_private = true on the source or allow_private_addresses = true)",
+                **context,
             ) from exc
         if isinstance(exc, httpx2.TimeoutException):
             logger.debug("%s: source=%s url=%s", type(exc).__name__, attempt.source.id, attempt.url)

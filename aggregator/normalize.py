@@ -105,7 +105,7 @@ def parse_and_adapt(
     return Normalized(pairs, skipped, feed.problems, len(feed.entries))
 
 
-def init_worker(log_level: str) -> None:
+def init_worker(log_level: str, log_format: log.LogFormat = "text") -> None:
     """Set up a parse-pool worker: our log format, Ctrl-C left to the parent, and an
     exit of its own when the parent is gone.
 
@@ -116,7 +116,7 @@ def init_worker(log_level: str) -> None:
     and would stay for good, each with its memory, one set per restart.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    log.setup(log_level)
+    log.setup(log_level, log_format)
     parent = multiprocessing.parent_process()
     if parent is not None:
         threading.Thread(

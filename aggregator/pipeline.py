@@ -227,6 +227,7 @@ class Poller:
             consecutive_failures=0,
             last_error_kind=None,
             last_error=None,
+            failing_since=None,
             next_poll=timing.after_success(now, source.interval, jitter=self.jitter, rng=self.rng),
         )
 
@@ -294,6 +295,7 @@ class Poller:
             consecutive_failures=failures,
             last_error_kind=error.kind,
             last_error=str(error)[:2000],
+            failing_since=state.failing_since or now,
             next_poll=timing.after_failure(
                 now,
                 source.interval,

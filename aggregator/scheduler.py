@@ -206,8 +206,11 @@ class Daemon:
                 # Its host has enough polls of ours; others go first, it keeps its place.
                 host_busy.append((state, claimed_at))
                 continue
+            source = self.sources.get(state.source_id)
+            if source is None:  # removed from the configuration since it was claimed
+                self._spawn(self._release(state.source_id))
+                continue
             self._per_host[host] += 1
-            source = self.sources[state.source_id]
             task = asyncio.create_task(self._poll_and_release(source, state, host))
             self.in_flight[source.id] = task
         self.queue.extendleft(reversed(host_busy))
@@ -250,6 +253,32 @@ class Daemon:
         except Exception:
             # The lease still expires on its own; say so rather than hide it.
             logger.exception("cannot release source %r; its claim expires by itself", source_id)
+
+    async def replace_sources(self, sources: Sequence[Source]) -> None:
+        """Poll ``sources`` from now on (a reload): added ones are claimed when due,
+        removed ones are no longer claimed, changed ones are polled as they are now.
+
+        Polls already running finish as they started; a removed source's claims
+        still waiting in the queue are handed back.
+        """
+        enabled = {source.id: source for source in sources if source.enabled}
+        added = sorted(enabled.keys() - self.sources.keys())
+        removed = sorted(self.sources.keys() - enabled.keys())
+        changed = sorted(
+            source_id
+            for source_id in enabled.keys() & self.sources.keys()
+            if enabled[source_id] != self.sources[source_id]
+        )
+        await sync_sources(self.store, list(enabled.values()))
+        self.sources = enabled
+        self._all_claimed = False  # an added source may be due at once
+        logger.info(
+            "sources reloaded: %d polled; added %s; removed %s; changed %s",
+            len(enabled),
+            ", ".join(added) or "none",
+            ", ".join(removed) or "none",
+            ", ".join(changed) or "none",
+        )
 
     async def renew_leases(self) -> None:
         """Extend the claims of the polls still running, so none outlasts its lease."""

@@ -28,7 +28,7 @@ import socket
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import format_datetime, parsedate_to_datetime
@@ -44,6 +44,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from . import health
 from . import metrics as metrics_module
 from .errors import ServiceError, StorageError
 from .export.feeds import (
@@ -57,7 +58,14 @@ from .export.feeds import (
 from .httpguard import HEAD_TIMEOUT, guarded_protocol
 from .types import UTC, Cursor, SourceState, StoredArticle
 
-__all__ = ["FEED_PATHS", "ArticleReader", "EmbeddedServer", "build_server", "create_app"]
+__all__ = [
+    "FEED_PATHS",
+    "ArticleReader",
+    "EmbeddedServer",
+    "SourceCatalog",
+    "build_server",
+    "create_app",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -106,11 +114,35 @@ class BadRequest(Exception):
     """A client mistake; the message is shown to the client, so keep it short and safe."""
 
 
+class SourceCatalog:
+    """The configured sources as the service knows them, replaced whole on a reload.
+
+    Requests read it from the server's threads while the daemon's loop replaces it,
+    so a reload swaps one tuple (atomic) rather than mutating a dict being iterated.
+    """
+
+    def __init__(self, names: Mapping[str, str], enabled: Iterable[str] | None = None) -> None:
+        self._view: tuple[Mapping[str, str], frozenset[str]] = ({}, frozenset())
+        self.replace(names, enabled)
+
+    def replace(self, names: Mapping[str, str], enabled: Iterable[str] | None = None) -> None:
+        """``names``: source id -> display name; ``enabled``: the ids polled (default all)."""
+        self._view = (dict(names), frozenset(names if enabled is None else enabled))
+
+    @property
+    def names(self) -> Mapping[str, str]:
+        return self._view[0]
+
+    @property
+    def enabled(self) -> frozenset[str]:
+        return self._view[1]
+
+
 @dataclass(frozen=True)
 class _Site:
     base_url: str
     title: str
-    sources: Mapping[str, str]
+    catalog: SourceCatalog
     default_limit: int
     max_limit: int
     id_authority: str
@@ -125,6 +157,10 @@ class _Site:
         """The longest body served whole, so that any single item fits a page: escaping
         (``&`` -> ``&amp;``) and UTF-8 (CJK) make a character at most about 6 bytes."""
         return self.max_page_bytes // 8
+
+    @property
+    def sources(self) -> Mapping[str, str]:
+        return self.catalog.names
 
     def url(self, path: str, params: Sequence[tuple[str, str]] = ()) -> str:
         query = urlencode(params)
@@ -378,11 +414,13 @@ _PAGE = """<!DOCTYPE html>
 body {{ font-family: sans-serif; max-width: 48rem; margin: 1rem auto; padding: 0 1rem; }}
 nav a {{ margin-right: .75rem; }} nav a.current {{ font-weight: bold; }}
 li {{ margin: .4rem 0; }} .meta {{ color: #666; font-size: .9em; }}
+.failing {{ color: #a00; }}
 </style>
 </head>
 <body>
 <h1>{title}</h1>
 <nav>{nav}</nav>
+{failing}
 <p>Feeds: {feed_links}</p>
 <ol class="articles">
 {items}
@@ -420,13 +458,17 @@ def _index_endpoint(reader: ArticleReader, site: _Site) -> Route:
             f'<a href="{_e(site.url(path, params))}">{fmt.name}</a>'
             for path, fmt in _FEED_PATHS.items()
         )
+        problems = {
+            problem.source_id: problem
+            for problem in health.failing(reader.states(), site.catalog.enabled)
+        }
         nav = [f'<a href="{_e(site.url("/"))}"{_current(not query.sources)}>All</a>']
         for source_id, name in site.sources.items():
             href = site.url("/", [("source", source_id)])
             label = f"{name} ({counts.get(source_id, 0)})"
-            nav.append(
-                f'<a href="{_e(href)}"{_current(query.sources == (source_id,))}>{_e(label)}</a>'
-            )
+            marked = ' class="failing" title="failing"' if source_id in problems else ""
+            current = _current(query.sources == (source_id,))
+            nav.append(f'<a href="{_e(href)}"{current}><span{marked}>{_e(label)}</span></a>')
         items = "\n".join(_index_item(stored) for stored in page) or "<li>No articles yet.</li>"
         older = ""
         if len(rows) > query.limit:
@@ -437,6 +479,7 @@ def _index_endpoint(reader: ArticleReader, site: _Site) -> Route:
             title=_e(title),
             alternates=alternates,
             nav="\n".join(nav),
+            failing=_failing_list(problems.values(), site.sources),
             feed_links=feed_links,
             items=items,
             older=older,
@@ -453,6 +496,26 @@ def _index_endpoint(reader: ArticleReader, site: _Site) -> Route:
         )
 
     return Route("/", endpoint, methods=["GET"], name="index")
+
+
+def _failing_list(problems: Iterable[health.Failing], names: Mapping[str, str]) -> str:
+    """The failing sources, each with since when and why, above the articles."""
+    rows = []
+    for problem in problems:
+        since = f"{problem.since:%Y-%m-%d %H:%M} UTC" if problem.since else "the last poll"
+        retry = (
+            f" (next try {problem.next_retry:%Y-%m-%d %H:%M} UTC)"
+            if problem.next_retry
+            else " (disabled)"
+        )
+        name = names.get(problem.source_id, problem.source_id)
+        rows.append(
+            f'<li class="failing"><b>{_e(name)}</b>: failing since {since}: '
+            f"{_e(problem.message[:300])}{retry}</li>"
+        )
+    if not rows:
+        return ""
+    return '<ul class="failing-sources">\n' + "\n".join(rows) + "\n</ul>"
 
 
 def _current(flag: bool) -> str:
@@ -474,17 +537,31 @@ def _index_item(stored: StoredArticle) -> str:
 
 
 def _state_json(state: SourceState, name: str | None) -> dict[str, object]:
-    def iso(moment: datetime | None) -> str | None:
-        return moment.isoformat() if moment else None
-
     return {
         "name": name,
-        "last_success": iso(state.last_success),
-        "last_attempt": iso(state.last_attempt),
-        "next_poll": iso(state.next_poll),
+        "last_success": _iso(state.last_success),
+        "last_attempt": _iso(state.last_attempt),
+        "next_poll": _iso(state.next_poll),
         "consecutive_failures": state.consecutive_failures,
         "last_error_kind": state.last_error_kind,
+        "last_error": state.last_error,
+        "failing_since": _iso(state.failing_since),
         "disabled": state.disabled_reason,
+    }
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+def _failing_json(problem: health.Failing) -> dict[str, object]:
+    return {
+        "source": problem.source_id,
+        "message": problem.message,
+        "kind": problem.kind,
+        "since": _iso(problem.since),
+        "next_retry": _iso(problem.next_retry),
+        "consecutive_failures": problem.failures,
     }
 
 
@@ -499,7 +576,15 @@ def _healthz_endpoint(reader: ArticleReader, site: _Site) -> Route:
             down = {"status": "unavailable", "database": "unreachable"}
             return JSONResponse(down, status_code=503, headers={"Cache-Control": "no-store"})
         sources = {s.source_id: _state_json(s, site.sources.get(s.source_id)) for s in states}
-        body: dict[str, object] = {"status": "ok", "database": "ok", "sources": sources}
+        problems = health.failing(states, site.catalog.enabled)
+        # A feed outage is "degraded" with 200, never 503: a health check that fails
+        # on it would get the container restarted, which mends no feed.
+        body: dict[str, object] = {
+            "status": "degraded" if problems else "ok",
+            "database": "ok",
+            "failing": [_failing_json(problem) for problem in problems],
+            "sources": sources,
+        }
         return _json(body, headers={"Cache-Control": "no-store"})
 
     return Route("/healthz", endpoint, methods=["GET"], name="healthz")
@@ -578,7 +663,7 @@ def create_app(
     *,
     base_url: str,
     title: str = "aggregator",
-    sources: Mapping[str, str] | None = None,
+    sources: Mapping[str, str] | SourceCatalog | None = None,
     default_limit: int = 50,
     max_limit: int = 500,
     id_authority: str | None = None,
@@ -593,7 +678,9 @@ def create_app(
     Args:
         base_url: the public absolute URL the service is reached at (every link and
             feed id is built from it, never from the request).
-        sources: source id -> display name; ``?source=`` accepts exactly these ids.
+        sources: source id -> display name; ``?source=`` accepts exactly these ids.  A
+            :class:`SourceCatalog` (which also knows which are enabled) can be
+            replaced while the app runs, when the daemon reloads its sources.
         id_authority: the ``host,year`` of the ``tag:`` item ids; defaults to the host
             of ``base_url`` and 2025.  Set it explicitly to keep ids when moving host.
         max_page_bytes: a feed page larger than this is served with fewer items (the
@@ -609,7 +696,7 @@ def create_app(
     site = _Site(
         base_url=base_url.rstrip("/"),
         title=title,
-        sources=dict(sources or {}),
+        catalog=sources if isinstance(sources, SourceCatalog) else SourceCatalog(sources or {}),
         default_limit=default_limit,
         max_limit=max_limit,
         id_authority=id_authority or f"{parts.hostname},2025",

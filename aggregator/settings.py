@@ -13,7 +13,8 @@ import json
 import os
 import re
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -30,11 +31,14 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from aggregator.errors import ConfigError
+from aggregator.log import LogFormat
 from aggregator.types import Source
 
 __all__ = [
     "DEFAULT_CONFIG_FILE",
+    "Explained",
     "Settings",
+    "explain_settings",
     "load_settings",
     "load_sources",
     "sources_to_toml",
@@ -66,6 +70,9 @@ class Settings(BaseSettings):
     )
     sources_file: Path = Field(Path("config/sources.toml"), description="the source list")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: LogFormat = Field(
+        "text", description="text (one line per event) or json (one object per line)"
+    )
     http_host: str = "127.0.0.1"
     http_port: int = Field(8080, ge=0, le=65535)
     base_url: str | None = Field(
@@ -95,8 +102,8 @@ class Settings(BaseSettings):
         -1,
         ge=-1,
         le=64,
-        description="processes that parse and clean fetched feeds: -1 one per CPU core "
-        "(when there are several), 0 none (a thread of the daemon)",
+        description="processes that parse and clean fetched feeds: -1 one per usable CPU "
+        "(affinity and container CPU quota; when there are several), 0 none (a thread)",
     )
     connect_timeout: Timeout = 5.0
     read_timeout: Timeout = 15.0
@@ -159,22 +166,50 @@ def _short(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _first_error(exc: ValidationError, file: str, *, prefix: str = "") -> ConfigError:
-    """The first problem as ``file:key: problem`` (the rest are counted, not hidden)."""
-    error = exc.errors()[0]
-    problem = error["msg"].removeprefix("Value error, ")
-    if error["type"] == "extra_forbidden":
-        problem = "unknown key"
-    elif "input" in error and error["type"] != "missing":
-        problem = f"{problem} (got {_short(repr(error['input']))})"
-    more = len(exc.errors()) - 1
-    if more:
-        problem += f" (and {more} more problem{'s' if more > 1 else ''})"
-    key = ".".join([prefix, *map(str, error["loc"])] if prefix else map(str, error["loc"]))
-    return ConfigError(problem, file=file, key=key or "?")
+Problem = tuple[str, str, str]  # (file or origin, key, what is wrong)
 
 
-def load_settings(config_file: Path | None = None) -> Settings:
+def _problems(
+    exc: ValidationError, origin: Callable[[str], str], *, prefix: str = ""
+) -> list[Problem]:
+    """Every problem pydantic found, as ``(origin, key, problem)``."""
+    found = []
+    for error in exc.errors():
+        problem = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            problem = "unknown key"
+        elif "input" in error and error["type"] != "missing":
+            problem = f"{problem} (got {_short(repr(error['input']))})"
+        loc = [str(part) for part in error["loc"]]
+        key = ".".join([prefix, *loc] if prefix else loc)
+        found.append((origin(loc[0] if loc else ""), key or "?", problem))
+    return found
+
+
+def _config_error(problems: Sequence[Problem]) -> ConfigError:
+    """One error naming every problem, one ``file:key: problem`` per line.
+
+    ``file`` and ``key`` are the first problem's; fixing a file one complaint per
+    start (the old "(and 2 more problems)") takes as many starts as there are typos.
+    """
+    (file, key, problem), *rest = problems
+    message = "\n".join([problem, *(f"{where}:{name}: {what}" for where, name, what in rest)])
+    return ConfigError(message, file=file, key=key)
+
+
+@dataclass(frozen=True)
+class Explained:
+    """Settings with where each value came from: ``default``, ``file PATH`` or ``environment``."""
+
+    settings: Settings
+    origins: Mapping[str, str]
+
+
+def _environment_name(field: str) -> str:
+    return ENV_PREFIX + field.upper()
+
+
+def explain_settings(config_file: Path | None = None) -> Explained:
     """Build :class:`Settings` from the file (explicit, else the default if present) and env."""
     path = config_file
     if path is None and DEFAULT_CONFIG_FILE.is_file():
@@ -182,16 +217,29 @@ def load_settings(config_file: Path | None = None) -> Settings:
     if config_file is not None and not config_file.is_file():
         raise ConfigError("settings file not found", file=str(config_file))
     values = _read_toml(path) if path is not None else {}
+    environment = {name.upper() for name in os.environ}
+
+    def origin(field: str) -> str:
+        if _environment_name(field) in environment:
+            return f"environment ${_environment_name(field)}"
+        return str(path) if path is not None else "built-in defaults"
+
     try:
-        return Settings(**values)
+        settings = Settings(**values)
     except ValidationError as exc:
-        loc = exc.errors()[0]["loc"]
-        env_name = ENV_PREFIX + str(loc[0]).upper() if loc else ""
-        if env_name in os.environ:
-            origin = f"environment ${env_name}"
-        else:
-            origin = str(path) if path is not None else "built-in defaults"
-        raise _first_error(exc, origin) from exc
+        raise _config_error(_problems(exc, origin)) from exc
+    origins = {
+        field: f"environment {_environment_name(field)}"
+        if _environment_name(field) in environment
+        else (f"file {path}" if field in values else "default")
+        for field in Settings.model_fields
+    }
+    return Explained(settings, origins)
+
+
+def load_settings(config_file: Path | None = None) -> Settings:
+    """Build :class:`Settings` from the file (explicit, else the default if present) and env."""
+    return explain_settings(config_file).settings
 
 
 def unknown_environment(environ: Mapping[str, str]) -> list[str]:
@@ -308,6 +356,7 @@ def load_sources(settings: Settings, *, adapters: Sequence[str]) -> list[Source]
     if not isinstance(tables, list):
         raise ConfigError("expected [[source]] tables", file=file, key="source")
     sources: list[Source] = []
+    problems: list[Problem] = []
     seen: dict[str, int] = {}
     for index, table in enumerate(tables):
         where = f"source[{index}]"
@@ -316,21 +365,27 @@ def load_sources(settings: Settings, *, adapters: Sequence[str]) -> list[Source]
         try:
             config = SourceConfig.model_validate(table)
         except ValidationError as exc:
-            raise _first_error(exc, file, prefix=where) from exc
+            problems += _problems(exc, lambda _field: file, prefix=where)
+            continue
         if config.id in seen:
-            raise ConfigError(
-                f"duplicate source id {config.id!r} (first at source[{seen[config.id]}])",
-                file=file,
-                key=f"{where}.id",
+            problems.append(
+                (
+                    file,
+                    f"{where}.id",
+                    f"duplicate source id {config.id!r} (first at source[{seen[config.id]}])",
+                )
             )
+            continue
         if config.adapter not in adapters:
-            raise ConfigError(
-                f"unknown adapter {config.adapter!r} (known: {', '.join(sorted(adapters))})",
-                file=file,
-                key=f"{where}.adapter",
+            known = ", ".join(sorted(adapters))
+            problems.append(
+                (file, f"{where}.adapter", f"unknown adapter {config.adapter!r} (known: {known})")
             )
+            continue
         seen[config.id] = index
         sources.append(config.to_source(settings))
+    if problems:
+        raise _config_error(problems)
     return sources
 
 

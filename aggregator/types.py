@@ -214,6 +214,8 @@ class SourceState:
     #: The configured URL this state was made for (``url`` may be a redirect target);
     #: ``None``: not known (made before it was recorded), taken to be the current one.
     configured_url: str | None = None
+    #: The first failed poll of the current run of failures; ``None`` while healthy.
+    failing_since: datetime | None = None
 
     @classmethod
     def fresh(cls, source: Source) -> SourceState:

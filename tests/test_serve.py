@@ -26,7 +26,7 @@ from starlette.testclient import TestClient
 from aggregator.errors import StorageError
 from aggregator.export import encode_cursor
 from aggregator.metrics import Metrics
-from aggregator.serve import build_server, create_app
+from aggregator.serve import SourceCatalog, build_server, create_app
 from aggregator.types import UTC, Article, Cursor, Provenance, SourceState, StoredArticle
 
 BASE = "https://news.example.org"
@@ -412,12 +412,24 @@ def test_healthz_reports_database_and_sources(client: TestClient) -> None:
     response = client.get("/healthz")
     assert response.status_code == 200
     body = response.json()
-    assert body["status"] == "ok" and body["database"] == "ok"
+    # rfa's last poll failed: degraded, still 200 (a feed outage is no reason to restart).
+    assert body["status"] == "degraded" and body["database"] == "ok"
+    assert [problem["source"] for problem in body["failing"]] == ["rfa"]
+    assert body["failing"][0]["since"] == T0.isoformat()
     assert body["sources"]["zaobao"]["last_success"] == T0.isoformat()
     assert body["sources"]["zaobao"]["name"] == "联合早报"
     assert body["sources"]["rfa"]["last_success"] is None
     assert body["sources"]["rfa"]["consecutive_failures"] == 3
     assert body["sources"]["rfa"]["last_error_kind"] == "timeout"
+
+
+def test_healthz_is_ok_when_no_enabled_source_fails(reader: FakeReader) -> None:
+    app = create_app(
+        reader, base_url=BASE, sources=SourceCatalog(SOURCES, enabled=["zaobao", "voa"])
+    )
+    body = TestClient(app).get("/healthz").json()
+    assert body["status"] == "ok"  # rfa fails, but it is not polled any more
+    assert body["failing"] == []
 
 
 def test_healthz_is_503_when_database_is_down(client: TestClient, reader: FakeReader) -> None:

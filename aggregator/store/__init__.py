@@ -19,6 +19,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import select, text
 
 from aggregator.migrations import upgrade
+from aggregator.store import _meta
 from aggregator.store._articles import ArticlesMixin
 from aggregator.store._reads import ReadsMixin
 from aggregator.store._retention import PruneReport, RetentionMixin, SourcePrune
@@ -88,3 +89,9 @@ class Store(StateMixin, ArticlesMixin, ReadsMixin, RetentionMixin):
         """Raise :class:`StorageError` unless the database answers (``/readyz``)."""
         with self._errors("reach the database"), self._engine.connect() as connection:
             connection.execute(select(1))
+
+    def adopt_id_authority(self, proposed: str | None) -> str | None:
+        """The item-id authority this database keeps (``proposed`` if none yet; ``None``
+        proposes nothing and only reads)."""
+        with self._errors("read the id authority"), writing(self._engine) as conn:
+            return _meta.adopt(conn, _meta.ID_AUTHORITY, proposed)

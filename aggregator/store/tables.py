@@ -43,6 +43,7 @@ from aggregator.types import Article, DateSource, SourceState
 __all__ = [
     "ArticleRow",
     "LeaseRow",
+    "MetaRow",
     "ProvenanceRow",
     "RawEntryRow",
     "SourceStateRow",
@@ -51,6 +52,7 @@ __all__ = [
     "article_values",
     "articles",
     "leases",
+    "meta",
     "metadata",
     "provenance",
     "raw_entries",
@@ -218,6 +220,16 @@ class SourceStateRow(SQLModel, table=True):
     next_poll: datetime | None = Field(default=None, sa_type=UTCDateTime)
     disabled_reason: str | None = Field(default=None, sa_type=Text)
     configured_url: str | None = Field(default=None, sa_type=Text)
+    failing_since: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class MetaRow(SQLModel, table=True):
+    """Facts about the database itself, fixed when it was made (see store/_meta.py)."""
+
+    __tablename__ = "meta"
+
+    key: str = Field(sa_type=String(64), primary_key=True)
+    value: str = Field(sa_type=Text)
 
 
 class LeaseRow(SQLModel, table=True):
@@ -253,6 +265,7 @@ raw_entries: Table = metadata.tables["raw_entries"]
 source_state: Table = metadata.tables["source_state"]
 leases: Table = metadata.tables["leases"]
 tombstones: Table = metadata.tables["tombstones"]
+meta: Table = metadata.tables["meta"]
 
 
 def article_values(article: Article, *, updated: datetime) -> dict[str, Any]:
