@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from feedserver import FeedServer, redirect, reset, static, status, wrong_charset
 
-from aggregator.errors import StorageError
+from aggregator.errors import ParseError, StorageError
 from aggregator.fetch import Fetcher, FetchLimits
 from aggregator.pipeline import Poller, PollOutcome, _GroupCommit
 from aggregator.store import Store
@@ -225,6 +225,37 @@ def test_a_process_pool_gives_the_same_articles_as_a_thread(
                 assert _poll_with(store, source, executor).counts.new == 20
                 results.append([stored.article for stored in store.latest(limit=50)])
     assert results[0] == results[1]
+
+
+def test_a_non_feed_fails_with_the_same_one_line_error_in_a_process_pool_and_a_thread(
+    server: FeedServer, tmp_path: Path
+) -> None:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from aggregator.normalize import init_worker
+
+    markdown = b"# Notes\n\nNot a feed: *Markdown* with a [link](https://example.org).\n"
+    server.route("/notes.md", static(markdown, content_type="text/markdown"))
+    source = _source(server, "/notes.md", "notes", "generic")
+    errors = []
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(
+        1, mp_context=context, initializer=init_worker, initargs=("INFO",)
+    ) as pool:
+        for name, executor in (("thread", None), ("pool", pool)):
+            with Store.open(f"sqlite:///{tmp_path / name}.db") as store:
+                outcome = _poll_with(store, source, executor)
+                state = store.get_state(source)
+            assert outcome.status == "failed"
+            errors.append((type(outcome.error), str(outcome.error), state.last_error))
+    (thread_error, pool_error) = errors
+    assert pool_error == thread_error
+    kind, message, last_error = pool_error
+    assert kind is ParseError
+    assert last_error == message
+    assert "\n" not in message and "Traceback" not in message
+    assert message.startswith("not a readable feed: source='notes'")
 
 
 def test_a_broken_pool_falls_back_to_threads(server: FeedServer, store: Store) -> None:
