@@ -36,14 +36,14 @@ from aggregator.adapters import adapter_names, get_adapter
 from aggregator.errors import AdapterError, AggregatorError, ArchiveError, ConfigError
 from aggregator.export.feeds import FORMATS, FeedMeta, encode_cursor
 from aggregator.fetch import Fetcher, FetchLimits
-from aggregator.normalize import init_worker, warm_up
+from aggregator.normalize import init_worker, normalize_entries, warm_up
 from aggregator.pipeline import Poller, PollOutcome
 from aggregator.scheduler import Daemon, host_of, sync_sources
 from aggregator.serve import FEED_PATHS, build_server, create_app
 from aggregator.settings import Settings, load_settings, load_sources, sources_to_toml
 from aggregator.store import Store
 from aggregator.store.engine import is_postgresql
-from aggregator.types import Article, RawEntry, Source, StoredArticle
+from aggregator.types import Article, PollCounts, RawEntry, Source, StoredArticle
 
 __all__ = ["app", "main"]
 
@@ -523,20 +523,56 @@ def _source_for(article: Article, sources: Sequence[Source], forced: Source | No
     return Source(id="archive", name=article.source_name or "archive", url=article.link)
 
 
-def _renormalized(article: Article, source: Source) -> Article:
-    """Run an archived article through its source's adapter, as if it were fetched again.
+def _as_fetched(article: Article) -> tuple[RawEntry, datetime]:
+    """An archived article as the raw entry its source's adapter would have been given.
 
-    This is what cleans the body of seed files that still carry ads and repairs
-    their dates; the first-fetched time of the archive is kept.
+    Running it through the adapter again is what cleans the body of seed files
+    that still carry ads and repairs their dates.
     """
     published = article.published.isoformat() if article.published else None
     entry = RawEntry(
         link=article.link, title=article.title, content=article.body, published=published
     )
-    fetched = article.fetched or article.published or datetime.now(UTC)
-    adapter = get_adapter(source.adapter if source.id != "archive" else "generic")
-    fresh = adapter(entry, source, fetched)
-    return replace(fresh, fetched=article.fetched or fresh.fetched, comments=article.comments)
+    return entry, article.fetched or article.published or datetime.now(UTC)
+
+
+def _normalize_archived(
+    documents: Sequence[archive.ArchiveDocument], sources: Sequence[Source], forced: Source | None
+) -> Iterator[tuple[int, Article | AdapterError]]:
+    """Each document (by index) normalized by its source, or why it could not be; the
+    archive's first-fetched time and comments flag are kept."""
+    by_source: defaultdict[Source, list[int]] = defaultdict(list)
+    for index, document in enumerate(documents):
+        by_source[_source_for(document.article, sources, forced)].append(index)
+    for owner, indexes in by_source.items():
+        fetched = (_as_fetched(documents[index].article) for index in indexes)
+        for index, (_, result) in zip(indexes, normalize_entries(fetched, owner), strict=True):
+            if not isinstance(result, AdapterError):
+                archived = documents[index].article
+                result = replace(
+                    result, fetched=archived.fetched or result.fetched, comments=archived.comments
+                )
+            yield index, result
+
+
+def _archive_files(paths: Sequence[Path]) -> list[Path]:
+    return sorted(
+        {
+            file
+            for path in paths
+            for file in ([path] if path.is_file() else path.rglob("*"))
+            if file.is_file()
+        }
+    )
+
+
+def _say(line: str) -> None:
+    """One plain line on stderr: never wrapped, brackets kept (no markup)."""
+    console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+# Files read, normalized and stored per round: memory stays flat on big archives.
+_IMPORT_FILES = 500
 
 
 @app.command("import")
@@ -547,42 +583,47 @@ def import_(
         typer.Option("--source", "-s", help="Source id for every file (default: by author/site)."),
     ] = None,
 ) -> None:
-    """Import seed-format archive files into the database, deduplicated (twice adds nothing)."""
-    files = sorted(
-        {
-            file
-            for path in paths
-            for file in ([path] if path.is_file() else path.rglob("*"))
-            if file.is_file()
-        }
-    )
+    """Import seed-format archive files into the database, deduplicated (twice adds nothing).
+
+    Each file becomes new, updated, already stored, a duplicate of another file of the
+    same import, or skipped (unreadable, or rejected by its source's adapter: printed
+    with the reason, one line per file); the summary's counts add up to the files.
+    """
+    files = _archive_files(paths)
     with _reported():
         settings = CONTEXT.settings()
         configured = _sources(settings)
         forced = _pick(configured, [source])[0] if source else None
-        articles: list[Article] = []
-        failures = 0
-        with Progress(console=console, transient=True) as progress:
-            task = progress.add_task("reading", total=len(files))
-            for path, result in archive.read_files(files):
-                progress.advance(task)
-                if isinstance(result, ArchiveError):
-                    failures += 1
-                    console.print(f"[yellow]skipped[/] {result}")
-                    continue
-                owner = _source_for(result.article, configured, forced)
-                try:
-                    articles.append(_renormalized(result.article, owner))
-                except AdapterError as exc:
-                    failures += 1
-                    console.print(f"[yellow]skipped[/] {path}: {exc}")
-        with _store(settings) as store:
-            counts = store.import_articles(articles)
+        counts = PollCounts()
+        skipped = 0
+        with _store(settings) as store, Progress(console=console, transient=True) as progress:
+            task = progress.add_task("importing", total=len(files))
+            for start in range(0, len(files), _IMPORT_FILES):
+                batch = files[start : start + _IMPORT_FILES]
+                paths_read: list[Path] = []
+                documents: list[archive.ArchiveDocument] = []
+                for path, read in archive.read_files(batch):
+                    if isinstance(read, ArchiveError):
+                        skipped += 1
+                        _say(f"skipped {read}")
+                    else:
+                        paths_read.append(path)
+                        documents.append(read)
+                articles: list[Article] = []
+                for index, result in _normalize_archived(documents, configured, forced):
+                    if isinstance(result, AdapterError):
+                        skipped += 1
+                        _say(f"skipped {paths_read[index]}: {result}")
+                    else:
+                        articles.append(result)
+                counts += store.import_articles(articles)
+                progress.advance(task, len(batch))
     out.print(
         f"{len(files)} files: {counts.new} new, {counts.updated} updated, "
-        f"{counts.unchanged + counts.merged} already stored, {failures} skipped"
+        f"{counts.unchanged + counts.merged} already stored, "
+        f"{counts.skipped} duplicates, {skipped} skipped"
     )
-    if files and failures == len(files):
+    if files and skipped == len(files):
         raise typer.Exit(1)
 
 
@@ -590,25 +631,28 @@ def import_(
 def renormalize(
     source: SourceOption = None,
 ) -> None:
-    """Re-run the (improved) adapters over the stored raw entries, without refetching."""
+    """Re-run the (improved) adapters over the stored raw entries, without refetching.
+
+    An entry its adapter now rejects (or crashes on) keeps its stored article and is
+    counted, as a poll would skip it; the others are rewritten.
+    """
     with _reported():
         settings = CONTEXT.settings()
         chosen = {item.id: item for item in _pick(_sources(settings), source)}
+        skipped = 0
         with _store(settings) as store:
-            batches: dict[str, list[tuple[RawEntry, Article]]] = {}
-            skipped = 0
+            stored: defaultdict[str, list[tuple[RawEntry, datetime]]] = defaultdict(list)
             for source_id, entry, fetched in store.iter_raw(sorted(chosen)):
-                owner = chosen.get(source_id)
-                if owner is None:
-                    continue
-                try:
-                    fresh = get_adapter(owner.adapter)(entry, owner, fetched)
-                except AdapterError as exc:
-                    skipped += 1
-                    logger.warning("renormalize skipped an entry: %s", exc)
-                    continue
-                batches.setdefault(source_id, []).append((entry, fresh))
-            for source_id, pairs in batches.items():
+                if source_id in chosen:
+                    stored[source_id].append((entry, fetched))
+            for source_id, entries in stored.items():
+                pairs: list[tuple[RawEntry, Article]] = []
+                for entry, result in normalize_entries(entries, chosen[source_id]):
+                    if isinstance(result, AdapterError):
+                        skipped += 1
+                        logger.warning("renormalize skipped an entry: %s", result)
+                    else:
+                        pairs.append((entry, result))
                 counts = store.replace_articles(chosen[source_id], pairs)
                 out.print(f"{source_id}: {counts.updated} updated, {counts.unchanged} unchanged")
     if skipped:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
@@ -15,8 +16,10 @@ from lxml import etree
 from typer.testing import CliRunner
 
 from aggregator import archive
+from aggregator.adapters import get_adapter, register
 from aggregator.cli import app
 from aggregator.store import Store
+from aggregator.types import Article, RawEntry, Source
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SEEDS = sorted((FIXTURES / "seeds").glob("*.txt"))
@@ -46,6 +49,23 @@ url = "https://feedx.net/rss/mgzy1.xml"
 adapter = "voa"
 retention_days = 36500
 """
+
+
+FLAKY_SOURCE = """
+[[source]]
+id = "flaky"
+name = "Flaky"
+url = "https://flaky.example.org/feed.xml"
+adapter = "test-crashes-on-boom"
+"""
+
+
+@register("test-crashes-on-boom")
+def _crashes_on_boom(entry: RawEntry, source: Source, fetched_at: datetime) -> Article:
+    """A buggy adapter (a real one, registered): it crashes on one entry in particular."""
+    if "boom" in (entry.title or ""):
+        raise ZeroDivisionError("division by zero")
+    return get_adapter("generic")(entry, source, fetched_at)
 
 
 def _expected_bodies() -> dict[str, str]:
@@ -127,6 +147,41 @@ def test_import_then_jekyll_export_reproduces_the_seeds(invoke: Invoke, tmp_path
         # The body is the cleaned one, exactly what the adapter golden files expect.
         assert again.body == bodies[original.link]
         assert "获取更多RSS" not in again.body and "dfp-ad" not in again.body
+
+
+def test_import_counts_add_up_and_each_skipped_file_is_one_line(
+    invoke: Invoke, tmp_path: Path, config: Path
+) -> None:
+    with (tmp_path / "sources.toml").open("a", encoding="utf-8") as sources:
+        sources.write(FLAKY_SOURCE)
+    folder = tmp_path / "archive"
+    folder.mkdir()
+    for seed in SEEDS:
+        (folder / seed.name).write_bytes(seed.read_bytes())
+    (folder / "copy-of-first.txt").write_bytes(SEEDS[0].read_bytes())  # a duplicate
+    (folder / "broken [draft].txt").write_text("no front matter here\n", encoding="utf-8")
+    first = archive.read_file(SEEDS[0]).article
+    for title in ("boom goes the adapter", "a calm day"):
+        flaky = replace(
+            first, source_name="Flaky", title=title, link=f"https://flaky.example.org/{title[0]}"
+        )
+        archive.write_archive([flaky], folder / title[0])
+
+    output = invoke("import", str(folder))
+
+    assert output.splitlines()[-1] == (
+        "9 files: 6 new, 0 updated, 0 already stored, 1 duplicates, 2 skipped"
+    )
+    skipped = [line for line in output.splitlines() if line.startswith("skipped ")]
+    assert len(skipped) == 2
+    (broken,) = [line for line in skipped if "broken [draft].txt" in line]
+    (crashed,) = [line for line in skipped if line != broken]
+    assert "boom-goes-the-adapter" in crashed  # the file is named
+    assert "adapter 'test-crashes-on-boom' crashed" in crashed
+    assert "ZeroDivisionError: division by zero" in crashed
+    # Again: what was stored is found; the copy is still a duplicate of its twin.
+    again = invoke("import", str(folder)).splitlines()[-1]
+    assert again == "9 files: 0 new, 0 updated, 6 already stored, 1 duplicates, 2 skipped"
 
 
 def test_export_feeds_to_stdout_and_files(invoke: Invoke, tmp_path: Path) -> None:
@@ -232,8 +287,6 @@ def test_db_commands(invoke: Invoke) -> None:
 def test_renormalize_reruns_adapters_over_stored_raw_entries(
     invoke: Invoke, database_url: str
 ) -> None:
-    from dataclasses import replace
-
     from aggregator.adapters import get_adapter
     from aggregator.parse import parse_feed
     from aggregator.types import Source
@@ -254,3 +307,25 @@ def test_renormalize_reruns_adapters_over_stored_raw_entries(
         (stored,) = store.latest(limit=5)
     assert stored.article.body == good.body
     assert "voa: 0 updated, 1 unchanged" in invoke("renormalize")
+
+
+def test_renormalize_skips_an_entry_its_adapter_crashes_on_and_goes_on(
+    invoke: Invoke, tmp_path: Path, database_url: str
+) -> None:
+    from aggregator.parse import parse_feed
+
+    with (tmp_path / "sources.toml").open("a", encoding="utf-8") as sources:
+        sources.write(FLAKY_SOURCE)
+    flaky = Source("flaky", "Flaky", "https://flaky.example.org/feed.xml", adapter="generic")
+    feed = parse_feed((FIXTURES / "adapters" / "seeds-voa.xml").read_bytes(), url=flaky.url)
+    fetched = datetime(2023, 7, 3, 11, tzinfo=UTC)
+    calm = feed.entries[0]
+    boom = replace(calm, title="boom", link="https://flaky.example.org/boom", guid="boom")
+    with Store.open(database_url) as store:
+        pairs = [(entry, get_adapter("generic")(entry, flaky, fetched)) for entry in (calm, boom)]
+        store.save_poll(flaky, pairs, store.get_state(flaky))
+
+    output = invoke("renormalize")
+
+    assert "flaky: 0 updated, 1 unchanged" in output
+    assert "1 entries skipped" in output
