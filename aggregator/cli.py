@@ -38,7 +38,7 @@ from aggregator.export.feeds import FORMATS, FeedMeta, encode_cursor
 from aggregator.fetch import Fetcher, FetchLimits
 from aggregator.normalize import init_worker, normalize_entries, warm_up
 from aggregator.pipeline import Poller, PollOutcome
-from aggregator.scheduler import Daemon, host_of, sync_sources
+from aggregator.scheduler import Daemon, HostSlots, sync_sources
 from aggregator.serve import FEED_PATHS, build_server, create_app
 from aggregator.settings import Settings, load_settings, load_sources, sources_to_toml
 from aggregator.store import Store
@@ -310,9 +310,7 @@ async def _poll_once(
     _use_database_threads(store)
     await sync_sources(store, sources)
     limit = asyncio.Semaphore(settings.max_concurrent_polls)
-    per_host: defaultdict[str, asyncio.Semaphore] = defaultdict(
-        lambda: asyncio.Semaphore(settings.max_polls_per_host)
-    )
+    hosts = HostSlots(settings.max_polls_per_host)
     # One-shot polls of a few feeds would spend longer starting a pool than using it.
     pool = _parse_pool(settings) if len(sources) > 4 else contextlib.nullcontext()
     with pool as executor:
@@ -321,7 +319,7 @@ async def _poll_once(
 
             async def one(source: Source) -> PollOutcome:
                 # The host's slot first: waiting for it must not hold one of `limit`.
-                async with per_host[host_of(source.url)], limit:
+                async with hosts.hold(source.url), limit:
                     return await poller.poll(source)
 
             return list(await asyncio.gather(*(one(source) for source in sources)))

@@ -20,13 +20,14 @@ the poll ends.  Because of that
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Coroutine, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
@@ -38,7 +39,7 @@ from aggregator.settings import Settings
 from aggregator.store import Store
 from aggregator.types import UTC, Source, SourceState
 
-__all__ = ["Daemon", "host_of", "instance_id", "sync_sources"]
+__all__ = ["Daemon", "HostSlots", "host_of", "instance_id", "sync_sources"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,46 @@ logger = logging.getLogger(__name__)
 def host_of(url: str) -> str:
     """The host a poll of ``url`` talks to, for the per-host limit."""
     return (urlsplit(url).hostname or url).lower()
+
+
+class HostSlots:
+    """The per-host limit, for the daemon and the one-shot poll alike: at most
+    ``limit`` of our polls talk to one host at once, so a site carrying many of the
+    sources is not hit by all of them together."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._busy: Counter[str] = Counter()  # polls in flight, by host
+        self._waiting: list[asyncio.Future[None]] = []
+
+    def try_take(self, url: str) -> str | None:
+        """Take a slot of ``url``'s host and return the host, or ``None`` when it is full."""
+        host = host_of(url)
+        if self._busy[host] >= self.limit:
+            return None
+        self._busy[host] += 1
+        return host
+
+    def give_back(self, host: str) -> None:
+        self._busy[host] -= 1
+        if not self._busy[host]:
+            del self._busy[host]
+        waiting, self._waiting = self._waiting, []
+        for waiter in waiting:  # each tries again; those of other hosts wait again
+            if not waiter.done():
+                waiter.set_result(None)
+
+    @contextlib.asynccontextmanager
+    async def hold(self, url: str) -> AsyncIterator[None]:
+        """Wait for a slot of ``url``'s host, and give it back at the end."""
+        while (host := self.try_take(url)) is None:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiting.append(waiter)
+            await waiter
+        try:
+            yield
+        finally:
+            self.give_back(host)
 
 
 def instance_id() -> str:
@@ -96,7 +137,7 @@ class Daemon:
         self._batch = 4 * settings.max_concurrent_polls
         self._low_water = settings.max_concurrent_polls // 2
         self._all_claimed = False  # the last claim found fewer due sources than it asked
-        self._per_host: Counter[str] = Counter()  # polls in flight, by host
+        self.hosts = HostSlots(settings.max_polls_per_host)
         self._background: set[asyncio.Task[object]] = set()
 
     async def poll_due(self) -> list[str]:
@@ -151,12 +192,11 @@ class Daemon:
             if claimed_at < stale_before:
                 self._spawn(self._release(state.source_id))
                 continue
-            host = host_of(state.url)
-            if self._per_host[host] >= self.settings.max_polls_per_host:
+            host = self.hosts.try_take(state.url)
+            if host is None:
                 # Its host has enough polls of ours; others go first, it keeps its place.
                 host_busy.append((state, claimed_at))
                 continue
-            self._per_host[host] += 1
             source = self.sources[state.source_id]
             task = asyncio.create_task(self._poll_and_release(source, state, host))
             self.in_flight[source.id] = task
@@ -175,9 +215,7 @@ class Daemon:
             return outcome
         finally:
             self.in_flight.pop(source.id, None)
-            self._per_host[host] -= 1
-            if not self._per_host[host]:
-                del self._per_host[host]
+            self.hosts.give_back(host)
             if not released:  # disabled, cancelled or the final write failed
                 await self._release(source.id)
             if not self._stopping:
