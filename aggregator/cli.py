@@ -23,7 +23,6 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, NoReturn
-from urllib.parse import urlencode, urlsplit
 
 import typer
 from rich.console import Console
@@ -34,16 +33,17 @@ from starlette.applications import Starlette
 from aggregator import archive, log, opml
 from aggregator.adapters import adapter_names, get_adapter
 from aggregator.errors import AdapterError, AggregatorError, ArchiveError, ConfigError
-from aggregator.export.feeds import FORMATS, FeedMeta, encode_cursor
+from aggregator.export.feeds import FORMATS
+from aggregator.export.site import FEED_PATHS, FeedSite, default_id_authority
 from aggregator.fetch import Fetcher, FetchLimits
 from aggregator.normalize import init_worker, normalize_entries, warm_up
 from aggregator.pipeline import Poller, PollOutcome
 from aggregator.scheduler import Daemon, HostSlots, sync_sources
-from aggregator.serve import FEED_PATHS, build_server, create_app
+from aggregator.serve import build_server, create_app
 from aggregator.settings import Settings, load_settings, load_sources, sources_to_toml
 from aggregator.store import Store
 from aggregator.store.engine import is_postgresql
-from aggregator.types import Article, PollCounts, RawEntry, Source, StoredArticle
+from aggregator.types import Article, PollCounts, RawEntry, Source
 
 __all__ = ["app", "main"]
 
@@ -223,14 +223,27 @@ def _base_url(settings: Settings) -> str:
     return settings.base_url or f"http://{host}:{settings.http_port}"
 
 
-def _http_app(settings: Settings, sources: Sequence[Source], store: Store) -> Starlette:
-    return create_app(
-        store,
-        base_url=_base_url(settings),
+def _feed_site(settings: Settings, sources: Sequence[Source]) -> FeedSite:
+    base_url = _base_url(settings)
+    return FeedSite(
+        base_url=base_url,
         title=settings.feed_title,
         sources={source.id: source.name for source in sources},
         default_limit=settings.feed_limit,
+        id_authority=default_id_authority(base_url),
+    )
+
+
+def _http_app(settings: Settings, sources: Sequence[Source], store: Store) -> Starlette:
+    site = _feed_site(settings, sources)
+    return create_app(
+        store,
+        base_url=site.base_url,
+        title=site.title,
+        sources=site.sources,
+        default_limit=site.default_limit,
         max_limit=settings.feed_max_limit,
+        id_authority=site.id_authority,
     )
 
 
@@ -447,49 +460,21 @@ def export(
                 written = _export_jekyll(store, ids, out_path)
                 console.print(f"{written.written} written, {written.unchanged} unchanged")
                 return
-            items = store.latest(sources=ids, limit=limit)
-            meta = _export_meta(settings, format.value, ids or [], limit, items, store)
+            rows = store.latest(sources=ids, limit=limit + 1)
+            items = rows[:limit]
+            # A snapshot of the first page; its next link continues on the HTTP service.
+            meta = _feed_site(settings, _sources(settings)).meta(
+                FEED_PATHS[format.value],
+                ids or [],
+                limit,
+                updated=store.last_updated(ids),
+                next_page=items[-1].cursor if len(rows) > limit else None,
+            )
             payload = FORMATS[format.value].render(meta, items)
     if out_path is None:
         sys.stdout.buffer.write(payload)
     else:
         out_path.write_bytes(payload)
-
-
-def _export_meta(
-    settings: Settings,
-    format: str,
-    sources: list[str],
-    limit: int,
-    items: Sequence[StoredArticle],
-    store: Store,
-) -> FeedMeta:
-    """Metadata for an exported feed file, linking to the served pages of the same selection.
-
-    The file is a snapshot of the first page; its ``next`` link continues on the
-    HTTP service at ``base_url``, which serves the older pages with the same cursor.
-    """
-    base = _base_url(settings)
-    path = FEED_PATHS[format]
-    selection = [("source", source) for source in sorted(sources)]
-    if limit != settings.feed_limit:
-        selection.append(("limit", str(limit)))
-
-    def url(params: list[tuple[str, str]]) -> str:
-        return base + path + (f"?{urlencode(params)}" if params else "")
-
-    next_url = None
-    if len(items) == limit:
-        next_url = url([*selection, ("before", encode_cursor(items[-1].cursor))])
-    return FeedMeta(
-        title=settings.feed_title,
-        self_url=url(selection),
-        first_url=url(selection),
-        html_url=base + "/",
-        updated=store.last_updated(sources or None) or datetime.now(UTC),
-        id_authority=f"{urlsplit(base).hostname},2025",
-        next_url=next_url,
-    )
 
 
 def _export_jekyll(store: Store, ids: list[str] | None, folder: Path) -> archive.WriteCounts:

@@ -45,14 +45,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import metrics as metrics_module
 from .errors import StorageError
-from .export.feeds import FORMATS, FeedFormat, FeedMeta, decode_cursor, encode_cursor
+from .export.feeds import FORMATS, FeedFormat, decode_cursor, encode_cursor
+from .export.site import FEED_PATHS, FeedSite, default_id_authority
 from .types import UTC, Cursor, SourceState, StoredArticle
 
 __all__ = ["FEED_PATHS", "ArticleReader", "EmbeddedServer", "build_server", "create_app"]
 
 logger = logging.getLogger(__name__)
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _LIMIT_RE = re.compile(r"[0-9]{1,6}")
 # Bump when the rendered documents change shape, so caches drop old validators.
 _RENDER_VERSION = "1"
@@ -63,8 +63,6 @@ _CACHE_ENTRIES = 64
 _CACHE_BYTES = 32 * 1024 * 1024
 _GZIP_MINIMUM = 500  # as the GZipMiddleware below: smaller bodies go as they are
 _GZIP_LEVEL = 5  # against 6: ~20% less CPU for a feed page, <1% larger
-#: Where each format is served; the CLI's file export links to the same pages.
-FEED_PATHS: Mapping[str, str] = {"rss": "/feed.xml", "atom": "/atom.xml", "json": "/feed.json"}
 _FEED_PATHS: Mapping[str, FeedFormat] = {path: FORMATS[name] for name, path in FEED_PATHS.items()}
 
 
@@ -96,22 +94,13 @@ class BadRequest(Exception):
     """A client mistake; the message is shown to the client, so keep it short and safe."""
 
 
-@dataclass(frozen=True)
-class _Site:
-    base_url: str
-    title: str
-    sources: Mapping[str, str]
-    default_limit: int
+@dataclass(frozen=True, kw_only=True)
+class _Site(FeedSite):
+    """The feeds' addresses and names, and what only the service needs besides."""
+
     max_limit: int
-    id_authority: str
-    description: str
-    language: str | None
     cache_max_age: int
     metrics: metrics_module.Metrics = field(repr=False)
-
-    def url(self, path: str, params: Sequence[tuple[str, str]] = ()) -> str:
-        query = urlencode(params)
-        return f"{self.base_url}{path}" + (f"?{query}" if query else "")
 
 
 @dataclass(frozen=True)
@@ -124,12 +113,7 @@ class _Query:
     before_token: str | None
 
     def params(self, site: _Site, *, before: str | None = None) -> list[tuple[str, str]]:
-        params = [("source", source) for source in self.sources]
-        if self.limit != site.default_limit:
-            params.append(("limit", str(self.limit)))
-        if before:
-            params.append(("before", before))
-        return params
+        return site.selection(self.sources, self.limit, before=before)
 
 
 def _parse_query(request: Request, site: _Site) -> _Query:
@@ -303,25 +287,15 @@ def _render(
     # One extra row tells whether a next page exists without a second query.
     rows = reader.latest(sources=selection, limit=query.limit + 1, before=query.before)
     page = rows[: query.limit]
-    next_token = encode_cursor(page[-1].cursor) if len(rows) > query.limit else None
-    meta = FeedMeta(
-        title=_feed_title(site, query.sources),
-        self_url=site.url(path, query.params(site, before=query.before_token)),
-        first_url=site.url(path, query.params(site)),
-        next_url=site.url(path, query.params(site, before=next_token)) if next_token else None,
-        html_url=site.url("/", query.params(site)),
-        updated=last_updated or _EPOCH,
-        id_authority=site.id_authority,
-        description=site.description,
-        language=site.language,
+    meta = site.meta(
+        path,
+        query.sources,
+        query.limit,
+        updated=last_updated,
+        before=query.before_token,
+        next_page=page[-1].cursor if len(rows) > query.limit else None,
     )
     return fmt.render(meta, page)
-
-
-def _feed_title(site: _Site, sources: Sequence[str]) -> str:
-    if not sources:
-        return site.title
-    return f"{site.title}: " + ", ".join(site.sources[source] for source in sources)
 
 
 # --- the HTML index ------------------------------------------------------------------
@@ -368,7 +342,7 @@ def _index_endpoint(reader: ArticleReader, site: _Site) -> Route:
         rows = reader.latest(sources=selection, limit=query.limit + 1, before=query.before)
         page = rows[: query.limit]
         counts = reader.article_counts()
-        title = _feed_title(site, query.sources)
+        title = site.feed_title(query.sources)
         params = query.params(site)
         alternates = "\n".join(
             f'<link rel="alternate" type="{fmt.mime}" title="{_e(title)} ({fmt.name})" '
@@ -568,7 +542,7 @@ def create_app(
         sources=dict(sources or {}),
         default_limit=default_limit,
         max_limit=max_limit,
-        id_authority=id_authority or f"{parts.hostname},2025",
+        id_authority=id_authority or default_id_authority(base_url),
         description=description,
         language=language,
         cache_max_age=cache_max_age,
