@@ -382,7 +382,7 @@ def post_filename(article: Article) -> str:
     so re-exports never rename a file.  The name never holds a path separator,
     ``..``, a control or reserved character, and stays well under 255 bytes.
     """
-    moment = article.published or article.fetched or EPOCH
+    moment = article.sort_time or EPOCH
     digest = hashlib.sha256(article.link.encode("utf-8", "surrogatepass")).hexdigest()[:10]
     parts = [f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}", _slug(article.title), digest]
     return "-".join(part for part in parts if part) + ".md"

@@ -660,7 +660,7 @@ def prune(
     verb = "would prune" if dry_run else "pruned"
     for stored in gone:
         article = stored.article
-        when = article.published or article.fetched
+        when = stored.cursor.sort_time
         out.print(f"{verb} {article.source_id} {when:%Y-%m-%d} {article.title}")
     out.print(f"{verb} {len(gone)} articles")
 
