@@ -116,9 +116,10 @@ def parse_and_adapt(
     machine parsing and cleaning are most of a full poll's cost, and threads
     would serialise on the GIL.
     """
-    feed = parse_feed(content, url=url, headers=headers, source=source.id)
-    entries = feed.entries[:max_entries]
-    pairs, skipped = adapt_entries(entries, source, fetched_at)
+    with log.bound(source.id, url):  # a worker process has no poll's binding of its own
+        feed = parse_feed(content, url=url, headers=headers, source=source.id)
+        entries = feed.entries[:max_entries]
+        pairs, skipped = adapt_entries(entries, source, fetched_at)
     if feed.problems and entries and not pairs:
         # Broken markup that salvaged nothing usable is a broken feed, not an empty one.
         raise ParseError(

@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from aggregator import log
 from aggregator.errors import StorageError
 from aggregator.pipeline import Poller, PollOutcome
 from aggregator.settings import Settings
@@ -97,12 +98,11 @@ def instance_id() -> str:
 async def sync_sources(store: Store, sources: Sequence[Source]) -> None:
     """Reset the state of sources whose URL was edited in the configuration, and say so."""
     for old, source in await asyncio.to_thread(store.sync_sources, sources):
-        logger.info(
-            "source %r: configured URL changed (%s -> %s); its polling state starts afresh",
-            source.id,
-            old.configured_url,
-            source.url,
-        )
+        with log.bound(source.id, source.url):
+            logger.info(
+                "configured URL changed (was %s); its polling state starts afresh",
+                old.configured_url,
+            )
 
 
 class Daemon:
@@ -231,7 +231,7 @@ class Daemon:
             await asyncio.to_thread(self.store.release, source_id, self.owner)
         except Exception:
             # The lease still expires on its own; say so rather than hide it.
-            logger.exception("cannot release source %r; its claim expires by itself", source_id)
+            logger.exception("cannot release source=%s; its claim expires by itself", source_id)
 
     async def renew_leases(self) -> None:
         """Extend the claims of the polls still running, so none outlasts its lease."""
@@ -245,12 +245,12 @@ class Daemon:
             logger.error("cannot renew the leases of %d running polls: %s", len(running), exc)
             return
         for source_id in sorted(taken):
-            logger.warning(
-                "source %r: its lease ran out during the poll and another instance claimed "
-                "it; both may poll it this once (lease_seconds=%g)",
-                source_id,
-                self.lease.total_seconds(),
-            )
+            with log.bound(source_id, self.sources[source_id].url):
+                logger.warning(
+                    "its lease ran out during the poll and another instance claimed it; "
+                    "both may poll it this once (lease_seconds=%g)",
+                    self.lease.total_seconds(),
+                )
 
     async def prune(self) -> None:
         now = datetime.now(UTC)
