@@ -114,7 +114,8 @@ def test_gone_disables_the_source_and_says_so(
     assert second.status == "disabled"
     assert len(server.requests("/gone")) == 1
     assert "410" in (store.get_state(source).disabled_reason or "")
-    assert any("disabled source 'gone'" in message for message in caplog.messages)
+    # The line names the source through log.bound (see test_log.py).
+    assert any("not polling a disabled source" in message for message in caplog.messages)
 
 
 def test_rate_limit_honours_retry_after(server: FeedServer, store: Store) -> None:
