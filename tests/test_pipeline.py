@@ -10,7 +10,7 @@ import asyncio
 import dataclasses
 import logging
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -315,7 +315,7 @@ def test_ends_of_polls_are_written_in_batches_and_a_bad_row_fails_only_its_poll(
     batches: list[int] = []
     finish_polls = store.finish_polls
 
-    def recording(finished: list[tuple[SourceState, str | None]]) -> None:
+    def recording(finished: Sequence[tuple[SourceState, str | None]]) -> None:
         batches.append(len(finished))
         finish_polls(finished)
 
