@@ -33,7 +33,6 @@ that would end it early.
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import re
 import unicodedata
@@ -60,7 +59,6 @@ __all__ = [
     "write_archive",
 ]
 
-logger = logging.getLogger(__name__)
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ONE_MS = timedelta(milliseconds=1)
@@ -349,12 +347,12 @@ def read_file(path: Path, *, source_id: str = "") -> ArchiveDocument:
 def read_files(
     paths: Iterable[Path], *, source_id: str = ""
 ) -> Iterator[tuple[Path, ArchiveDocument | ArchiveError]]:
-    """Read many files; a malformed one yields its error instead of stopping the batch."""
+    """Read many files; a malformed one yields its error instead of stopping the batch
+    (the caller reports it, once)."""
     for path in paths:
         try:
             yield path, read_file(path, source_id=source_id)
         except ArchiveError as error:
-            logger.warning("skipping archive file: %s", error)
             yield path, error
 
 

@@ -63,16 +63,25 @@ app.add_typer(db_app, name="db")
 app.add_typer(opml_app, name="opml")
 
 
+class LogLevel(StrEnum):
+    """The levels ``--log-level`` accepts; any other value is a usage error, not a crash."""
+
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+
+
 class _Context:
     """Settings are loaded lazily so `--help` works even with a broken config."""
 
     config_file: Path | None = None
-    log_level: str | None = None
+    log_level: LogLevel | None = None
 
     def settings(self) -> Settings:
         settings = load_settings(self.config_file)
         if self.log_level:
-            settings = settings.model_copy(update={"log_level": self.log_level.upper()})
+            settings = settings.model_copy(update={"log_level": self.log_level.value})
         log.setup(settings.log_level)
         return settings
 
@@ -97,7 +106,8 @@ def _global_options(
         ),
     ] = None,
     log_level: Annotated[
-        str | None, typer.Option(help="DEBUG, INFO, WARNING or ERROR (overrides settings).")
+        LogLevel | None,
+        typer.Option(case_sensitive=False, help="Overrides the settings' log_level."),
     ] = None,
 ) -> None:
     CONTEXT.config_file = config
@@ -539,14 +549,11 @@ def _normalize_archived(
 
 
 def _archive_files(paths: Sequence[Path]) -> list[Path]:
-    return sorted(
-        {
-            file
-            for path in paths
-            for file in ([path] if path.is_file() else path.rglob("*"))
-            if file.is_file()
-        }
-    )
+    """The files named and those under the folders named; a path that is neither stays,
+    so that reading it reports it like any unreadable file."""
+    files = {path for path in paths if not path.is_dir()}
+    files.update(file for path in paths if path.is_dir() for file in path.rglob("*"))
+    return sorted(file for file in files if file.is_file() or not file.exists())
 
 
 def _say(line: str) -> None:

@@ -167,15 +167,20 @@ def test_import_counts_add_up_and_each_skipped_file_is_one_line(
         )
         archive.write_archive([flaky], folder / title[0])
 
-    output = invoke("import", str(folder))
+    missing = tmp_path / "missing.txt"
+
+    output = invoke("import", str(folder), str(missing))
 
     assert output.splitlines()[-1] == (
-        "9 files: 6 new, 0 updated, 0 already stored, 1 duplicates, 2 skipped"
+        "10 files: 6 new, 0 updated, 0 already stored, 1 duplicates, 3 skipped"
     )
-    skipped = [line for line in output.splitlines() if line.startswith("skipped ")]
-    assert len(skipped) == 2
+    lines = output.splitlines()
+    skipped = [line for line in lines if line.startswith("skipped ")]
+    assert len(skipped) == 3
+    assert len([line for line in lines if "broken [draft].txt" in line]) == 1  # once
     (broken,) = [line for line in skipped if "broken [draft].txt" in line]
-    (crashed,) = [line for line in skipped if line != broken]
+    unreadable = f"skipped {missing}: cannot read: No such file or directory"
+    (crashed,) = set(skipped) - {broken, unreadable}
     assert "boom-goes-the-adapter" in crashed  # the file is named
     assert "adapter 'test-crashes-on-boom' crashed" in crashed
     assert "ZeroDivisionError: division by zero" in crashed
@@ -290,6 +295,14 @@ def test_every_command_has_help(command: list[str]) -> None:
     assert result.exit_code == 0
     assert "Usage" in result.output
     assert len(result.output.splitlines()) > 3
+
+
+def test_a_bad_log_level_is_a_usage_error_not_a_traceback(config: Path) -> None:
+    result = CliRunner().invoke(app, ["--config", str(config), "--log-level", "LOUD", "sources"])
+    assert result.exit_code == 2
+    assert "'LOUD' is not one of" in result.output
+    assert "Traceback" not in result.output and result.exception is not None
+    assert isinstance(result.exception, SystemExit)
 
 
 def test_bad_config_exits_2_naming_file_and_key(tmp_path: Path) -> None:
