@@ -33,7 +33,6 @@ that would end it early.
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import re
 import unicodedata
@@ -60,7 +59,6 @@ __all__ = [
     "write_archive",
 ]
 
-logger = logging.getLogger(__name__)
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ONE_MS = timedelta(milliseconds=1)
@@ -351,12 +349,12 @@ def read_file(path: Path, *, source_id: str = "") -> ArchiveDocument:
 def read_files(
     paths: Iterable[Path], *, source_id: str = ""
 ) -> Iterator[tuple[Path, ArchiveDocument | ArchiveError]]:
-    """Read many files; a malformed one yields its error instead of stopping the batch."""
+    """Read many files; a malformed one yields its error instead of stopping the batch
+    (the caller reports it, once)."""
     for path in paths:
         try:
             yield path, read_file(path, source_id=source_id)
         except ArchiveError as error:
-            logger.warning("skipping archive file: %s", error)
             yield path, error
 
 
@@ -384,7 +382,7 @@ def post_filename(article: Article) -> str:
     so re-exports never rename a file.  The name never holds a path separator,
     ``..``, a control or reserved character, and stays well under 255 bytes.
     """
-    moment = article.published or article.fetched or EPOCH
+    moment = article.sort_time or EPOCH
     digest = hashlib.sha256(article.link.encode("utf-8", "surrogatepass")).hexdigest()[:10]
     parts = [f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}", _slug(article.title), digest]
     return "-".join(part for part in parts if part) + ".md"

@@ -24,7 +24,6 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, NoReturn
-from urllib.parse import urlencode, urlsplit
 
 import tomli_w
 import typer
@@ -45,13 +44,14 @@ from aggregator.errors import (
     ConfigError,
     RateLimitedError,
 )
-from aggregator.export.feeds import FORMATS, FeedMeta, encode_cursor
+from aggregator.export.feeds import FORMATS
+from aggregator.export.site import FEED_PATHS, FeedSite, default_id_authority
 from aggregator.fetch import Fetcher, FetchLimits
-from aggregator.normalize import init_worker, warm_up
+from aggregator.normalize import init_worker, normalize_entries, warm_up
 from aggregator.pipeline import Poller, PollOutcome
 from aggregator.reload import SourcesReloader
-from aggregator.scheduler import Daemon, host_of, sync_sources
-from aggregator.serve import FEED_PATHS, SourceCatalog, build_server, create_app, listen
+from aggregator.scheduler import Daemon, HostSlots, sync_sources
+from aggregator.serve import SourceCatalog, build_server, create_app, listen
 from aggregator.settings import (
     Explained,
     Settings,
@@ -62,7 +62,7 @@ from aggregator.settings import (
 )
 from aggregator.store import Store
 from aggregator.store.engine import is_postgresql, parse_url
-from aggregator.types import Article, RawEntry, Source, SourceState, StoredArticle
+from aggregator.types import Article, PollCounts, RawEntry, Source, SourceState
 
 __all__ = ["app", "main"]
 
@@ -91,6 +91,8 @@ app.add_typer(opml_app, name="opml")
 
 
 class LogLevel(StrEnum):
+    """The levels ``--log-level`` accepts; any other value is a usage error, not a crash."""
+
     DEBUG = "DEBUG"
     INFO = "INFO"
     WARNING = "WARNING"
@@ -284,7 +286,7 @@ def _id_authority(settings: Settings, store: Store) -> str:
     The first configured ``base_url`` fixes it.  Without one, the listening address
     (``0.0.0.0`` in a container) is only a stand-in and is not stored.
     """
-    derived = f"{urlsplit(_base_url(settings)).hostname},2025"
+    derived = default_id_authority(_base_url(settings))
     stored = store.adopt_id_authority(derived if settings.base_url else None)
     return stored or derived
 
@@ -299,15 +301,27 @@ def _catalog(sources: Sequence[Source], catalog: SourceCatalog | None = None) ->
     return catalog
 
 
+def _feed_site(settings: Settings, sources: Mapping[str, str], store: Store) -> FeedSite:
+    """Addresses, names and id authority of the feeds, for the service and the file export."""
+    return FeedSite(
+        base_url=_base_url(settings),
+        title=settings.feed_title,
+        sources=sources,
+        default_limit=settings.feed_limit,
+        id_authority=_id_authority(settings, store),
+    )
+
+
 def _http_app(settings: Settings, catalog: SourceCatalog, store: Store) -> Starlette:
+    site = _feed_site(settings, catalog, store)
     return create_app(
         store,
-        base_url=_base_url(settings),
-        id_authority=_id_authority(settings, store),
-        title=settings.feed_title,
+        base_url=site.base_url,
+        title=site.title,
         sources=catalog,
-        default_limit=settings.feed_limit,
+        default_limit=site.default_limit,
         max_limit=settings.feed_max_limit,
+        id_authority=site.id_authority,
     )
 
 
@@ -426,9 +440,7 @@ async def _poll_once(
     _use_database_threads(store)
     await sync_sources(store, sources)
     limit = asyncio.Semaphore(settings.max_concurrent_polls)
-    per_host: defaultdict[str, asyncio.Semaphore] = defaultdict(
-        lambda: asyncio.Semaphore(settings.max_polls_per_host)
-    )
+    hosts = HostSlots(settings.max_polls_per_host)
     # One-shot polls of a few feeds would spend longer starting a pool than using it.
     pool = _parse_pool(settings) if len(sources) > 4 else contextlib.nullcontext()
     with pool as executor:
@@ -437,7 +449,7 @@ async def _poll_once(
 
             async def one(source: Source) -> PollOutcome:
                 # The host's slot first: waiting for it must not hold one of `limit`.
-                async with per_host[host_of(source.url)], limit:
+                async with hosts.hold(source.url), limit:
                     return await poller.poll(source)
 
             return list(await asyncio.gather(*(one(source) for source in sources)))
@@ -693,49 +705,23 @@ def export(
                 written = _export_jekyll(store, ids, out_path)
                 console.print(f"{written.written} written, {written.unchanged} unchanged")
                 return
-            items = store.latest(sources=ids, limit=limit)
-            meta = _export_meta(settings, format.value, ids or [], limit, items, store)
+            rows = store.latest(sources=ids, limit=limit + 1)
+            items = rows[:limit]
+            # A snapshot of the first page; its next link continues on the HTTP service.
+            meta = _feed_site(
+                settings, {item.id: item.name for item in _sources(settings)}, store
+            ).meta(
+                FEED_PATHS[format.value],
+                ids or [],
+                limit,
+                updated=store.last_updated(ids),
+                next_page=items[-1].cursor if len(rows) > limit else None,
+            )
             payload = FORMATS[format.value].render(meta, items)
     if out_path is None:
         sys.stdout.buffer.write(payload)
     else:
         out_path.write_bytes(payload)
-
-
-def _export_meta(
-    settings: Settings,
-    format: str,
-    sources: list[str],
-    limit: int,
-    items: Sequence[StoredArticle],
-    store: Store,
-) -> FeedMeta:
-    """Metadata for an exported feed file, linking to the served pages of the same selection.
-
-    The file is a snapshot of the first page; its ``next`` link continues on the
-    HTTP service at ``base_url``, which serves the older pages with the same cursor.
-    """
-    base = _base_url(settings)
-    path = FEED_PATHS[format]
-    selection = [("source", source) for source in sorted(sources)]
-    if limit != settings.feed_limit:
-        selection.append(("limit", str(limit)))
-
-    def url(params: list[tuple[str, str]]) -> str:
-        return base + path + (f"?{urlencode(params)}" if params else "")
-
-    next_url = None
-    if len(items) == limit:
-        next_url = url([*selection, ("before", encode_cursor(items[-1].cursor))])
-    return FeedMeta(
-        title=settings.feed_title,
-        self_url=url(selection),
-        first_url=url(selection),
-        html_url=base + "/",
-        updated=store.last_updated(sources or None) or datetime.now(UTC),
-        id_authority=_id_authority(settings, store),
-        next_url=next_url,
-    )
 
 
 def _export_jekyll(store: Store, ids: list[str] | None, folder: Path) -> archive.WriteCounts:
@@ -767,20 +753,53 @@ def _source_for(article: Article, sources: Sequence[Source], forced: Source | No
     return Source(id="archive", name=article.source_name or "archive", url=article.link)
 
 
-def _renormalized(article: Article, source: Source) -> Article:
-    """Run an archived article through its source's adapter, as if it were fetched again.
+def _as_fetched(article: Article) -> tuple[RawEntry, datetime]:
+    """An archived article as the raw entry its source's adapter would have been given.
 
-    This is what cleans the body of seed files that still carry ads and repairs
-    their dates; the first-fetched time of the archive is kept.
+    Running it through the adapter again is what cleans the body of seed files
+    that still carry ads and repairs their dates.
     """
     published = article.published.isoformat() if article.published else None
     entry = RawEntry(
         link=article.link, title=article.title, content=article.body, published=published
     )
-    fetched = article.fetched or article.published or datetime.now(UTC)
-    adapter = get_adapter(source.adapter if source.id != "archive" else "generic")
-    fresh = adapter(entry, source, fetched)
-    return replace(fresh, fetched=article.fetched or fresh.fetched, comments=article.comments)
+    return entry, article.fetched or article.published or datetime.now(UTC)
+
+
+def _normalize_archived(
+    documents: Sequence[archive.ArchiveDocument], sources: Sequence[Source], forced: Source | None
+) -> Iterator[tuple[int, Article | AdapterError]]:
+    """Each document (by index) normalized by its source, or why it could not be; the
+    archive's first-fetched time and comments flag are kept."""
+    by_source: defaultdict[Source, list[int]] = defaultdict(list)
+    for index, document in enumerate(documents):
+        by_source[_source_for(document.article, sources, forced)].append(index)
+    for owner, indexes in by_source.items():
+        fetched = (_as_fetched(documents[index].article) for index in indexes)
+        for index, (_, result) in zip(indexes, normalize_entries(fetched, owner), strict=True):
+            if not isinstance(result, AdapterError):
+                archived = documents[index].article
+                result = replace(
+                    result, fetched=archived.fetched or result.fetched, comments=archived.comments
+                )
+            yield index, result
+
+
+def _archive_files(paths: Sequence[Path]) -> list[Path]:
+    """The files named and those under the folders named; a path that is neither stays,
+    so that reading it reports it like any unreadable file."""
+    files = {path for path in paths if not path.is_dir()}
+    files.update(file for path in paths if path.is_dir() for file in path.rglob("*"))
+    return sorted(file for file in files if file.is_file() or not file.exists())
+
+
+def _say(line: str) -> None:
+    """One plain line on stderr: never wrapped, brackets kept (no markup)."""
+    console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+# Files read, normalized and stored per round: memory stays flat on big archives.
+_IMPORT_FILES = 500
 
 
 @app.command("import")
@@ -794,44 +813,49 @@ def import_(
         bool, typer.Option("--restore", help="Store again articles that were pruned earlier.")
     ] = False,
 ) -> None:
-    """Import seed-format archive files into the database, deduplicated (twice adds nothing)."""
-    files = sorted(
-        {
-            file
-            for path in paths
-            for file in ([path] if path.is_file() else path.rglob("*"))
-            if file.is_file()
-        }
-    )
+    """Import seed-format archive files into the database, deduplicated (twice adds nothing).
+
+    Each file becomes new, updated, already stored, a duplicate of another file of the
+    same import, or skipped (unreadable, or rejected by its source's adapter: printed
+    with the reason, one line per file); the summary's counts add up to the files.
+    """
+    files = _archive_files(paths)
     with _reported():
         settings = CONTEXT.settings()
         configured = _sources(settings)
         forced = _pick(configured, [source])[0] if source else None
-        articles: list[Article] = []
-        failures = 0
-        with Progress(console=console, transient=True) as progress:
-            task = progress.add_task("reading", total=len(files))
-            for path, result in archive.read_files(files):
-                progress.advance(task)
-                if isinstance(result, ArchiveError):
-                    failures += 1
-                    console.print(f"[yellow]skipped[/] {result}")
-                    continue
-                owner = _source_for(result.article, configured, forced)
-                try:
-                    articles.append(_renormalized(result.article, owner))
-                except AdapterError as exc:
-                    failures += 1
-                    console.print(f"[yellow]skipped[/] {path}: {exc}")
-        with _store(settings) as store:
-            counts = store.import_articles(articles, restore=restore)
-    held = counts.tombstoned
+        counts = PollCounts()
+        skipped = 0
+        with _store(settings) as store, Progress(console=console, transient=True) as progress:
+            task = progress.add_task("importing", total=len(files))
+            for start in range(0, len(files), _IMPORT_FILES):
+                batch = files[start : start + _IMPORT_FILES]
+                paths_read: list[Path] = []
+                documents: list[archive.ArchiveDocument] = []
+                for path, read in archive.read_files(batch):
+                    if isinstance(read, ArchiveError):
+                        skipped += 1
+                        _say(f"skipped {read}")
+                    else:
+                        paths_read.append(path)
+                        documents.append(read)
+                articles: list[Article] = []
+                for index, result in _normalize_archived(documents, configured, forced):
+                    if isinstance(result, AdapterError):
+                        skipped += 1
+                        _say(f"skipped {paths_read[index]}: {result}")
+                    else:
+                        articles.append(result)
+                counts += store.import_articles(articles, restore=restore)
+                progress.advance(task, len(batch))
+    held = counts.tombstoned  # part of the store's skipped count: not duplicates
     out.print(
         f"{len(files)} files: {counts.new} new, {counts.updated} updated, "
-        f"{counts.unchanged + counts.merged} already stored, {failures} skipped"
+        f"{counts.unchanged + counts.merged} already stored, "
+        f"{counts.skipped - held} duplicates, {skipped} skipped"
         + (f", {held} not restored (pruned earlier; --restore brings them back)" if held else "")
     )
-    if files and failures == len(files):
+    if files and skipped == len(files):
         raise typer.Exit(1)
 
 
@@ -839,25 +863,28 @@ def import_(
 def renormalize(
     source: SourceOption = None,
 ) -> None:
-    """Re-run the (improved) adapters over the stored raw entries, without refetching."""
+    """Re-run the (improved) adapters over the stored raw entries, without refetching.
+
+    An entry its adapter now rejects (or crashes on) keeps its stored article and is
+    counted, as a poll would skip it; the others are rewritten.
+    """
     with _reported():
         settings = CONTEXT.settings()
         chosen = {item.id: item for item in _pick(_sources(settings), source)}
+        skipped = 0
         with _store(settings) as store:
-            batches: dict[str, list[tuple[RawEntry, Article]]] = {}
-            skipped = 0
+            stored: defaultdict[str, list[tuple[RawEntry, datetime]]] = defaultdict(list)
             for source_id, entry, fetched in store.iter_raw(sorted(chosen)):
-                owner = chosen.get(source_id)
-                if owner is None:
-                    continue
-                try:
-                    fresh = get_adapter(owner.adapter)(entry, owner, fetched)
-                except AdapterError as exc:
-                    skipped += 1
-                    logger.warning("renormalize skipped an entry: %s", exc)
-                    continue
-                batches.setdefault(source_id, []).append((entry, fresh))
-            for source_id, pairs in batches.items():
+                if source_id in chosen:
+                    stored[source_id].append((entry, fetched))
+            for source_id, entries in stored.items():
+                pairs: list[tuple[RawEntry, Article]] = []
+                for entry, result in normalize_entries(entries, chosen[source_id]):
+                    if isinstance(result, AdapterError):
+                        skipped += 1
+                        logger.warning("renormalize skipped an entry: %s", result)
+                    else:
+                        pairs.append((entry, result))
                 counts = store.replace_articles(chosen[source_id], pairs)
                 out.print(f"{source_id}: {counts.updated} updated, {counts.unchanged} unchanged")
     if skipped:
@@ -894,7 +921,7 @@ def prune(
     if verbose:
         for stored in report.articles:
             article = stored.article
-            when = article.published or article.fetched
+            when = article.sort_time
             line = f"{verb} {article.source_id} {when:%Y-%m-%d} {article.link} {article.title}"
             out.print(line, markup=False)
     out.print(f"{verb} {report.pruned} articles")

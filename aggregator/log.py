@@ -1,8 +1,15 @@
-"""Logging setup.  Only the CLI (and each parse worker) calls :func:`setup`; modules just log.
+"""Logging setup, and the one way a line names the source it is about.
+
+Only the CLI (and a parse worker, for itself) calls :func:`setup`; library modules
+just log.  Everything logged inside ``with bound(source, url):`` (one poll: its
+fetch, its parse in a thread, its store) carries that source and URL: a text line
+starts with ``source=ID url=URL: ``, the one spelling, so ``grep 'source=voa '``
+finds every line about that feed; a JSON line has ``source`` and ``url`` keys.  The
+binding lives in a context variable: each poll's asyncio task, and the threads it
+hands work to, carry their own.
 
 Two formats, chosen by the ``log_format`` setting: ``text``, one line per event for a
-terminal or ``journalctl``, and ``json``, one object per line for a log collector
-(fields bound to a record, such as ``source`` and ``url``, become keys of their own).
+terminal or ``journalctl``, and ``json``, one object per line for a log collector.
 Timestamps carry their UTC offset, so lines from hosts in different zones, or from
 before and after a daylight-saving change, still sort and compare.
 
@@ -14,20 +21,35 @@ Noisy libraries are held at WARNING: their per-request INFO lines would drown ou
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import sys
+from collections.abc import Iterator
+from contextvars import ContextVar
 from datetime import datetime
 from typing import Literal
 
 from pythonjsonlogger.json import JsonFormatter
 
-__all__ = ["LogFormat", "setup"]
+__all__ = ["LogFormat", "bound", "setup"]
 
 LogFormat = Literal["text", "json"]
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 JSON_FIELDS = ("asctime", "levelname", "name", "message")
 QUIET_LIBRARIES = ("httpx2", "httpcore2", "apscheduler", "uvicorn.access", "alembic")
+
+_bound: ContextVar[tuple[str, str] | None] = ContextVar("aggregator_log_bound", default=None)
+
+
+@contextlib.contextmanager
+def bound(source: str, url: str) -> Iterator[None]:
+    """Name ``source`` and ``url`` on every line logged inside the block."""
+    token = _bound.set((source, url))
+    try:
+        yield
+    finally:
+        _bound.reset(token)
 
 
 def _timestamp(record: logging.LogRecord) -> str:
@@ -35,19 +57,24 @@ def _timestamp(record: logging.LogRecord) -> str:
     return datetime.fromtimestamp(record.created).astimezone().isoformat(timespec="milliseconds")
 
 
-def _brief(record: logging.LogRecord) -> logging.LogRecord:
-    """A copy of ``record`` whose exception is one ``Type: message`` at the end of the line."""
-    assert record.exc_info is not None
-    _type, error, _traceback = record.exc_info
+def _prepared(record: logging.LogRecord, *, tracebacks: bool) -> logging.LogRecord:
+    """A copy of ``record`` with the bound source and URL as attributes, and its
+    exception as one ``Type: message`` at the end of the line unless tracebacks are wanted."""
     brief = copy.copy(record)
-    brief.msg = f"{record.getMessage()}: {type(error).__name__}: {error}"
-    brief.args = None
-    brief.exc_info = brief.exc_text = brief.stack_info = None
+    binding = _bound.get()
+    if binding is not None and not hasattr(record, "source"):
+        brief.source, brief.url = binding
+    if record.exc_info and record.exc_info[1] is not None and not tracebacks:
+        error = record.exc_info[1]
+        brief.msg = f"{record.getMessage()}: {type(error).__name__}: {error}"
+        brief.args = None
+        brief.exc_info = brief.exc_text = brief.stack_info = None
     return brief
 
 
 class _OneLine(logging.Formatter):
-    """Zoned timestamps, and an exception as one line unless tracebacks are wanted."""
+    """Zoned timestamps, bound fields, and an exception as one line unless tracebacks
+    are wanted."""
 
     tracebacks = False
 
@@ -55,15 +82,19 @@ class _OneLine(logging.Formatter):
         return _timestamp(record)
 
     def format(self, record: logging.LogRecord) -> str:
-        if record.exc_info and not self.tracebacks:
-            record = _brief(record)
-        return super().format(record)
+        return super().format(_prepared(record, tracebacks=self.tracebacks))
 
 
 class _TextFormatter(_OneLine):
     def __init__(self, *, tracebacks: bool) -> None:
         super().__init__(FORMAT)
         self.tracebacks = tracebacks
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        source = getattr(record, "source", None)
+        if source is not None:
+            record.message = f"source={source} url={getattr(record, 'url', '')}: {record.message}"
+        return super().formatMessage(record)
 
 
 class _JsonFormatter(_OneLine, JsonFormatter):

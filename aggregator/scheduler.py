@@ -20,25 +20,27 @@ the poll ends.  Because of that
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Coroutine, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from aggregator import log
 from aggregator.errors import StorageError
 from aggregator.pipeline import Poller, PollOutcome
 from aggregator.settings import Settings
 from aggregator.store import Store
 from aggregator.types import UTC, Source, SourceState
 
-__all__ = ["Daemon", "host_of", "instance_id", "sync_sources"]
+__all__ = ["Daemon", "HostSlots", "host_of", "instance_id", "sync_sources"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +48,46 @@ logger = logging.getLogger(__name__)
 def host_of(url: str) -> str:
     """The host a poll of ``url`` talks to, for the per-host limit."""
     return (urlsplit(url).hostname or url).lower()
+
+
+class HostSlots:
+    """The per-host limit, for the daemon and the one-shot poll alike: at most
+    ``limit`` of our polls talk to one host at once, so a site carrying many of the
+    sources is not hit by all of them together."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._busy: Counter[str] = Counter()  # polls in flight, by host
+        self._waiting: list[asyncio.Future[None]] = []
+
+    def try_take(self, url: str) -> str | None:
+        """Take a slot of ``url``'s host and return the host, or ``None`` when it is full."""
+        host = host_of(url)
+        if self._busy[host] >= self.limit:
+            return None
+        self._busy[host] += 1
+        return host
+
+    def give_back(self, host: str) -> None:
+        self._busy[host] -= 1
+        if not self._busy[host]:
+            del self._busy[host]
+        waiting, self._waiting = self._waiting, []
+        for waiter in waiting:  # each tries again; those of other hosts wait again
+            if not waiter.done():
+                waiter.set_result(None)
+
+    @contextlib.asynccontextmanager
+    async def hold(self, url: str) -> AsyncIterator[None]:
+        """Wait for a slot of ``url``'s host, and give it back at the end."""
+        while (host := self.try_take(url)) is None:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiting.append(waiter)
+            await waiter
+        try:
+            yield
+        finally:
+            self.give_back(host)
 
 
 def instance_id() -> str:
@@ -56,12 +98,11 @@ def instance_id() -> str:
 async def sync_sources(store: Store, sources: Sequence[Source]) -> None:
     """Reset the state of sources whose URL was edited in the configuration, and say so."""
     for old, source in await asyncio.to_thread(store.sync_sources, sources):
-        logger.info(
-            "source %r: configured URL changed (%s -> %s); its polling state starts afresh",
-            source.id,
-            old.configured_url,
-            source.url,
-        )
+        with log.bound(source.id, source.url):
+            logger.info(
+                "configured URL changed (was %s); its polling state starts afresh",
+                old.configured_url,
+            )
 
 
 class _FailureReport:
@@ -135,7 +176,7 @@ class Daemon:
         self._batch = 4 * settings.max_concurrent_polls
         self._low_water = settings.max_concurrent_polls // 2
         self._all_claimed = False  # the last claim found fewer due sources than it asked
-        self._per_host: Counter[str] = Counter()  # polls in flight, by host
+        self.hosts = HostSlots(settings.max_polls_per_host)
         self._background: set[asyncio.Task[object]] = set()
         self.claim_failures = _FailureReport("claiming due sources")
 
@@ -201,16 +242,16 @@ class Daemon:
             if claimed_at < stale_before:
                 self._spawn(self._release(state.source_id))
                 continue
-            host = host_of(state.url)
-            if self._per_host[host] >= self.settings.max_polls_per_host:
+            host = self.hosts.try_take(state.url)
+            if host is None:
                 # Its host has enough polls of ours; others go first, it keeps its place.
                 host_busy.append((state, claimed_at))
                 continue
             source = self.sources.get(state.source_id)
             if source is None:  # removed from the configuration since it was claimed
+                self.hosts.give_back(host)
                 self._spawn(self._release(state.source_id))
                 continue
-            self._per_host[host] += 1
             task = asyncio.create_task(self._poll_and_release(source, state, host))
             self.in_flight[source.id] = task
         self.queue.extendleft(reversed(host_busy))
@@ -228,9 +269,7 @@ class Daemon:
             return outcome
         finally:
             self.in_flight.pop(source.id, None)
-            self._per_host[host] -= 1
-            if not self._per_host[host]:
-                del self._per_host[host]
+            self.hosts.give_back(host)
             if not released:  # disabled, cancelled or the final write failed
                 await self._release(source.id)
             if not self._stopping:
@@ -246,13 +285,13 @@ class Daemon:
             await asyncio.to_thread(self.store.release, source_id, self.owner)
         except StorageError as exc:  # a full disk, a lost database: one line, not a traceback
             logger.error(
-                "cannot release source %r; its claim expires by itself: %s",
+                "cannot release source=%s; its claim expires by itself: %s",
                 source_id,
                 str(exc).splitlines()[0],
             )
         except Exception:
             # The lease still expires on its own; say so rather than hide it.
-            logger.exception("cannot release source %r; its claim expires by itself", source_id)
+            logger.exception("cannot release source=%s; its claim expires by itself", source_id)
 
     async def replace_sources(self, sources: Sequence[Source]) -> None:
         """Poll ``sources`` from now on (a reload): added ones are claimed when due,
@@ -292,12 +331,12 @@ class Daemon:
             logger.error("cannot renew the leases of %d running polls: %s", len(running), exc)
             return
         for source_id in sorted(taken):
-            logger.warning(
-                "source %r: its lease ran out during the poll and another instance claimed "
-                "it; both may poll it this once (lease_seconds=%g)",
-                source_id,
-                self.lease.total_seconds(),
-            )
+            with log.bound(source_id, self.sources[source_id].url):
+                logger.warning(
+                    "its lease ran out during the poll and another instance claimed it; "
+                    "both may poll it this once (lease_seconds=%g)",
+                    self.lease.total_seconds(),
+                )
 
     async def prune(self) -> None:
         """Apply the retention the user set (none by default), logging per source

@@ -47,14 +47,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from . import health
 from . import metrics as metrics_module
 from .errors import ServiceError, StorageError
-from .export.feeds import (
-    FORMATS,
-    FeedFormat,
-    FeedMeta,
-    decode_cursor,
-    encode_cursor,
-    shortened,
-)
+from .export.feeds import FORMATS, FeedFormat, decode_cursor, encode_cursor, shortened
+from .export.site import FEED_PATHS, FeedSite, default_id_authority
 from .httpguard import HEAD_TIMEOUT, guarded_protocol
 from .types import UTC, Cursor, SourceState, StoredArticle
 
@@ -69,7 +63,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _LIMIT_RE = re.compile(r"[0-9]{1,6}")
 # Bump when the rendered documents change shape, so caches drop old validators.
 _RENDER_VERSION = "1"
@@ -81,8 +74,6 @@ _CACHE_BYTES = 32 * 1024 * 1024
 MAX_PAGE_BYTES = 10 * 1024 * 1024  # a feed page is cut to fewer items above this
 _GZIP_MINIMUM = 500  # as the GZipMiddleware below: smaller bodies go as they are
 _GZIP_LEVEL = 5  # against 6: ~20% less CPU for a feed page, <1% larger
-#: Where each format is served; the CLI's file export links to the same pages.
-FEED_PATHS: Mapping[str, str] = {"rss": "/feed.xml", "atom": "/atom.xml", "json": "/feed.json"}
 _FEED_PATHS: Mapping[str, FeedFormat] = {path: FORMATS[name] for name, path in FEED_PATHS.items()}
 
 
@@ -114,8 +105,9 @@ class BadRequest(Exception):
     """A client mistake; the message is shown to the client, so keep it short and safe."""
 
 
-class SourceCatalog:
-    """The configured sources as the service knows them, replaced whole on a reload.
+class SourceCatalog(Mapping[str, str]):
+    """The configured sources as the service knows them (id -> display name), replaced
+    whole on a reload.
 
     Requests read it from the server's threads while the daemon's loop replaces it,
     so a reload swaps one tuple (atomic) rather than mutating a dict being iterated.
@@ -137,17 +129,22 @@ class SourceCatalog:
     def enabled(self) -> frozenset[str]:
         return self._view[1]
 
+    def __getitem__(self, source_id: str) -> str:
+        return self._view[0][source_id]
 
-@dataclass(frozen=True)
-class _Site:
-    base_url: str
-    title: str
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._view[0])
+
+    def __len__(self) -> int:
+        return len(self._view[0])
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Site(FeedSite):
+    """The feeds' addresses and names, and what only the service needs besides."""
+
     catalog: SourceCatalog
-    default_limit: int
     max_limit: int
-    id_authority: str
-    description: str
-    language: str | None
     cache_max_age: int
     max_page_bytes: int
     metrics: metrics_module.Metrics = field(repr=False)
@@ -157,14 +154,6 @@ class _Site:
         """The longest body served whole, so that any single item fits a page: escaping
         (``&`` -> ``&amp;``) and UTF-8 (CJK) make a character at most about 6 bytes."""
         return self.max_page_bytes // 8
-
-    @property
-    def sources(self) -> Mapping[str, str]:
-        return self.catalog.names
-
-    def url(self, path: str, params: Sequence[tuple[str, str]] = ()) -> str:
-        query = urlencode(params)
-        return f"{self.base_url}{path}" + (f"?{query}" if query else "")
 
 
 @dataclass(frozen=True)
@@ -177,12 +166,7 @@ class _Query:
     before_token: str | None
 
     def params(self, site: _Site, *, before: str | None = None) -> list[tuple[str, str]]:
-        params = [("source", source) for source in self.sources]
-        if self.limit != site.default_limit:
-            params.append(("limit", str(self.limit)))
-        if before:
-            params.append(("before", before))
-        return params
+        return site.selection(self.sources, self.limit, before=before)
 
 
 def _parse_query(request: Request, site: _Site) -> _Query:
@@ -357,24 +341,17 @@ def _render(
     rows = reader.latest(sources=selection, limit=query.limit + 1, before=query.before)
     more = len(rows) > query.limit
     page = [shortened(stored, site.max_item_chars) for stored in rows[: query.limit]]
-
-    def meta(page: Sequence[StoredArticle], more: bool) -> FeedMeta:
-        next_token = encode_cursor(page[-1].cursor) if more and page else None
-        return FeedMeta(
-            title=_feed_title(site, query.sources),
-            self_url=site.url(path, query.params(site, before=query.before_token)),
-            first_url=site.url(path, query.params(site)),
-            next_url=site.url(path, query.params(site, before=next_token)) if next_token else None,
-            html_url=site.url("/", query.params(site)),
-            updated=last_updated or _EPOCH,
-            id_authority=site.id_authority,
-            description=site.description,
-            language=site.language,
-        )
-
     while True:
-        body = fmt.render(meta(page, more), page)
-        if len(body) <= site.max_page_bytes or len(page) == 1:
+        meta = site.meta(
+            path,
+            query.sources,
+            query.limit,
+            updated=last_updated,
+            before=query.before_token,
+            next_page=page[-1].cursor if more and page else None,
+        )
+        body = fmt.render(meta, page)
+        if len(body) <= site.max_page_bytes or len(page) <= 1:
             return body
         # Fewer items, the rest on the next page (its link starts after the last kept).
         page = page[: _fitting(page, len(body), site.max_page_bytes)]
@@ -393,12 +370,6 @@ def _fitting(page: Sequence[StoredArticle], rendered: int, bound: int) -> int:
             break
         kept += 1
     return min(max(kept, 1), len(page) - 1)
-
-
-def _feed_title(site: _Site, sources: Sequence[str]) -> str:
-    if not sources:
-        return site.title
-    return f"{site.title}: " + ", ".join(site.sources[source] for source in sources)
 
 
 # --- the HTML index ------------------------------------------------------------------
@@ -447,7 +418,7 @@ def _index_endpoint(reader: ArticleReader, site: _Site) -> Route:
         rows = reader.latest(sources=selection, limit=query.limit + 1, before=query.before)
         page = rows[: query.limit]
         counts = reader.article_counts()
-        title = _feed_title(site, query.sources)
+        title = site.feed_title(query.sources)
         params = query.params(site)
         alternates = "\n".join(
             f'<link rel="alternate" type="{fmt.mime}" title="{_e(title)} ({fmt.name})" '
@@ -693,13 +664,15 @@ def create_app(
         raise ValueError(f"base_url must be an absolute http(s) URL, got {base_url!r}")
     if not 1 <= default_limit <= max_limit:
         raise ValueError("need 1 <= default_limit <= max_limit")
+    catalog = sources if isinstance(sources, SourceCatalog) else SourceCatalog(sources or {})
     site = _Site(
         base_url=base_url.rstrip("/"),
         title=title,
-        catalog=sources if isinstance(sources, SourceCatalog) else SourceCatalog(sources or {}),
+        sources=catalog,
+        catalog=catalog,
         default_limit=default_limit,
         max_limit=max_limit,
-        id_authority=id_authority or f"{parts.hostname},2025",
+        id_authority=id_authority or default_id_authority(base_url),
         description=description,
         language=language,
         cache_max_age=cache_max_age,

@@ -97,6 +97,15 @@ class Article:
         ):
             object.__setattr__(self, "date_source", DateSource.UNKNOWN)
 
+    @property
+    def sort_time(self) -> datetime | None:
+        """When the article counts as having appeared: published, else first fetched.
+
+        The one rule of every newest-first order (feeds, pages, paging cursors,
+        retention, archive file names); ``None`` only for a bare archive's article.
+        """
+        return self.published or self.fetched
+
     @cached_property
     def fingerprint(self) -> str:
         """A hash of what a reader sees: title, link and body.
@@ -258,9 +267,7 @@ class StoredArticle:
 
     @property
     def cursor(self) -> Cursor:
-        article = self.article
-        sort_time = article.published or article.fetched or self.updated
-        return Cursor(sort_time, self.id)
+        return Cursor(self.article.sort_time or self.updated, self.id)
 
 
 @dataclass(frozen=True)

@@ -105,6 +105,7 @@ def test_no_unsafe_or_junk_survives(feed_path: Path, name: str) -> None:
 
 OWN_ADAPTER = {"zaobao": "zaobao", "seeds-zaobao": "zaobao", "rfa": "rfa", "seeds-rfa": "rfa"}
 OWN_ADAPTER |= {"voa": "voa", "seeds-voa": "voa", "seeds-rfi": "rfi", "other": "generic"}
+OWN_ADAPTER |= {"generic": "generic"}
 
 
 def _own_adapter(path: Path) -> str:

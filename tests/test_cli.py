@@ -6,6 +6,7 @@ import json
 import os
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
@@ -18,9 +19,11 @@ from sqlalchemy import update
 from typer.testing import CliRunner
 
 from aggregator import archive
+from aggregator.adapters import get_adapter, register
 from aggregator.cli import app
 from aggregator.store import Store
 from aggregator.store.tables import articles
+from aggregator.types import Article, RawEntry, Source
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ROOT = Path(__file__).parent.parent
@@ -51,6 +54,23 @@ url = "https://feedx.net/rss/mgzy1.xml"
 adapter = "voa"
 retention_days = 36500
 """
+
+
+FLAKY_SOURCE = """
+[[source]]
+id = "flaky"
+name = "Flaky"
+url = "https://flaky.example.org/feed.xml"
+adapter = "test-crashes-on-boom"
+"""
+
+
+@register("test-crashes-on-boom")
+def _crashes_on_boom(entry: RawEntry, source: Source, fetched_at: datetime) -> Article:
+    """A buggy adapter (a real one, registered): it crashes on one entry in particular."""
+    if "boom" in (entry.title or ""):
+        raise ZeroDivisionError("division by zero")
+    return get_adapter("generic")(entry, source, fetched_at)
 
 
 def _expected_bodies() -> dict[str, str]:
@@ -134,6 +154,46 @@ def test_import_then_jekyll_export_reproduces_the_seeds(invoke: Invoke, tmp_path
         assert "获取更多RSS" not in again.body and "dfp-ad" not in again.body
 
 
+def test_import_counts_add_up_and_each_skipped_file_is_one_line(
+    invoke: Invoke, tmp_path: Path, config: Path
+) -> None:
+    with (tmp_path / "sources.toml").open("a", encoding="utf-8") as sources:
+        sources.write(FLAKY_SOURCE)
+    folder = tmp_path / "archive"
+    folder.mkdir()
+    for seed in SEEDS:
+        (folder / seed.name).write_bytes(seed.read_bytes())
+    (folder / "copy-of-first.txt").write_bytes(SEEDS[0].read_bytes())  # a duplicate
+    (folder / "broken [draft].txt").write_text("no front matter here\n", encoding="utf-8")
+    first = archive.read_file(SEEDS[0]).article
+    for title in ("boom goes the adapter", "a calm day"):
+        flaky = replace(
+            first, source_name="Flaky", title=title, link=f"https://flaky.example.org/{title[0]}"
+        )
+        archive.write_archive([flaky], folder / title[0])
+
+    missing = tmp_path / "missing.txt"
+
+    output = invoke("import", str(folder), str(missing))
+
+    assert output.splitlines()[-1] == (
+        "10 files: 6 new, 0 updated, 0 already stored, 1 duplicates, 3 skipped"
+    )
+    lines = output.splitlines()
+    skipped = [line for line in lines if line.startswith("skipped ")]
+    assert len(skipped) == 3
+    assert len([line for line in lines if "broken [draft].txt" in line]) == 1  # once
+    (broken,) = [line for line in skipped if "broken [draft].txt" in line]
+    unreadable = f"skipped {missing}: cannot read: No such file or directory"
+    (crashed,) = set(skipped) - {broken, unreadable}
+    assert "boom-goes-the-adapter" in crashed  # the file is named
+    assert "adapter 'test-crashes-on-boom' crashed" in crashed
+    assert "ZeroDivisionError: division by zero" in crashed
+    # Again: what was stored is found; the copy is still a duplicate of its twin.
+    again = invoke("import", str(folder)).splitlines()[-1]
+    assert again == "9 files: 0 new, 0 updated, 6 already stored, 1 duplicates, 2 skipped"
+
+
 def test_export_feeds_to_stdout_and_files(invoke: Invoke, tmp_path: Path) -> None:
     invoke("import", str(FIXTURES / "seeds"))
     rss = invoke("export", "--format", "rss")
@@ -151,6 +211,27 @@ def test_export_feeds_to_stdout_and_files(invoke: Invoke, tmp_path: Path) -> Non
     feed_json = json.loads(invoke("export", "--format", "json", "--limit", "2"))
     assert len(feed_json["items"]) == 2 and "next_url" in feed_json
     invoke("export", "--format", "rss", "--source", "nope", code=2)
+
+
+@pytest.mark.parametrize("fmt", ["rss", "atom", "json"])
+def test_an_exported_page_is_the_served_page_byte_for_byte(
+    invoke: Invoke, database_url: str, fmt: str
+) -> None:
+    from starlette.testclient import TestClient
+
+    from aggregator.export.site import FEED_PATHS
+    from aggregator.serve import create_app
+
+    invoke("import", str(FIXTURES / "seeds"))
+    exported = invoke("export", "--format", fmt, "--source", "zaobao", "--limit", "1")
+    names = {"zaobao": "联合早报", "rfi": "法广", "rfa": "自由亚洲电台", "voa": "美国之音"}
+    with Store.open(database_url) as store:
+        app = create_app(store, base_url="https://news.example.org", sources=names)
+        with TestClient(app) as client:
+            served = client.get(FEED_PATHS[fmt], params={"source": "zaobao", "limit": "1"})
+    assert served.status_code == 200
+    assert exported == served.text
+    assert "limit=1&amp;before=" in exported or "limit=1&before=" in exported  # a next page
 
 
 def test_sources_table_shows_counts(invoke: Invoke) -> None:
@@ -275,6 +356,14 @@ def test_every_command_has_help(command: list[str]) -> None:
     assert len(result.output.splitlines()) > 3
 
 
+def test_a_bad_log_level_is_a_usage_error_not_a_traceback(config: Path) -> None:
+    result = CliRunner().invoke(app, ["--config", str(config), "--log-level", "LOUD", "sources"])
+    assert result.exit_code == 2
+    assert "'LOUD' is not one of" in result.output
+    assert "Traceback" not in result.output and result.exception is not None
+    assert isinstance(result.exception, SystemExit)
+
+
 def test_bad_config_exits_2_naming_file_and_key(tmp_path: Path) -> None:
     config = tmp_path / "bad.toml"
     config.write_text("http_port = 'eighty'\n", encoding="utf-8")
@@ -291,8 +380,6 @@ def test_db_commands(invoke: Invoke) -> None:
 def test_renormalize_reruns_adapters_over_stored_raw_entries(
     invoke: Invoke, database_url: str
 ) -> None:
-    from dataclasses import replace
-
     from aggregator.adapters import get_adapter
     from aggregator.parse import parse_feed
     from aggregator.types import Source
@@ -313,3 +400,25 @@ def test_renormalize_reruns_adapters_over_stored_raw_entries(
         (stored,) = store.latest(limit=5)
     assert stored.article.body == good.body
     assert "voa: 0 updated, 1 unchanged" in invoke("renormalize")
+
+
+def test_renormalize_skips_an_entry_its_adapter_crashes_on_and_goes_on(
+    invoke: Invoke, tmp_path: Path, database_url: str
+) -> None:
+    from aggregator.parse import parse_feed
+
+    with (tmp_path / "sources.toml").open("a", encoding="utf-8") as sources:
+        sources.write(FLAKY_SOURCE)
+    flaky = Source("flaky", "Flaky", "https://flaky.example.org/feed.xml", adapter="generic")
+    feed = parse_feed((FIXTURES / "adapters" / "seeds-voa.xml").read_bytes(), url=flaky.url)
+    fetched = datetime(2023, 7, 3, 11, tzinfo=UTC)
+    calm = feed.entries[0]
+    boom = replace(calm, title="boom", link="https://flaky.example.org/boom", guid="boom")
+    with Store.open(database_url) as store:
+        pairs = [(entry, get_adapter("generic")(entry, flaky, fetched)) for entry in (calm, boom)]
+        store.save_poll(flaky, pairs, store.get_state(flaky))
+
+    output = invoke("renormalize")
+
+    assert "flaky: 0 updated, 1 unchanged" in output
+    assert "1 entries skipped" in output

@@ -161,6 +161,7 @@ def test_poll_stores_every_source_once_and_cleanly(
     assert jiang.published == datetime(2022, 12, 5, 8, 48, 9, tzinfo=UTC)
     # The Singapore wall-clock time sent as "+0000" (the seeds' 8-hour bug) is repaired.
     live = by_link["https://www.zaobao.com/realtime/china/story20991231-1"]
+    assert live.published is not None
     assert abs(live.published - (POLL_STARTED - timedelta(minutes=10))) < timedelta(minutes=2)
     # RFA entries without a feed date get one from the URL (US Eastern), never NaN.
     rfa = by_link[

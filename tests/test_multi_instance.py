@@ -112,7 +112,7 @@ def _too_close(times: dict[str, list[float]]) -> dict[str, float]:
 
 
 def _polled_sources(process: DaemonProcess) -> set[str]:
-    return set(re.findall(r"poll (?:ok|not-modified): source='([^']+)'", process.log()))
+    return set(re.findall(r"source=(\S+) url=\S+: poll (?:ok|not-modified):", process.log()))
 
 
 def _check_database(database_url: str) -> None:

@@ -44,6 +44,7 @@ SAMPLES = {
     "adapters/seeds-rfi.xml": True,
     "adapters/seeds-voa.xml": True,
     "adapters/seeds-zaobao.xml": True,
+    "adapters/generic-rfa2.xml": False,  # as rfa-2.xml, which it is cut from
 }
 
 

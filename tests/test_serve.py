@@ -11,6 +11,7 @@ import contextlib
 import json
 import re
 import socket
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -562,3 +563,64 @@ def test_every_answer_carries_security_headers() -> None:
         response = client.get(path)
         assert response.headers["x-content-type-options"] == "nosniff", path
         assert "default-src 'none'" in response.headers["content-security-policy"], path
+
+
+# --- the response cache --------------------------------------------------------------
+
+
+def test_a_repeated_request_is_answered_from_the_cache(
+    client: TestClient, reader: FakeReader
+) -> None:
+    first = client.get("/atom.xml", headers={"Accept-Encoding": "identity"})
+    calls = reader.latest_calls
+    again = client.get("/atom.xml", headers={"Accept-Encoding": "identity"})
+    zipped = client.get("/atom.xml", headers={"Accept-Encoding": "gzip"})
+    assert reader.latest_calls == calls, "a cached page must not query the articles again"
+    assert again.content == first.content
+    assert zipped.headers["Content-Encoding"] == "gzip"
+    assert zipped.content == first.content  # the client inflated the cached gzip form
+
+
+def test_a_change_is_rendered_at_once_not_served_stale(
+    client: TestClient, reader: FakeReader
+) -> None:
+    before = client.get("/feed.json").json()
+    # Newer than everything: the selection's update time, and so its ETag, moves on.
+    reader.articles.append(make_article(7, "刚到的新闻", published=T0 + timedelta(minutes=5)))
+    after = client.get("/feed.json").json()
+    assert after["items"][0]["title"] == "刚到的新闻"
+    assert before["items"][0]["title"] != "刚到的新闻"
+
+
+def test_no_cache_when_max_age_is_zero(reader: FakeReader) -> None:
+    app = create_app(reader, base_url=BASE, sources=SOURCES, cache_max_age=0)
+    with TestClient(app) as client:
+        client.get("/feed.xml")
+        calls = reader.latest_calls
+        client.get("/feed.xml")
+    assert reader.latest_calls == calls + 1
+
+
+def test_the_cache_is_bounded_by_entries_bytes_and_age() -> None:
+    from aggregator.serve import _ResponseCache
+
+    by_count = _ResponseCache(ttl=60, entries=2, size=1000)
+    for key in ("a", "b", "c"):
+        by_count.put(key, b"x" * 10)
+    assert by_count.get("a") is None  # the least recently used went first
+    assert by_count.get("b") is not None and by_count.get("c") is not None
+
+    by_size = _ResponseCache(ttl=60, entries=10, size=100)
+    by_size.put("big", b"x" * 26)  # over a quarter of the budget: never kept
+    assert by_size.get("big") is None
+    for key in ("a", "b", "c", "d"):
+        by_size.put(key, b"x" * 25)
+    by_size.get("a")  # a is used again: b is now the oldest
+    by_size.put("e", b"x" * 25)
+    assert by_size.get("b") is None and by_size.get("a") is not None
+
+    short = _ResponseCache(ttl=0.05)
+    short.put("a", b"x")
+    assert short.get("a") is not None
+    time.sleep(0.1)
+    assert short.get("a") is None

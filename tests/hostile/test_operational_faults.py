@@ -175,5 +175,6 @@ def test_deeply_nested_front_matter_skips_only_its_file(tmp_path: Path) -> None:
     results = dict(archive.read_files([bad, good]))
     assert isinstance(results[bad], ArchiveError)
     assert "nested too deeply" in str(results[bad])
-    assert not isinstance(results[good], ArchiveError), results[good]
-    assert results[good].article.title == "Good"
+    good_read = results[good]
+    assert not isinstance(good_read, ArchiveError), good_read
+    assert good_read.article.title == "Good"
