@@ -18,7 +18,6 @@ import sys
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -524,19 +523,9 @@ def _source_for(article: Article, sources: Sequence[Source], forced: Source | No
 
 
 def _renormalized(article: Article, source: Source) -> Article:
-    """Run an archived article through its source's adapter, as if it were fetched again.
-
-    This is what cleans the body of seed files that still carry ads and repairs
-    their dates; the first-fetched time of the archive is kept.
-    """
-    published = article.published.isoformat() if article.published else None
-    entry = RawEntry(
-        link=article.link, title=article.title, content=article.body, published=published
-    )
-    fetched = article.fetched or article.published or datetime.now(UTC)
+    """Run an archived article through its source's adapter (the generic one for no source)."""
     adapter = get_adapter(source.adapter if source.id != "archive" else "generic")
-    fresh = adapter(entry, source, fetched)
-    return replace(fresh, fetched=article.fetched or fresh.fetched, comments=article.comments)
+    return archive.renormalized(article, adapter, source)
 
 
 @app.command("import")

@@ -157,7 +157,10 @@ def test_missing_title_uses_body_text_and_empty_entry_is_rejected() -> None:
 @pytest.mark.parametrize(
     ("raw", "want"),
     [
-        ("  A &amp;amp; B\n\tC ", "A &amp; B C"),
+        # decoded until no entity is left, so a stored title reads back unchanged
+        ("  A &amp;amp; B\n\tC ", "A & B C"),
+        ("大&#22338;直美", "大坂直美"),  # a feed's &amp;#22338; after XML parsing
+        ("AT&T & R&D", "AT&T & R&D"),  # a bare & is text
         ("<b>Bold</b> &lt;tag&gt;", "Bold <tag>"),
         ("中文\u3000标题", "中文 标题"),
         (None, ""),
