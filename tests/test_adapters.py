@@ -170,6 +170,28 @@ def test_normalize_title(raw: str | None, want: str) -> None:
     assert normalize_title(raw) == want
 
 
+@pytest.mark.parametrize(
+    ("adapter_name", "raw", "want"),
+    [
+        ("rfi", "英欧达成贸易协议 – 法国国际广播电台 - RFI", "英欧达成贸易协议"),
+        ("rfi", "英欧达成贸易协议 - RFI", "英欧达成贸易协议"),
+        ("rfi", "气候诉讼 - 今日经济", "气候诉讼 - 今日经济"),  # a programme, not the site
+        ("rfi", "RFI", "RFI"),  # all it says: kept
+        ("rfi", "SARS-RFI", "SARS-RFI"),
+        (
+            "generic",
+            "英欧达成贸易协议 – 法国国际广播电台 - RFI",
+            "英欧达成贸易协议 – 法国国际广播电台 - RFI",
+        ),
+    ],
+)
+def test_site_suffix_is_dropped_from_titles(adapter_name: str, raw: str, want: str) -> None:
+    source = Source(id="s", name="法广", url="https://www.rfi.fr/cn/feed")
+    entry = RawEntry(link="https://www.rfi.fr/cn/a/20200721-x", title=raw, content="<p>正文</p>")
+    article = get_adapter(adapter_name)(entry, source, FETCHED)
+    assert article.title == want
+
+
 def test_rfa_native_rdf_uses_dc_date_and_enclosure() -> None:
     feed = parse_feed((FEEDS / "rfa-1.xml").read_bytes(), url="https://www.rfa.org/mandarin/RSS")
     source = Source(id="rfa", name="自由亚洲电台", url="https://www.rfa.org/mandarin/RSS")
