@@ -12,6 +12,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from aggregator.adapters import get_adapter
 from aggregator.archive import (
     ArchiveDocument,
     parse,
@@ -19,10 +20,11 @@ from aggregator.archive import (
     read_file,
     read_files,
     render,
+    renormalized,
     write_archive,
 )
 from aggregator.errors import ArchiveError
-from aggregator.types import UTC, Article, DateSource
+from aggregator.types import UTC, Article, DateSource, Source
 
 SEEDS = sorted((Path(__file__).parent / "fixtures" / "seeds").glob("*.txt"))
 
@@ -342,3 +344,20 @@ def test_flow_sequence_values_that_pyyaml_splits_are_quoted(tag: str) -> None:
     """Found by hypothesis: in [ ... ] PyYAML ends a plain scalar at `?`."""
     article = dataclasses.replace(_article("t"), tags=(tag,), categories=(tag,))
     assert parse(render(article)).article.tags == (tag,)
+
+
+@pytest.mark.parametrize(
+    ("title", "want"),
+    [
+        ("大&amp;#22338;直美", "大坂直美"),  # double-escaped by the feed
+        ("谴责&quot;中国病毒&quot;说", '谴责"中国病毒"说'),  # as a real RFI post holds it
+        ("a <b> c & d", "a <b> c & d"),  # plain text that looks like a tag stays text
+    ],
+)
+def test_importing_an_export_changes_nothing(title: str, want: str) -> None:
+    source = Source(id="s", name="S", url="https://example.org/feed")
+    original = parse(render(dataclasses.replace(read_file(SEEDS[0]).article, title=title)))
+    first = renormalized(original.article, get_adapter("generic"), source)
+    assert first.title == want
+    second = renormalized(parse(render(first)).article, get_adapter("generic"), source)
+    assert render(second) == render(first)
