@@ -323,8 +323,19 @@ def _header(lines: _Lines) -> tuple[datetime | None, str, str]:
 
 
 def _has_header(lines: _Lines) -> bool:
-    """Whether the next line opens the header; only a Jekyll post may go without one."""
-    return lines.index < lines.end and lines.lines[lines.index].startswith("<!--")
+    """Whether the header follows; only a Jekyll post may go without one.
+
+    A body may open with an HTML comment of its own (``<!-- wp:paragraph -->``), so
+    a comment line opens the header only when it is a published time or is followed
+    by a ``[`` line; a damaged header is then still reported, not read as body.
+    """
+    if lines.index >= lines.end:
+        return False
+    first = lines.lines[lines.index].removesuffix("\r")
+    if _PUBLISHED.fullmatch(first):
+        return True
+    second = lines.lines[lines.index + 1] if lines.index + 1 < lines.end else ""
+    return first.startswith("<!--") and second.startswith("[")
 
 
 def _fetched(lines: _Lines, front: dict[str, tuple[object, int]]) -> datetime | None:

@@ -130,6 +130,17 @@ def test_a_post_without_the_header_takes_its_time_from_the_front_matter() -> Non
     assert again.published == article.published
 
 
+def test_a_post_without_the_header_may_open_with_a_comment() -> None:
+    body = "<!-- wp:paragraph -->\n<p>x</p>"
+    article = parse(HEADERLESS.split("<article>")[0].rstrip("\n") + "\n" + body + "\n").article
+    assert article.body == body
+    assert article.date_source is DateSource.FRONT_MATTER
+    # a damaged header is still an error, not body text
+    damaged = BRACKETED.replace("<!--1595322649523-->", "<!--15953226x9523-->")
+    with pytest.raises(ArchiveError, match="epoch ms"):
+        parse(damaged)
+
+
 def test_a_post_without_the_header_needs_title_and_link() -> None:
     with pytest.raises(ArchiveError, match="'from'"):
         parse(
