@@ -753,35 +753,19 @@ def _source_for(article: Article, sources: Sequence[Source], forced: Source | No
     return Source(id="archive", name=article.source_name or "archive", url=article.link)
 
 
-def _as_fetched(article: Article) -> tuple[RawEntry, datetime]:
-    """An archived article as the raw entry its source's adapter would have been given.
-
-    Running it through the adapter again is what cleans the body of seed files
-    that still carry ads and repairs their dates.
-    """
-    published = article.published.isoformat() if article.published else None
-    entry = RawEntry(
-        link=article.link, title=article.title, content=article.body, published=published
-    )
-    return entry, article.fetched or article.published or datetime.now(UTC)
-
-
 def _normalize_archived(
     documents: Sequence[archive.ArchiveDocument], sources: Sequence[Source], forced: Source | None
 ) -> Iterator[tuple[int, Article | AdapterError]]:
-    """Each document (by index) normalized by its source, or why it could not be; the
-    archive's first-fetched time and comments flag are kept."""
+    """Each document (by index) normalized by its source, or why it could not be; what
+    only the archive knows is kept (:func:`archive.keep_archived`)."""
     by_source: defaultdict[Source, list[int]] = defaultdict(list)
     for index, document in enumerate(documents):
         by_source[_source_for(document.article, sources, forced)].append(index)
     for owner, indexes in by_source.items():
-        fetched = (_as_fetched(documents[index].article) for index in indexes)
+        fetched = (archive.as_fetched(documents[index].article) for index in indexes)
         for index, (_, result) in zip(indexes, normalize_entries(fetched, owner), strict=True):
             if not isinstance(result, AdapterError):
-                archived = documents[index].article
-                result = replace(
-                    result, fetched=archived.fetched or result.fetched, comments=archived.comments
-                )
+                result = archive.keep_archived(result, documents[index].article)
             yield index, result
 
 

@@ -56,6 +56,7 @@ class DateSource(StrEnum):
     URL = "url"  # a timestamp embedded in the article URL (RFA, Zaobao, RFI, VOA slugs)
     FETCHED = "fetched"  # nothing usable: the time we first saw the entry
     ARCHIVE = "archive"  # read from a seed-format archive file
+    FRONT_MATTER = "front-matter"  # an archived post without a published line: its Jekyll date
     UNKNOWN = "unknown"  # no published time at all (archives only: ``<!--NaN-->``)
 
 

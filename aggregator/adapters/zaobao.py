@@ -19,7 +19,7 @@ from aggregator.adapters import register
 from aggregator.adapters.generic import FEEDX_CLEAN, AdapterSpec, GenericAdapter
 from aggregator.dates import DatePolicy, UrlDatePattern
 
-__all__ = ["SPEC", "decode_data_s", "restore_data_s_order", "zaobao"]
+__all__ = ["SPEC", "STORY_DATE", "decode_data_s", "restore_data_s_order", "zaobao"]
 
 #: Bare and short hosts of the same editions; zaobao.com (CN/HK) and zaobao.com.sg
 #: (SG) are different editions with different article ids, so they stay apart.
@@ -97,6 +97,11 @@ def _first(pair: tuple[int | None, object]) -> int:
     return pair[0] or 0
 
 
+#: The Singapore day of publication, in every article URL.
+STORY_DATE = UrlDatePattern(
+    r"story(?P<year>\d{4})(?P<month>\d{2})(?P<day>\d{2})-\d+", "Asia/Singapore"
+)
+
 SPEC = AdapterSpec(
     site_hosts=("zaobao.com", "zaobao.com.sg", "zaobao.sg"),
     clean=FEEDX_CLEAN.extended(
@@ -117,11 +122,8 @@ SPEC = AdapterSpec(
     dates=DatePolicy(
         timezone="Asia/Singapore",
         repair_future_skew=True,
-        url_patterns=(
-            UrlDatePattern(
-                r"story(?P<year>\d{4})(?P<month>\d{2})(?P<day>\d{2})-\d+", "Asia/Singapore"
-            ),
-        ),
+        url_patterns=(STORY_DATE,),
+        story_date=STORY_DATE,
     ),
     host_aliases=HOST_ALIASES,
 )
