@@ -15,8 +15,21 @@ from __future__ import annotations
 
 import re
 
-# feedparser splits the prolog off at the first "<" + word character; so do we, so
-# that its DOCTYPE filter sees exactly the prolog we rebuilt and nothing else.
+# The prolog's tokens (XML 1.0, productions 22-29), each matched whole at a position.
+# Quoted literals may hold ">" and "<", so every declaration is read literal by literal.
+_LITERALS = rb"(?:\"[^\"]*\"|'[^']*'|[^\"'<>\[\]])*"
+_SPACE = re.compile(rb"[ \t\r\n]+")
+_PI = re.compile(rb"<\?.*?\?>", re.S)
+_COMMENT = re.compile(rb"<!--.*?-->", re.S)
+_MARKUP_DECL = re.compile(rb"<!(?:ENTITY|ELEMENT|ATTLIST|NOTATION)[ \t\r\n]" + _LITERALS + rb">")
+_PE_REFERENCE = re.compile(rb"%[^;\s<>%&]+;")
+_DOCTYPE_OPEN = re.compile(rb"<!DOCTYPE[ \t\r\n]" + _LITERALS + rb"(\[|>)")
+_SUBSET_CLOSE = re.compile(rb"\][ \t\r\n]*>")
+_ROOT = re.compile(rb"<[A-Za-z_:\x80-\xff]")
+# What the old rule cut at, and feedparser's own DOCTYPE filter still does: the first
+# "<" + word character.  Used only for a prolog that is not well-formed (whose
+# document expat refuses anyway); the kept part then starts at an element, so no
+# declaration in it can ever be read as one.
 _FIRST_ELEMENT = re.compile(rb"<\w")
 _XML_DECL_ANY = re.compile(rb"\A\s*<\?xml\s[^>]*>")
 _ENTITY_DECL = re.compile(r"<!ENTITY", re.I)
@@ -38,37 +51,96 @@ def _entity_char(decimal: str, hexadecimal: str, literal: str) -> str | None:
     return None if char in _NOT_ENTITY_VALUE else char
 
 
+def _prolog(document: bytes) -> tuple[int, list[bytes]] | None:
+    """``(where the root element starts, the entity declarations)``, or None if malformed.
+
+    The prolog is tokenised as XML: comments, processing instructions and the DOCTYPE
+    with its internal subset are each read whole, so markup inside them (a comment
+    quoting ``<a href>``, an entity value holding ``<b>``) is never taken for the root.
+    """
+    entities: list[bytes] = []
+    position = 0
+    while True:
+        token = (
+            _SPACE.match(document, position)
+            or _PI.match(document, position)
+            or _COMMENT.match(document, position)
+        )
+        if token is not None:
+            position = token.end()
+            continue
+        doctype = _DOCTYPE_OPEN.match(document, position)
+        if doctype is None:
+            break
+        position = doctype.end()
+        if doctype.group(1) == b"[":
+            subset_end = _internal_subset(document, position, entities)
+            if subset_end is None:
+                return None
+            position = subset_end
+    return (position, entities) if _ROOT.match(document, position) else None
+
+
+def _internal_subset(document: bytes, position: int, entities: list[bytes]) -> int | None:
+    """The end of the DOCTYPE whose internal subset starts at ``position``; None if malformed."""
+    while True:
+        close = _SUBSET_CLOSE.match(document, position)
+        if close is not None:
+            return close.end()
+        token = (
+            _SPACE.match(document, position)
+            or _PE_REFERENCE.match(document, position)
+            or _COMMENT.match(document, position)
+            or _PI.match(document, position)
+        )
+        if token is None:
+            token = _MARKUP_DECL.match(document, position)
+            if token is None:
+                return None
+            if token.group(0)[2:8] == b"ENTITY":
+                entities.append(token.group(0))
+        position = token.end()
+
+
 def neutralise_dtd(document: bytes) -> tuple[bytes, tuple[str, ...]]:
     """Rebuild the prolog of a UTF-8 XML ``document`` without any DTD processing risk.
 
-    Everything before the first element (DOCTYPE with its internal subset, stray
-    declarations, comments, processing instructions) is replaced by the XML
-    declaration plus, if the document declared any, the entities that stand for
-    a single character (written as that literal character, the one form both
-    expat and feedparser's loose parser expand correctly).  External DTDs,
-    ``SYSTEM``/``PUBLIC`` entities, parameter entities and entities that expand
-    to more than one character are dropped, so expat cannot fetch, read or expand
-    them and feedparser's loose fallback parser (which expands the entities it
-    calls safe without any limit) is never given them.  References to dropped
-    entities stay in the text as ``&name;``.  Returns the document and, when
-    declarations were dropped, a problem to record.
+    Everything before the root element (DOCTYPE with its internal subset, comments,
+    processing instructions) is replaced by the XML declaration plus, if the
+    document declared any, the entities that stand for a single character (written
+    as that literal character, the one form both expat and feedparser's loose
+    parser expand correctly).  External DTDs, ``SYSTEM``/``PUBLIC`` entities,
+    parameter entities and entities that expand to more than one character are
+    dropped, so expat cannot fetch, read or expand them and feedparser's loose
+    fallback parser (which expands the entities it calls safe without any limit) is
+    never given them.  References to dropped entities stay in the text as
+    ``&name;``.  Returns the document and, when declarations were dropped, a problem
+    to record.
     """
-    match = _FIRST_ELEMENT.search(document)
-    end = match.start() if match else len(document)
-    if b"<!" not in document[:end]:  # no DOCTYPE, no declarations: the common case
+    prolog = _prolog(document)
+    if prolog is None:
+        match = _FIRST_ELEMENT.search(document)
+        end = match.start() if match else len(document)
+        entities = [document[:end]]  # the old rule: declarations found by pattern alone
+        declared = len(_ENTITY_DECL.findall(document[:end].decode("utf-8", "replace")))
+    else:
+        end, entities = prolog
+        declared = len(entities)
+    if b"<!" not in document[:end]:  # no DOCTYPE, no comment: the common case
         return document, ()
-    head = document[:end].decode("utf-8", "replace")
     declaration = _XML_DECL_ANY.match(document[:end])
     kept: dict[str, str] = {}
-    for name, _quote, decimal, hexadecimal, literal in _ONE_CHAR_ENTITY.findall(head):
-        char = _entity_char(decimal, hexadecimal, literal)
-        if char is not None and name not in kept:  # the first declaration wins, as in XML
-            kept[name] = char
+    for found in entities:
+        text = found.decode("utf-8", "replace")
+        for name, _quote, decimal, hexadecimal, literal in _ONE_CHAR_ENTITY.findall(text):
+            char = _entity_char(decimal, hexadecimal, literal)
+            if char is not None and name not in kept:  # the first declaration wins, as in XML
+                kept[name] = char
     rebuilt = (declaration.group(0) if declaration else b"") + b"\n"
     if kept:
         subset = "".join(f'<!ENTITY {name} "{char}">\n' for name, char in kept.items())
         rebuilt += f"<!DOCTYPE feed [\n{subset}]>\n".encode()
-    dropped = len(_ENTITY_DECL.findall(head)) - len(kept)
+    dropped = declared - len(kept)
     problems: tuple[str, ...] = ()
     if dropped > 0:
         problems = (

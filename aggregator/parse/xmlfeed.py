@@ -74,7 +74,10 @@ def raw_feed(
 ) -> RawFeed:
     exc = reading.error
     survivable = exc is not None and type(exc).__name__ in _SURVIVABLE
-    if not reading.entries and (not reading.version or (exc is not None and not survivable)):
+    # No recognised format and no channel title either: not a feed (an HTML page, say).
+    # A channel with a title and no entries yet (CDF, a new feed) is an empty feed.
+    unrecognised = not reading.version and reading.title is None
+    if not reading.entries and (unrecognised or (exc is not None and not survivable)):
         cause = exc if isinstance(exc, Exception) else ValueError("no feed found in document")
         raise ParseError("not a readable feed", source=source, url=url) from cause
     all_problems = list(problems)
