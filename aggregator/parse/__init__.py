@@ -7,7 +7,8 @@ One job per module, each importing only those below it:
 * :mod:`.entries`: feedparser-shaped entries -> :class:`RawEntry`;
 * :mod:`.rss2`: the RSS 2.0 fast path (exactly feedparser's result, or nothing);
 * :mod:`.xmlfeed`: every XML feed, through the fast path or feedparser;
-* :mod:`.jsonfeed`: JSON Feed.
+* :mod:`.jsonfeed`: JSON Feed;
+* :mod:`.limits`: what one entry may carry, applied to every reader's result.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Mapping
 
 from aggregator.parse.charset import decode_feed
 from aggregator.parse.jsonfeed import parse_json
+from aggregator.parse.limits import bound_feed
 from aggregator.parse.prolog import neutralise_dtd
 from aggregator.parse.xmlfeed import parse_xml
 from aggregator.types import RawFeed
@@ -40,8 +42,8 @@ def parse_feed(
     A document that parses with errors but still yields entries keeps them and
     records the problem in ``RawFeed.problems``; one with no entries and a fatal
     error raises :class:`ParseError` (naming ``source`` and ``url``) from the cause.
-    Entry links are resolved against ``url``; guids are kept exactly as sent.
+    Entry links are resolved against ``url``; guids are kept exactly as sent.  An
+    entry over the bounds of :mod:`.limits` is cut to them, and the cut is a problem.
     """
-    if _looks_json(content):
-        return parse_json(content, url=url, headers=headers, source=source)
-    return parse_xml(content, url=url, headers=headers, source=source)
+    read = parse_json if _looks_json(content) else parse_xml
+    return bound_feed(read(content, url=url, headers=headers, source=source))

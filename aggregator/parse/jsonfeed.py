@@ -1,18 +1,20 @@
 """JSON Feed (1.0/1.1) -> :class:`RawFeed`, directly into the shape the XML readers give.
 
-May import :mod:`.charset` and :mod:`.entries`.
+May import :mod:`.charset`, :mod:`.entries` and :mod:`.limits`.
 """
 
 from __future__ import annotations
 
 import html
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from aggregator.errors import ParseError
 from aggregator.parse.charset import decode_feed
 from aggregator.parse.entries import resolve, stripped, tags, title_markup, to_str
+from aggregator.parse.limits import MAX_DEPTH
 from aggregator.types import RawEntry, RawFeed
 
 
@@ -43,13 +45,37 @@ def _json_entry(item: Mapping[str, Any], base: str) -> RawEntry:
     )
 
 
+# A JSON string, or one bracket outside strings: enough to follow the nesting.
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def _too_deep(text: str) -> bool:
+    """Is ``text`` nested deeper than :data:`MAX_DEPTH`?  Checked before ``json.loads``,
+    whose recursion would otherwise end in a RecursionError (or, with a raised
+    recursion limit, a crash of the interpreter) near 1,000 levels."""
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return False
+    depth = 0
+    for token in _JSON_TOKEN.finditer(text):
+        bracket = token.group(0)
+        if bracket in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return True
+        elif bracket in "]}":
+            depth -= 1
+    return False
+
+
 def parse_json(
     content: bytes, *, url: str, headers: Mapping[str, str] | None, source: str | None
 ) -> RawFeed:
     text, _encoding, problems = decode_feed(content, headers)
+    if _too_deep(text):
+        raise ParseError(f"JSON Feed nested deeper than {MAX_DEPTH} levels", source=source, url=url)
     try:
         document = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise ParseError("not a readable JSON feed", source=source, url=url) from exc
     version = document.get("version") if isinstance(document, dict) else None
     if not isinstance(version, str) or not version.startswith("https://jsonfeed.org/version/"):
