@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from aggregator import parse
 from aggregator.errors import ParseError
-from aggregator.parse import rss2, xmlfeed
+from aggregator.parse import fastpath, xmlfeed
 from aggregator.types import RawFeed
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -54,7 +54,7 @@ def read_both(
 ) -> tuple[RawFeed | None, RawFeed | ParseError]:
     """``(fast path's RawFeed or None, feedparser path's RawFeed or ParseError)``."""
     document, response_headers, problems = xmlfeed.prepare_xml(content, headers)
-    fast = rss2.read_rss2(document, response_headers, url=URL)
+    fast = fastpath.read_fast(document, response_headers, url=URL, readers=xmlfeed.FAST_READERS)
     fast_feed = None
     if fast is not None:
         fast_feed = xmlfeed.raw_feed(fast, problems, url=URL, headers=headers, source="test")

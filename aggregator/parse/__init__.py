@@ -5,7 +5,8 @@ One job per module, each importing only those below it:
 * :mod:`.charset`: which charset the bytes are in;
 * :mod:`.prolog`: the XML prolog made safe (no DTD processing, no bad char refs);
 * :mod:`.entries`: feedparser-shaped entries -> :class:`RawEntry`;
-* :mod:`.rss2`: the RSS 2.0 fast path (exactly feedparser's result, or nothing);
+* :mod:`.fastpath`, :mod:`.rss2`, :mod:`.atom`: the fast path for plain RSS 2.0 and
+  Atom 1.0 (exactly feedparser's result, or nothing);
 * :mod:`.xmlfeed`: every XML feed, through the fast path or feedparser;
 * :mod:`.jsonfeed`: JSON Feed;
 * :mod:`.limits`: what one entry may carry, applied to every reader's result.

@@ -5,7 +5,8 @@ conditional requests).  Its own HTML sanitizing and relative-URI resolution are
 off: :mod:`aggregator.clean` does both, per source, and they are about two thirds
 of feedparser's run time.
 
-May import :mod:`.charset`, :mod:`.prolog`, :mod:`.entries` and :mod:`.rss2`.
+May import :mod:`.charset`, :mod:`.prolog`, :mod:`.entries` and the fast path
+(:mod:`.fastpath`, :mod:`.rss2`, :mod:`.atom`).
 """
 
 from __future__ import annotations
@@ -16,12 +17,16 @@ from collections.abc import Mapping
 import feedparser
 
 from aggregator.errors import ParseError
+from aggregator.parse.atom import AtomReader
 from aggregator.parse.charset import decode_feed, header, rewrite_declaration
 from aggregator.parse.entries import Reading, raw_entry, resolve, stripped
+from aggregator.parse.fastpath import read_fast
 from aggregator.parse.prolog import fix_char_refs, neutralise_dtd
-from aggregator.parse.rss2 import read_rss2
+from aggregator.parse.rss2 import Rss2Reader
 from aggregator.types import RawFeed
 
+# The fast path's readers, the most common format first.
+FAST_READERS = (Rss2Reader, AtomReader)
 # feedparser reports these for documents it still read completely.
 _SURVIVABLE = ("CharacterEncodingOverride", "CharacterEncodingUnknown", "NonXMLContentType")
 
@@ -99,7 +104,7 @@ def parse_xml(
     content: bytes, *, url: str, headers: Mapping[str, str] | None, source: str | None
 ) -> RawFeed:
     document, response_headers, problems = prepare_xml(content, headers)
-    reading = read_rss2(document, response_headers, url=url)
+    reading = read_fast(document, response_headers, url=url, readers=FAST_READERS)
     if reading is None:
         reading = read_with_feedparser(document, response_headers, url=url, source=source)
     return raw_feed(reading, problems, url=url, headers=headers, source=source)
