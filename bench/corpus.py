@@ -1,36 +1,53 @@
 """A deterministic corpus of feedx-like feeds, cached as gzip files under bench/.cache/.
 
-Every feed is RSS 2.0 in the feedx shape (see /work/shared/design/SOURCES.md): CDATA
-title and link, no guid, the *full* article as entity-escaped HTML in
-``description``, an RFC 822 ``pubDate``.  Bodies are 3-8 KB of Chinese HTML with the
-junk each source really carries (Zaobao ad slots ``section#imu``/``dfp-ad-*``,
-shuffled ``data-s`` paragraphs, paywall links and lazy images; VOA weserv proxies and
-date lines; RFI share bars; RFA zoom chrome) and, on a quarter of the items, the
-feedx footer.  About 5% of the items re-publish an article of a neighbouring feed of
-the same kind, so the cross-source merge path runs too.
+The feeds look like the ones users poll.  Every fifth feed is Atom 1.0 (``content
+type="html"``, entity-escaped); the others are RSS 2.0 in the feedx shape (CDATA title
+and link, no guid, the *full* article in ``description``, an RFC 822 ``pubDate``),
+half with the body in a CDATA section and half entity-escaped.  About a third of the
+bodies are real posts of the item's source (``bench/data/``, 200 bodies from the real
+archive; see its README for provenance); the rest are generated: 3-8 KB of Chinese
+HTML with the junk each source really carries (Zaobao ad slots
+``section#imu``/``dfp-ad-*``, shuffled ``data-s`` paragraphs, paywall links and lazy
+images; VOA weserv proxies and date lines; RFI share bars; RFA zoom chrome) and, on
+a quarter of the items, the feedx footer.  About 5% of the items re-publish an
+article of a neighbouring feed of the same kind, so the cross-source merge path runs
+too.
 
 A feed's bytes depend only on its id (``f0000``..: the main set; ``g000``..: the
-database-growth set, whose links never collide with the main set), so a smaller run
-polls a prefix of exactly the same feeds.
+database-growth set, whose links never collide with the main set; ``m000``..: the
+independent "mixed" set the one-shot CLI poll reads), so a smaller run polls a
+prefix of exactly the same feeds.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import gzip
 import html
 import json
 import random
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from email.utils import format_datetime
 from pathlib import Path
 from typing import TypedDict
 
-__all__ = ["CORPUS_VERSION", "FeedSpec", "build_corpus", "feed_spec", "render_feed"]
+__all__ = [
+    "CORPUS_VERSION",
+    "FORMATS",
+    "FeedSpec",
+    "build_corpus",
+    "feed_spec",
+    "render_feed",
+]
 
-CORPUS_VERSION = "1"
+CORPUS_VERSION = "2"
 KINDS = ("zaobao", "rfi", "voa", "rfa")
+#: How a feed is written: Atom 1.0, or RSS 2.0 with CDATA or entity-escaped bodies.
+FORMATS = ("atom", "rss-cdata", "rss-escaped")
+_REAL_SHARE = 0.35  # of the bodies taken from the real archive
+_REAL_BODIES = Path(__file__).resolve().parent / "data" / "archive-bodies.json.gz"
 NAMES = {"zaobao": "联合早报", "rfi": "法广", "voa": "美国之音", "rfa": "自由亚洲电台"}
 _BASE_TIME = datetime(2024, 6, 1, tzinfo=UTC)
 
@@ -58,6 +75,7 @@ class FeedSpec:
     kind: str
     name: str
     items: int
+    format: str
 
     @property
     def path(self) -> str:
@@ -72,7 +90,8 @@ def feed_spec(feed_id: str) -> FeedSpec:
     prefix, index = _set_and_index(feed_id)
     kind = KINDS[index % len(KINDS)]
     rng = random.Random(f"bench-{CORPUS_VERSION}-count-{feed_id}")
-    return FeedSpec(feed_id, kind, f"{NAMES[kind]} {prefix}{index}", rng.randint(20, 50))
+    form = FORMATS[0] if index % 5 == 4 else FORMATS[1 + index % 2]
+    return FeedSpec(feed_id, kind, f"{NAMES[kind]} {prefix}{index}", rng.randint(20, 50), form)
 
 
 def _sentence(rng: random.Random) -> str:
@@ -237,12 +256,15 @@ def _item(feed_id: str, kind: str, index: int) -> tuple[str, str, str, datetime]
     # ~5% re-publish an article of the previous feed of the same kind (cross-source merge).
     if feed_no >= len(KINDS) and rng.random() < 0.05:
         return _item(f"{prefix}{feed_no - len(KINDS):04d}", kind, index)
-    set_no = {"f": 0, "g": 1}.get(prefix, 2)
+    set_no = {"f": 0, "g": 1, "m": 2}.get(prefix, 3)
     uid = 10_000_000 + set_no * 1_000_000 * 10 + feed_no * 1000 + index
     when = _BASE_TIME - timedelta(minutes=index * 37 + feed_no % 97, seconds=rng.randint(0, 59))
     link = _link(kind, uid, when)
     target = rng.randint(3000, 8000)
-    if kind == "zaobao":
+    if rng.random() < _REAL_SHARE:
+        posts = _real_bodies()[kind]
+        body = posts[rng.randrange(len(posts))]
+    elif kind == "zaobao":
         body = _body_zaobao(rng, target, link)
     elif kind == "voa":
         body = _body_voa(rng, target, when)
@@ -254,9 +276,52 @@ def _item(feed_id: str, kind: str, index: int) -> tuple[str, str, str, datetime]
     return title, link, body, when
 
 
+@functools.cache
+def _real_bodies() -> dict[str, list[str]]:
+    """The real posts' bodies per source kind (``bench/data/``), read once."""
+    posts: dict[str, list[dict[str, str]]] = json.loads(gzip.decompress(_REAL_BODIES.read_bytes()))
+    return {kind: [post["body"] for post in group] for kind, group in posts.items()}
+
+
+def _cdata(text: str) -> str:
+    """``text`` as one CDATA section, its ``]]>`` split over two."""
+    return "<![CDATA[" + text.replace("]]>", "]]]]><![CDATA[>") + "]]>"
+
+
 def render_feed(spec: FeedSpec) -> bytes:
     """The feed document, byte for byte the same on every run."""
+    return _render_atom(spec) if spec.format == "atom" else _render_rss(spec)
+
+
+def _local_time(spec: FeedSpec, when: datetime) -> datetime:
+    """Zaobao stamps Singapore time, the others UTC."""
     offset = timedelta(hours=8) if spec.kind == "zaobao" else timedelta(0)
+    return when.astimezone(timezone(offset))
+
+
+def _render_atom(spec: FeedSpec) -> bytes:
+    items = [_item(spec.id, spec.kind, index) for index in range(spec.items)]
+    latest = max(when for _title, _link, _body, when in items)
+    parts = [
+        '<?xml version="1.0" encoding="utf-8"?><feed xmlns="http://www.w3.org/2005/Atom">'
+        f"<title>{spec.name}</title><subtitle>{spec.name}全文Atom</subtitle>"
+        f'<link href="http://www.example.com"/><id>urn:bench:{spec.id}</id>'
+        f"<updated>{_local_time(spec, latest).isoformat()}</updated>"
+    ]
+    for title, link, body, when in items:
+        stamp = _local_time(spec, when).isoformat()
+        parts.append(
+            f"<entry><title>{html.escape(title, quote=False)}</title>"
+            f'<link href="{html.escape(link, quote=True)}"/>'
+            f"<id>{html.escape(link, quote=False)}</id><published>{stamp}</published>"
+            f"<updated>{stamp}</updated><author><name>{NAMES[spec.kind]}</name></author>"
+            f'<content type="html">{html.escape(body, quote=False)}</content></entry>'
+        )
+    parts.append("</feed>")
+    return "".join(parts).encode("utf-8")
+
+
+def _render_rss(spec: FeedSpec) -> bytes:
     parts = [
         '<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel>'
         f"<title>{spec.name}</title><description>{spec.name}全文RSS。获取更多全文RSS："
@@ -264,19 +329,22 @@ def render_feed(spec: FeedSpec) -> bytes:
     ]
     for index in range(spec.items):
         title, link, body, when = _item(spec.id, spec.kind, index)
-        local = when.astimezone(UTC) + offset
-        stamp = local.strftime("%a, %d %b %Y %H:%M:%S ") + ("+0800" if offset else "+0000")
+        stamp = format_datetime(_local_time(spec, when))
+        description = _cdata(body) if spec.format == "rss-cdata" else html.escape(body)
         parts.append(
-            f"<item><title><![CDATA[{title}]]></title><link><![CDATA[{link}]]></link>"
-            f"<description>{html.escape(body, quote=True)}</description>"
-            f"<pubDate>{stamp}</pubDate></item>"
+            f"<item><title>{_cdata(title)}</title><link>{_cdata(link)}</link>"
+            f"<description>{description}</description><pubDate>{stamp}</pubDate></item>"
         )
     parts.append("</channel></rss>")
     return "".join(parts).encode("utf-8")
 
 
-def feed_ids(main: int, growth: int) -> list[str]:
-    return [f"f{i:04d}" for i in range(main)] + [f"g{i:03d}" for i in range(growth)]
+def feed_ids(main: int, growth: int, mixed: int = 0) -> list[str]:
+    return (
+        [f"f{i:04d}" for i in range(main)]
+        + [f"g{i:03d}" for i in range(growth)]
+        + [f"m{i:03d}" for i in range(mixed)]
+    )
 
 
 class ManifestEntry(TypedDict):
@@ -285,6 +353,7 @@ class ManifestEntry(TypedDict):
     kind: str
     name: str
     items: int
+    format: str
     bytes: int
 
 
@@ -308,6 +377,7 @@ def build_corpus(cache: Path, ids: list[str]) -> dict[str, ManifestEntry]:
             "kind": spec.kind,
             "name": spec.name,
             "items": spec.items,
+            "format": spec.format,
             "bytes": len(raw),
         }
         changed = True
