@@ -1,12 +1,14 @@
-"""The RSS 2.0 fast path (:mod:`aggregator.parse.rss2`) must be exact or step aside.
+"""The fast path (:mod:`aggregator.parse.fastpath`: RSS 2.0 and Atom) must be exact or step aside.
 
-For every document, ``read_rss2`` either declines (``None``, and feedparser reads it
+For every document, ``read_fast`` either declines (``None``, and feedparser reads it
 as before) or yields exactly the :class:`RawFeed` feedparser's path yields: same
 entries field by field, same feed title and link, same problems.  These tests run
 both readers on the same prepared bytes and compare, on the real samples, on the
 benchmark corpus, on the malformed inputs that make lenient fast parsers lose data,
-and on generated documents.  They also check the fast path really accepts the clean
-feeds, since a fast path that always declines would pass every equivalence check.
+on feedparser's own test documents and on generated documents.  They also check the
+fast path really accepts the clean feeds, since a fast path that always declines
+would pass every equivalence check, and that deliberate mutations of the fast path
+make these checks fail.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from __future__ import annotations
 import html
 import importlib.util
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -23,7 +27,8 @@ from hypothesis import strategies as st
 
 from aggregator import parse
 from aggregator.errors import ParseError
-from aggregator.parse import fastpath, xmlfeed
+from aggregator.parse import atom as atom_reader
+from aggregator.parse import fastpath, rss2, xmlfeed
 from aggregator.types import RawFeed
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -478,3 +483,320 @@ def test_generated_documents(document: tuple[bytes, dict[str, str] | None, bool]
     fast = assert_equivalent(content, headers)
     if accept:
         assert fast is not None, "a well-formed, whitelisted document was declined"
+
+
+# -- every XML fixture: feedparser's own test documents included -------------------------
+
+XML_FIXTURES = sorted(
+    path for folder in ("feeds", "adapters", "peers") for path in (FIXTURES / folder).rglob("*.xml")
+)
+
+
+def test_every_xml_fixture_is_read_exactly_or_declined() -> None:
+    accepted = {"rss20": 0, "atom10": 0}
+    for path in XML_FIXTURES:
+        fast = assert_equivalent(path.read_bytes())
+        if fast is not None:
+            document, headers, _problems = xmlfeed.prepare_xml(path.read_bytes(), None)
+            reading = fastpath.read_fast(document, headers, url=URL, readers=xmlfeed.FAST_READERS)
+            assert reading is not None
+            accepted[reading.version] += 1
+    # feedparser's suite holds hundreds of plain documents of each format.
+    assert min(accepted.values()) > 100, accepted
+
+
+# -- Atom 1.0 ------------------------------------------------------------------------------
+
+
+def atom(entries: str, feed: str = '<title>T</title><link href="http://example.org/"/>') -> bytes:
+    return (
+        '<?xml version="1.0" encoding="utf-8"?>\n<feed xmlns="http://www.w3.org/2005/Atom">'
+        f"{feed}{entries}</feed>"
+    ).encode()
+
+
+ATOM_ACCEPTED = {
+    "id is the link": "<entry><id>http://e.org/1</id></entry>",
+    "urn id is the link": "<entry><id>urn:uuid:60a76c80-d399-11d9-b93C-0003939e0af6</id></entry>",
+    "alternate link after the id": '<entry><id>tag:e.org,1:a</id><link href="/a"/></entry>',
+    "alternate link before the id": '<entry><link href="http://e.org/a"/><id>x</id></entry>',
+    "two alternate links": '<entry><link href="http://e.org/a"/><link href="http://e.org/b"/></entry>',
+    "non-html alternate": '<entry><id>i</id><link type="application/pdf" href="http://e.org/p"/></entry>',
+    "xhtml alternate": '<entry><link type="application/xhtml+xml" href="http://e.org/x"/></entry>',
+    "empty href": '<entry><id>http://e.org/i</id><link href=""/></entry>',
+    "link rels": '<entry><link rel="self" href="http://e.org/s"/><link rel="EDIT" href="e"/>'
+    '<link rel="enclosure" type="audio/mpeg" length="1" href=" http://e.org/a.mp3 "/>'
+    '<link rel="Enclosure" href="http://e.org/b.mp3"/><link rel="enclosure" href=""/></entry>',
+    "html title": '<entry><title type="html">a &lt;b&gt;bold&lt;/b&gt;</title></entry>',
+    "text title with markup": "<entry><title>a &lt;b&gt; &amp;amp; c</title></entry>",
+    "type spelled as a media type": '<entry><title type="TEXT/HTML">x &lt;i&gt;</title></entry>',
+    "summary and html content": "<entry><summary>short &amp; plain</summary>"
+    '<content type="html">&lt;p&gt;long&lt;/p&gt;</content></entry>',
+    "content before summary": '<entry><content type="html"><![CDATA[<p>x</p>]]></content>'
+    '<summary type="html">s</summary></entry>',
+    "text content only": "<entry><content>a &lt;p&gt; b</content></entry>",
+    "cdata everywhere": "<entry><title><![CDATA[ <i>x</i> & y ]]></title>"
+    '<summary type="html"><![CDATA[<b>s</b>]]></summary></entry>',
+    "author name and email": (
+        "<entry><author><name> N </name><email>n@e.org</email></author></entry>"
+    ),
+    "author email only": "<entry><author><email>n@e.org</email><uri>/me</uri></author></entry>",
+    "author uri only": "<entry><author><uri>http://e.org/me</uri></author></entry>",
+    "empty author": "<entry><author> </author></entry>",
+    "author name mojibake": "<entry><author><name>cafÃ©\u0080</name></author></entry>",
+    "categories": '<entry><category term="a"/><category term="b" scheme="s" label="B"/>'
+    '<category term="a"/><category label="L"/><category>text</category>'
+    '<category term="t">more</category><category term=""/></entry>',
+    "dates": "<entry><published>2024-01-01T08:00:00+08:00</published>"
+    "<updated> 2024-01-02T00:00:00Z </updated></entry>",
+    "bad date": "<entry><updated>not a date</updated></entry>",
+    "rights and xml:lang": '<entry xml:lang="zh"><rights type="html">&lt;b&gt;c&lt;/b&gt;</rights>'
+    '<title xml:lang="en">t</title></entry>',
+    "c1 controls and mojibake": "<entry><title>a\u0080b Ã©</title><summary>\x96</summary></entry>",
+    "upper-case names": "<ENTRY><Title>t</Title><ID>http://e.org/u</ID></ENTRY>",
+    "empty entry": "<entry/>",
+    "comments and PIs": "<entry><title>a<!-- c -->b<?pi x?>c</title></entry>",
+}
+
+ATOM_FEEDS = {
+    "no feed fields": "",
+    "everything the feed may hold": (
+        '<title type="html">T &amp;amp; co</title><subtitle type="html">&lt;b&gt;s</subtitle>'
+        '<link rel="self" href="http://e.org/feed"/><link rel="alternate" type="text/html" '
+        'href="/home"/><id>urn:x</id><updated>2024-01-01T00:00:00Z</updated>'
+        "<author><name>A</name><email>a@e.org</email><uri>http://e.org/</uri></author>"
+        '<generator uri="http://g.org/" version="1">G</generator><icon>/i.png</icon>'
+        '<logo>/l.png</logo><rights>c</rights><category term="c"/>'
+    ),
+    "id before the link": '<id>http://e.org/id</id><link href="http://e.org/"/>',
+    "id is the link": "<id>http://e.org/id</id><title>T</title>",
+}
+
+
+@pytest.mark.parametrize("feed", ATOM_FEEDS, ids=ATOM_FEEDS.keys())
+@pytest.mark.parametrize("entry", ATOM_ACCEPTED.values(), ids=ATOM_ACCEPTED.keys())
+def test_atom_fast_path_reproduces_feedparser(entry: str, feed: str) -> None:
+    assert assert_equivalent(atom(entry, ATOM_FEEDS[feed])) is not None
+
+
+def test_atom_with_a_prefix_and_after_entries() -> None:
+    prefixed = (
+        b'<a:feed xmlns:a="http://www.w3.org/2005/Atom"><a:entry><a:title>t</a:title>'
+        b"</a:entry><a:title>late</a:title></a:feed>"
+    )
+    fast = assert_equivalent(prefixed)
+    assert fast is not None and fast.title == "late"
+
+
+ATOM_ENTRY = "<entry><id>http://e.org/1</id><title>t</title></entry>"
+ATOM_DECLINED = {
+    "xhtml content": '<entry><content type="xhtml"><div xmlns="http://www.w3.org/1999/xhtml">'
+    "x</div></content></entry>",
+    "xhtml title without markup": '<entry><title type="xhtml">a &amp; b</title></entry>',
+    "base64 content": '<entry><content type="image/png">aGVsbG8=</content></entry>',
+    "content with src": '<entry><content src="http://e.org/c"/></entry>',
+    "xml:base": '<entry xml:base="http://other.example/"><link href="a"/></entry>',
+    "link without href": "<entry><link>http://e.org/a</link></entry>",
+    "link with a url attribute": '<entry><link url="http://e.org/u" href="http://e.org/h"/></entry>',
+    "two authors": "<entry><author><name>A</name><email>a@e.org</email></author>"
+    "<author><name>B</name></author></entry>",
+    "text directly in an author": "<entry><author>me <name>A</name></author></entry>",
+    "two summaries": "<entry><summary>a</summary><summary>b</summary></entry>",
+    "two ids": "<entry><id>a</id><id>b</id></entry>",
+    "contributor": "<entry><contributor><name>c</name></contributor></entry>",
+    "source": "<entry><source><title>s</title></source></entry>",
+    "extension element": '<entry xmlns:media="http://search.yahoo.com/mrss/">'
+    '<media:thumbnail url="http://e.org/t.jpg"/></entry>',
+    "markup in a summary": "<entry><summary><p>x</p></summary></entry>",
+    "namespaced attribute": '<entry><link xmlns:t="urn:t" t:x="1" href="http://e.org/"/></entry>',
+    "summary with mode": '<entry><summary mode="escaped">x</summary></entry>',
+    "atom 0.3 namespace": "",  # the namespace is swapped below
+    "no namespace": "",
+    "rss 1.0 namespace declared": "",
+}
+
+
+@pytest.mark.parametrize("name", ATOM_DECLINED, ids=ATOM_DECLINED.keys())
+def test_atom_fast_path_declines(name: str) -> None:
+    content = atom(ATOM_DECLINED[name] or ATOM_ENTRY)
+    if name == "atom 0.3 namespace":
+        content = content.replace(b"http://www.w3.org/2005/Atom", b"http://purl.org/atom/ns#")
+    elif name == "no namespace":
+        content = content.replace(b' xmlns="http://www.w3.org/2005/Atom"', b"")
+    elif name == "rss 1.0 namespace declared":
+        content = content.replace(b"<feed ", b'<feed xmlns:r="http://purl.org/rss/1.0/" ')
+    assert_declined(content)
+
+
+@st.composite
+def _atom_text(draw: st.DrawFn) -> tuple[str, str, bool]:
+    """``(attributes, markup, well_formed)`` of a text construct."""
+    text, fine = draw(_text_node())
+    kind = draw(st.sampled_from(["", ' type="text"', ' type="html"', ' type="xhtml"']))
+    return kind, text, fine and "xhtml" not in kind
+
+
+@st.composite
+def _atom_entry(draw: st.DrawFn) -> tuple[str, bool]:
+    parts: list[str] = []
+    ok = True
+    for name in draw(st.lists(st.sampled_from(["title", "summary", "content"]), unique=True)):
+        attrs, text, fine = draw(_atom_text())
+        parts.append(f"<{name}{attrs}>{text}</{name}>")
+        ok &= fine
+    for name in draw(st.lists(st.sampled_from(["id", "published", "updated"]), unique=True)):
+        text, fine = draw(_text_node())
+        parts.append(f"<{name}>{text}</{name}>")
+        ok &= fine
+    for _ in range(draw(st.integers(0, 3))):
+        href = html.escape(draw(_TEXT).translate(_XML_CHAR), quote=True)
+        href = "".join(
+            c for c in href if not 0xD800 <= ord(c) <= 0xDFFF and c not in "\ufffe\uffff"
+        )
+        rel = draw(st.sampled_from(["", ' rel="alternate"', ' rel="enclosure"', ' rel="self"']))
+        kind = draw(st.sampled_from(["", ' type="text/html"', ' type="audio/mpeg"']))
+        parts.append(f'<link{rel}{kind} href="{href}"/>')
+    if draw(st.booleans()):
+        children = []
+        for name in draw(st.lists(st.sampled_from(["name", "email", "uri"]), unique=True)):
+            text, fine = draw(_text_node())
+            children.append(f"<{name}>{text}</{name}>")
+            ok &= fine
+        parts.append("<author>" + "".join(children) + "</author>")
+    for _ in range(draw(st.integers(0, 3))):
+        term = draw(st.sampled_from(["", ' term="a"', ' term="b"', ' term=""']))
+        label = draw(st.sampled_from(["", ' label="L"', ' scheme="s"']))
+        text, fine = draw(_text_node())
+        parts.append(f"<category{term}{label}>{text}</category>")
+        ok &= fine
+    if draw(st.integers(0, 9)) == 0:  # something the fast path leaves to feedparser
+        parts.append(draw(st.sampled_from(["<id>again</id>", "<source/>", '<link rel="x"/>'])))
+        ok = False
+    return "<entry>" + "".join(draw(st.permutations(parts))) + "</entry>", ok
+
+
+@st.composite
+def atom_documents(draw: st.DrawFn) -> tuple[bytes, dict[str, str] | None, bool]:
+    """``(bytes, headers, the fast path must accept it)``."""
+    feed = ""
+    ok = True
+    if draw(st.booleans()):
+        attrs, text, fine = draw(_atom_text())
+        feed += f"<title{attrs}>{text}</title>"
+        ok &= fine
+    if draw(st.booleans()):
+        text, fine = draw(_text_node())
+        feed += f"<id>{text}</id>"
+        ok &= fine
+    if draw(st.booleans()):
+        feed += draw(st.sampled_from(['<link href="/home"/>', '<link rel="self" href="/f"/>']))
+    entries = draw(st.lists(_atom_entry(), max_size=4))
+    content = atom("".join(markup for markup, _ in entries), feed)
+    headers = draw(st.sampled_from([None, {"Content-Type": "application/atom+xml"}]))
+    return content, headers, ok and all(fine for _, fine in entries)
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
+)
+@given(atom_documents())
+def test_generated_atom_documents(document: tuple[bytes, dict[str, str] | None, bool]) -> None:
+    content, headers, accept = document
+    fast = assert_equivalent(content, headers)
+    if accept:
+        assert fast is not None, "a well-formed, whitelisted document was declined"
+
+
+# -- the checks above can fail: deliberate mutations of the fast path must be caught -------
+
+
+def _suite_catches_it() -> bool:
+    """Whether the hand-written cases above (some of them) fail: True if any does."""
+    checks: list[tuple[bytes, bool]] = [
+        *(
+            (atom(entry, feed), True)
+            for entry in ATOM_ACCEPTED.values()
+            for feed in ATOM_FEEDS.values()
+        ),
+        *(
+            (rss(item, channel), True)
+            for item in ACCEPTED.values()
+            for channel in CHANNELS.values()
+        ),
+        *((atom(entry), False) for entry in ATOM_DECLINED.values() if entry),
+        *((content, False) for content in DECLINED.values()),
+    ]
+    for content, accept in checks:
+        try:
+            if accept:
+                assert assert_equivalent(content) is not None
+            else:
+                assert_declined(content)
+        except AssertionError:
+            return True
+    return False
+
+
+def _wrap_end_text(after: Callable[[Any, str], None], reader: type[Any]) -> Callable[..., None]:
+    original = reader.end_text
+
+    def end_text(self: Any, kind: str, text: str) -> None:
+        original(self, kind, text)
+        after(self, kind)
+
+    return end_text
+
+
+def _drop(key: str, when: str) -> Callable[[Any, str], None]:
+    def after(self: Any, kind: str) -> None:
+        if kind == when:
+            self._item.pop(key, None)
+
+    return after
+
+
+MUTATIONS: dict[str, Callable[[pytest.MonkeyPatch], None]] = {
+    "atom: no mojibake repair": lambda mp: mp.setattr(atom_reader, "stored", str.strip),
+    "rss: no mojibake repair": lambda mp: mp.setattr(rss2, "stored", str.strip),
+    "atom: every text construct is html": lambda mp: mp.setattr(
+        atom_reader, "_content_type", lambda attrs: "text/html"
+    ),
+    "atom: id never stands in for the link": lambda mp: mp.setattr(
+        atom_reader.AtomReader,
+        "end_text",
+        _wrap_end_text(_drop("link", "id"), atom_reader.AtomReader),
+    ),
+    "atom: content not copied to the summary": lambda mp: mp.setattr(
+        atom_reader.AtomReader,
+        "end_text",
+        _wrap_end_text(_drop("summary", "content"), atom_reader.AtomReader),
+    ),
+    "atom: author is the name only": lambda mp: mp.setattr(
+        atom_reader.AtomReader,
+        "end_container",
+        lambda self, kind: (
+            self._item.__setitem__("author", self._author.get("name", ""))
+            if kind == "author"
+            else None
+        ),
+    ),
+    "atom: repeats allowed": lambda mp: mp.setattr(atom_reader.AtomReader, "ONCE", frozenset()),
+    "rss: guid never stands in for the link": lambda mp: mp.setattr(
+        rss2.Rss2Reader, "end_text", _wrap_end_text(_drop("link", "guid"), rss2.Rss2Reader)
+    ),
+    "any namespace declaration allowed": lambda mp: mp.setattr(
+        fastpath.ExpatReader, "_namespace", lambda self, prefix, uri: None
+    ),
+}
+
+
+def test_the_unmutated_fast_path_passes_the_mutation_suite() -> None:
+    assert not _suite_catches_it()
+
+
+@pytest.mark.parametrize("mutate", MUTATIONS.values(), ids=MUTATIONS.keys())
+def test_a_mutated_fast_path_is_caught(
+    mutate: Callable[[pytest.MonkeyPatch], None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mutate(monkeypatch)
+    assert _suite_catches_it()
