@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.corpus import ManifestEntry, build_corpus, feed_ids
+from bench.corpus import CORPUS_VERSION, ManifestEntry, build_corpus, feed_ids
 from bench.dbgen import ensure_db, make_due, reset, schema_key
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -136,6 +136,7 @@ class Bench:
         self.quick = args.quick
         self.small, self.large = (20, 100) if self.quick else (200, 1000)
         self.growth = 20 if self.quick else 100
+        self.mixed = 20 if self.quick else 200
         self.sizes = (1_000, 10_000) if self.quick else (10_000, 100_000, 1_000_000)
         self.rows: list[Row] = []
         self.notes: list[str] = []
@@ -196,8 +197,9 @@ class Bench:
         log("corpus ...")
         main_ids = feed_ids(self.large, 0)
         growth_ids = feed_ids(0, self.growth)
-        self.manifest = build_corpus(CACHE, main_ids + growth_ids)
-        corpus_dir = CACHE / "corpus-v1"
+        mixed_ids = feed_ids(0, 0, self.mixed)
+        self.manifest = build_corpus(CACHE, main_ids + growth_ids + mixed_ids)
+        corpus_dir = CACHE / f"corpus-v{CORPUS_VERSION}"
         total_bytes = sum(m["bytes"] for m in self.manifest.values())
         self.notes.append(
             f"corpus: {len(main_ids)} + {len(growth_ids)} feeds, {self.entries(main_ids)} + "
@@ -208,6 +210,7 @@ class Bench:
         self.server = FeedServer(corpus_dir)
         try:
             self.polls(main_ids)
+            self.one_shot(mixed_ids)
             self.lean(main_ids)
             self.database()
             if self.args.profile:
@@ -295,6 +298,79 @@ class Bench:
                         "<= 0.5x",
                         ratio <= 0.5,
                     )
+
+    def one_shot(self, ids: list[str]) -> None:
+        """``aggregator poll`` as a user runs it, start-up and shut-down included, on the
+        independent mixed set, against reader's one-shot ``update_feeds``."""
+        count, entries = len(ids), self.entries(ids)
+        log(f"one-shot aggregator poll, {count} mixed feeds: ours ...")
+        ours = self.cli_poll(ids)
+        rate = entries / ours["wall"]
+        self.add(
+            f"One-shot `aggregator poll`, {count} mixed feeds: ours",
+            f"{rate:,.0f} entries/s ({entries} entries in {ours['wall']:.1f} s as a whole "
+            f"process, CPU {ours['cpu']:.1f} s with its children)",
+        )
+        if self.args.skip_reader:
+            return
+        log(f"one-shot update, {count} mixed feeds: reader ...")
+        reader = self.reader(
+            f"reader-oneshot-{count}", fresh(RUN / f"reader-oneshot-{count}.sqlite"), ids, add=True
+        )
+        rrate = entries / reader["wall"]
+        self.add(
+            f"One-shot update, {count} mixed feeds: reader",
+            f"{rrate:,.0f} entries/s ({reader['entries_stored']} stored in "
+            f"{reader['wall']:.1f} s, CPU {reader['cpu']:.1f} s)",
+        )
+        self.add(
+            f"One-shot speed ratio ours/reader, {count} mixed feeds",
+            f"{rate / rrate:.2f}x",
+            ">= 2x",
+            rate / rrate >= 2,
+        )
+
+    def cli_poll(self, ids: list[str]) -> dict[str, float]:
+        """Run ``aggregator poll`` once in a fresh process; wall and CPU (children too).
+
+        Settings come from the environment, as a deployment would set them: the
+        sources file lists the feeds, and the per-host cap is lifted to the
+        concurrency as the daemon jobs lift it (all feeds share one loopback host).
+        """
+        sources = RUN / "oneshot-sources.toml"
+        sources.write_text(
+            "".join(
+                f'[[source]]\nid = "{feed_id}"\nname = {json.dumps(name, ensure_ascii=False)}\n'
+                f'url = "{self.server.base_url}/rss/{feed_id}.xml"\nadapter = "{kind}"\n\n'
+                for feed_id, kind, name in feeds_config(self.manifest, ids)
+            )
+        )
+        db = fresh(RUN / f"ours-oneshot-{len(ids)}.sqlite")
+        env = {
+            **os.environ,
+            "AGGREGATOR_DATABASE_URL": f"sqlite:///{db}",
+            "AGGREGATOR_SOURCES_FILE": str(sources),
+            "AGGREGATOR_ALLOW_PRIVATE_ADDRESSES": "true",
+            "AGGREGATOR_MAX_POLLS_PER_HOST": "8",
+        }
+        command = [str(Path(sys.executable).parent / "aggregator"), "poll"]
+        before = os.times()
+        wall = time.perf_counter()
+        with (RUN / f"ours-oneshot-{len(ids)}.log").open("w") as output:
+            # cwd: a folder without config/, so no repository config file is read.
+            done = subprocess.run(
+                command, cwd=RUN, env=env, stdin=subprocess.DEVNULL, stdout=output, stderr=output
+            )
+        wall = time.perf_counter() - wall
+        after = os.times()
+        if done.returncode != 0:
+            self.notes.append(f"one-shot poll exited {done.returncode}: see its log in {RUN}")
+        cpu = (after.children_user - before.children_user) + (
+            after.children_system - before.children_system
+        )
+        result = {"wall": wall, "cpu": cpu}
+        self.raw[f"ours-oneshot-{len(ids)}"] = result
+        return result
 
     def add_rss(self, figure: str, ours: dict[str, Any]) -> None:
         """Peak memory of the daemon: its own process and every process it started."""
