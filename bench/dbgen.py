@@ -12,7 +12,7 @@ route through another source) and one raw entry.  1,000 "bulk" sources
 (``b000``..``b999``); sort times run back from 2024-05-01, one article every 30 s.
 
 Databases are cached under ``bench/.cache/`` keyed by the schema (alembic head plus
-a hash of the DDL) and this generator's version, so a rerun reuses them.  The
+a hash of the DDL), this generator's version and the corpus version, so a rerun reuses them.  The
 growth benchmark polls ``g*`` sources into them and :func:`reset` deletes those
 rows again afterwards (and before use, in case a run was interrupted).
 """
@@ -29,7 +29,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from bench.corpus import feed_spec, render_feed
+from bench.corpus import CORPUS_VERSION, feed_spec, render_feed
 
 __all__ = ["DBGEN_VERSION", "ensure_db", "reset", "schema_key"]
 
@@ -63,7 +63,7 @@ def schema_key(cache: Path) -> str:
     for suffix in ("", "-wal", "-shm"):
         Path(f"{probe}{suffix}").unlink(missing_ok=True)
     digest = hashlib.sha256(ddl.encode()).hexdigest()[:10]
-    return f"{head}-{digest}-g{DBGEN_VERSION}"
+    return f"{head}-{digest}-g{DBGEN_VERSION}-c{CORPUS_VERSION}"
 
 
 def _pool(size: int = 400) -> list[tuple[str, str, str, str]]:
