@@ -12,9 +12,9 @@ route through another source) and one raw entry.  1,000 "bulk" sources
 (``b000``..``b999``); sort times run back from 2024-05-01, one article every 30 s.
 
 Databases are cached under ``bench/.cache/`` keyed by the schema (alembic head plus
-a hash of the DDL), this generator's version and the corpus version, so a rerun reuses them.  The
-growth benchmark polls ``g*`` sources into them and :func:`reset` deletes those
-rows again afterwards (and before use, in case a run was interrupted).
+a hash of the DDL), this generator's version and the corpus version, so a rerun
+reuses them.  The growth benchmark polls ``g*`` sources into them and :func:`reset`
+deletes those rows again afterwards (and before use, in case a run was interrupted).
 """
 
 from __future__ import annotations
