@@ -142,6 +142,9 @@ BENCH_IDS = (
 )
 
 
+FORMAT_IDS = ["rss-cdata", "rss-escaped", "atom"]  # of f0000, f0001, f0004
+
+
 def test_benchmark_corpus_is_read_by_the_fast_path_exactly() -> None:
     corpus = _bench_corpus()
     entries: dict[str, int] = dict.fromkeys(corpus.FORMATS, 0)
@@ -154,16 +157,20 @@ def test_benchmark_corpus_is_read_by_the_fast_path_exactly() -> None:
     assert all(count > len(BENCH_IDS) * 4 for count in entries.values()), entries
 
 
-def test_parse_feed_serves_clean_feeds_without_feedparser(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("feed_id", ["f0000", "f0001", "f0004"], ids=FORMAT_IDS)
+def test_parse_feed_serves_clean_feeds_without_feedparser(
+    feed_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("feedparser was used")
 
-    expected = read_both((FIXTURES / "feeds/zaobao-1.xml").read_bytes(), RSS_HEADERS)[1]
+    corpus = _bench_corpus()
+    spec = corpus.feed_spec(feed_id)
+    content = corpus.render_feed(spec)
+    expected = read_both(content, RSS_HEADERS)[1]
     monkeypatch.setattr(xmlfeed, "read_with_feedparser", refuse)
-    feed = parse.parse_feed(
-        (FIXTURES / "feeds/zaobao-1.xml").read_bytes(), url=URL, headers=RSS_HEADERS
-    )
-    assert feed == expected and len(feed.entries) == 20
+    feed = parse.parse_feed(content, url=URL, headers=RSS_HEADERS)
+    assert feed == expected and len(feed.entries) == spec.items
 
 
 # -- what lenient parsers get wrong: the fast path must decline ----------------------------
