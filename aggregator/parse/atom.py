@@ -75,12 +75,10 @@ _GRAMMAR: Grammar = {
 _CONTAINERS = frozenset({"feed", "feed-author", "entry", "author"})
 _EMPTY = frozenset({"feed-link", "link"})  # links with an href: their text goes nowhere
 # At most one per parent: feedparser's handling of repeats depends on their order.
-_ONCE = frozenset({"feed-title", "feed-id", "id", "title", "updated", "published", "author"}) | {
-    "summary",
-    "content",
-    "name",
-    "email",
-}
+_ONCE = frozenset(
+    {"feed-title", "feed-id", "id", "title", "updated", "published", "author", "summary"}
+    | {"content", "name", "email"}
+)
 _LINK = frozenset({"href", "rel", "type", "title", "hreflang", "length"})
 _TYPED = frozenset({"type"})
 _CATEGORY = frozenset({"term", "scheme", "label"})
