@@ -202,9 +202,11 @@ class Bench:
         corpus_dir = CACHE / f"corpus-v{CORPUS_VERSION}"
         total_bytes = sum(m["bytes"] for m in self.manifest.values())
         self.notes.append(
-            f"corpus: {len(main_ids)} + {len(growth_ids)} feeds, {self.entries(main_ids)} + "
-            f"{self.entries(growth_ids)} items, {total_bytes / 1e6:.0f} MB of XML "
-            f"({total_bytes / max(1, self.entries(main_ids + growth_ids)) / 1000:.1f} KB/item), "
+            f"corpus v{CORPUS_VERSION}: {len(main_ids)} + {len(growth_ids)} + {len(mixed_ids)} "
+            "(one-shot) feeds, every fifth Atom, the rest CDATA or escaped RSS, "
+            f"{self.entries(main_ids)} + {self.entries(growth_ids)} + {self.entries(mixed_ids)} "
+            f"items, {total_bytes / 1e6:.0f} MB of XML "
+            f"({total_bytes / max(1, self.entries(list(self.manifest))) / 1000:.1f} KB/item), "
             "served gzipped"
         )
         self.server = FeedServer(corpus_dir)
