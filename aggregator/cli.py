@@ -221,6 +221,7 @@ def _poller(
         max_entries=settings.max_entries_per_poll,
         jitter=settings.jitter,
         backoff_cap=timedelta(seconds=settings.backoff_cap),
+        mirror_retry=timedelta(seconds=settings.mirror_retry),
         executor=executor,
     )
 
@@ -413,6 +414,17 @@ def sources() -> None:
             _ago(state.next_poll if state else None, now) if source.enabled else "-",
             str(counts.get(source.id, 0)),
         )
+        for record in state.url_states if state else ():
+            # One row per URL of a source with mirrors: which answered, which failed, why.
+            if record.gone:
+                status = f"RETIRED: {record.gone}"
+            elif record.error:
+                status = f"{record.error_kind}: {record.error}"
+            else:
+                status = "ok" if record.last_success else "not tried"
+            table.add_row(
+                "", f"  {record.url}", "", _ago(record.last_success, now), "", status[:80], "", ""
+            )
     out.print(table)
 
 

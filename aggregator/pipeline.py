@@ -24,10 +24,11 @@ from concurrent.futures import BrokenExecutor, Executor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from aggregator import timing
+from aggregator import mirrors, timing
 from aggregator.errors import (
     AggregatorError,
     GoneError,
+    MirrorsFailedError,
     RateLimitedError,
     SourceError,
     StorageError,
@@ -118,6 +119,26 @@ class _GroupCommit:
             _settle(done, None)
 
 
+class _AllFailed(Exception):
+    """Every URL of a source with mirrors failed: the error, and the state that
+    records each URL's own failure."""
+
+    def __init__(self, state: SourceState, error: SourceError) -> None:
+        super().__init__(str(error))
+        self.state = state
+        self.error = error
+
+
+def _unexpected(exc: Exception, source: Source, url: str) -> SourceError:
+    """Anything else a response or its content raised (a RecursionError deep in a
+    reader, an OverflowError on a header) is still this source's failure: it is
+    recorded and backed off like any other, or the source would be claimed again
+    every tick.  The traceback is for debugging, not for every poll at INFO."""
+    logger.debug("unexpected error polling source %r", source.id, exc_info=exc)
+    detail = " ".join(str(exc).split())[:200]
+    return SourceError(f"unexpected {type(exc).__name__}: {detail}", source=source.id, url=url)
+
+
 def _settle(done: asyncio.Future[None], error: BaseException | None) -> None:
     if done.done():  # its poll was cancelled meanwhile
         return
@@ -142,6 +163,7 @@ class Poller:
         max_entries: int = 500,
         jitter: float = 0.1,
         backoff_cap: timedelta = timedelta(days=1),
+        mirror_retry: timedelta = timedelta(days=1),
         metrics: Metrics = DEFAULT_METRICS,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         rng: random.Random | None = None,
@@ -153,6 +175,7 @@ class Poller:
         self.max_entries = max_entries
         self.jitter = jitter
         self.backoff_cap = backoff_cap
+        self.mirror_retry = mirror_retry
         self.metrics = metrics
         self.clock = clock
         self.rng = rng or random.Random()
@@ -186,30 +209,78 @@ class Poller:
             return PollOutcome(source.id, "disabled")
         attempt = dataclasses.replace(state, last_attempt=now)
         try:
-            result = await self.fetcher.fetch(source, state)
+            normalized: Normalized | None = None
+            if source.mirrors:
+                attempt, result, normalized = await self._fetch_mirrors(source, attempt, now)
+            else:
+                result = await self.fetcher.fetch(source, state)
             if result.not_modified:
                 new_state = self._success_state(source, attempt, result, now)
                 await self._finish(new_state, owner)
                 return PollOutcome(source.id, "not-modified", released=owner is not None)
-            normalized = await self._normalize(source, result, now)
+            if normalized is None:
+                normalized = await self._normalize(source, result, now)
             return await asyncio.to_thread(
                 self._store_result, source, attempt, result, normalized, now, owner
             )
+        except _AllFailed as failure:
+            return await self._failed(source, failure.state, failure.error, now, owner)
         except SourceError as exc:
             return await self._failed(source, attempt, exc, now, owner)
         except StorageError:
             raise
         except Exception as exc:
-            # Anything else a response or its content raised (a RecursionError deep in a
-            # reader, an OverflowError on a header) is still this source's failure: it is
-            # recorded and backed off like any other, or the source would be claimed again
-            # every tick.  The traceback is for debugging, not for every poll at INFO.
-            logger.debug("unexpected error polling source %r", source.id, exc_info=True)
-            detail = " ".join(str(exc).split())[:200]
-            error = SourceError(
-                f"unexpected {type(exc).__name__}: {detail}", source=source.id, url=attempt.url
+            return await self._failed(
+                source, attempt, _unexpected(exc, source, attempt.url), now, owner
             )
-            return await self._failed(source, attempt, error, now, owner)
+
+    async def _fetch_mirrors(
+        self, source: Source, state: SourceState, now: datetime
+    ) -> tuple[SourceState, FetchResult, Normalized | None]:
+        """Fetch (and parse) the first of the source's URLs that answers with a feed.
+
+        A body that is not a feed counts as that URL's failure too: a dead mirror
+        domain often answers 200 with a parking page.  Every attempt is recorded in
+        its URL's record; :class:`_AllFailed` carries them out when none answered.
+        """
+        state = dataclasses.replace(state, url_states=mirrors.reconcile(source, state))
+        order = mirrors.attempt_order(state.url_states, now=now, retry=self.mirror_retry)
+        if not order:
+            gone = GoneError("every URL of the source is gone (HTTP 410)", source=source.id)
+            raise _AllFailed(state, gone)
+        for record in order:
+            view = dataclasses.replace(
+                state, url=record.url, etag=record.etag, last_modified=record.last_modified
+            )
+            try:
+                result = await self.fetcher.fetch(source, view)
+                normalized = (
+                    None if result.not_modified else await self._normalize(source, result, now)
+                )
+            except StorageError:
+                raise
+            except Exception as exc:
+                error = (
+                    exc if isinstance(exc, SourceError) else _unexpected(exc, source, record.url)
+                )
+                logger.info(
+                    "source %r: %s failed, trying the next URL: %s", source.id, record.url, error
+                )
+                self.metrics.record_url_failure(source.id, record.configured, error.kind)
+                state = mirrors.with_record(state, mirrors.failed(record, error, now))
+                continue
+            record = mirrors.answered(record, result, now)
+            state = mirrors.with_record(state, record)
+            current = dataclasses.replace(
+                state, url=record.url, etag=record.etag, last_modified=record.last_modified
+            )
+            return current, result, normalized
+        failures = "; ".join(
+            f"{record.url}: {record.error_kind}: {record.error}"
+            for record in state.url_states
+            if record.error is not None
+        )
+        raise _AllFailed(state, MirrorsFailedError(failures, source=source.id))
 
     async def _finish(self, state: SourceState, owner: str | None) -> None:
         """Save the state of a poll that stored no articles (and release, when leased)."""

@@ -55,7 +55,7 @@ from .export.feeds import (
     shortened,
 )
 from .httpguard import HEAD_TIMEOUT, guarded_protocol
-from .types import UTC, Cursor, SourceState, StoredArticle
+from .types import UTC, Cursor, SourceState, StoredArticle, UrlState
 
 __all__ = ["FEED_PATHS", "ArticleReader", "EmbeddedServer", "build_server", "create_app"]
 
@@ -485,6 +485,21 @@ def _state_json(state: SourceState, name: str | None) -> dict[str, object]:
         "consecutive_failures": state.consecutive_failures,
         "last_error_kind": state.last_error_kind,
         "disabled": state.disabled_reason,
+        **(
+            {"urls": [_url_json(record) for record in state.url_states]} if state.url_states else {}
+        ),
+    }
+
+
+def _url_json(record: UrlState) -> dict[str, object]:
+    """One URL of a source with mirrors; its error text stays in the log and the CLI,
+    like the source's own, but the kind says which URL failed how."""
+    return {
+        "url": record.configured,
+        "last_success": record.last_success.isoformat() if record.last_success else None,
+        "last_attempt": record.last_attempt.isoformat() if record.last_attempt else None,
+        "error_kind": record.error_kind,
+        "retired": record.gone is not None,
     }
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "Source",
     "SourceState",
     "StoredArticle",
+    "UrlState",
     "utc_ms",
 ]
 
@@ -82,6 +83,9 @@ class Article:
     comments: bool | None = None
     guid: str | None = None
     date_source: DateSource = DateSource.FEED
+    #: Where ``body`` came from: ``"feed"`` (the entry) or ``"page"`` (the article page,
+    #: fetched because the feed carried only a summary).  Not part of the fingerprint.
+    body_source: str = "feed"
 
     def __post_init__(self) -> None:
         # frozen: normalise through object.__setattr__, once, at construction.
@@ -170,7 +174,14 @@ class Source:
     interval: timedelta = timedelta(minutes=30)
     enabled: bool = True
     retention: timedelta | None = None  # None: the global default
-    allow_private: bool = False  # may this source live on a private/loopback address?
+    allow_private: bool = False  # may this source's feed URLs be on private/loopback addresses?
+    mirrors: tuple[str, ...] = ()  # further URLs of the same feed, tried in order after ``url``
+    fulltext: bool | str = False  # fetch article pages: True, False or "auto" (per entry)
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """Every configured URL, the primary first."""
+        return (self.url, *self.mirrors)
 
 
 @dataclass(frozen=True)
@@ -197,6 +208,30 @@ class FetchResult:
 
 
 @dataclass(frozen=True)
+class UrlState:
+    """What one of a source's URLs did last, for a source with mirrors.
+
+    ``configured`` is the URL as configured (the record's identity); ``url`` is where
+    it lives now (a permanent redirect moves it).  ``gone`` is set once it answered
+    410: that URL is never tried again, the others still are.
+    """
+
+    configured: str
+    url: str
+    etag: str | None = None
+    last_modified: str | None = None
+    last_attempt: datetime | None = None
+    last_success: datetime | None = None
+    error_kind: str | None = None
+    error: str | None = None
+    gone: str | None = None
+
+    @classmethod
+    def fresh(cls, url: str) -> UrlState:
+        return cls(url, url)
+
+
+@dataclass(frozen=True)
 class SourceState:
     """Durable per-source polling state; a restart resumes from it."""
 
@@ -214,6 +249,9 @@ class SourceState:
     #: The configured URL this state was made for (``url`` may be a redirect target);
     #: ``None``: not known (made before it was recorded), taken to be the current one.
     configured_url: str | None = None
+    #: One record per configured URL when the source has mirrors (empty otherwise);
+    #: ``url``, ``etag`` and ``last_modified`` above are then those of the URL used last.
+    url_states: tuple[UrlState, ...] = ()
 
     @classmethod
     def fresh(cls, source: Source) -> SourceState:
