@@ -33,9 +33,11 @@ from starlette.applications import Starlette
 
 from aggregator import archive, log, opml
 from aggregator.adapters import adapter_names, get_adapter
+from aggregator.dedupe import link_key
 from aggregator.errors import AdapterError, AggregatorError, ArchiveError, ConfigError
 from aggregator.export.feeds import FORMATS, FeedMeta, encode_cursor
 from aggregator.fetch import Fetcher, FetchLimits
+from aggregator.fulltext import extract_main, page_article
 from aggregator.normalize import init_worker, warm_up
 from aggregator.pipeline import Poller, PollOutcome
 from aggregator.scheduler import Daemon, host_of, sync_sources
@@ -49,7 +51,7 @@ from aggregator.settings import (
 )
 from aggregator.store import Store
 from aggregator.store.engine import is_postgresql
-from aggregator.types import Article, RawEntry, Source, StoredArticle
+from aggregator.types import Article, Page, RawEntry, Source, StoredArticle
 
 __all__ = ["app", "main"]
 
@@ -222,6 +224,8 @@ def _poller(
         jitter=settings.jitter,
         backoff_cap=timedelta(seconds=settings.backoff_cap),
         mirror_retry=timedelta(seconds=settings.mirror_retry),
+        pages_per_poll=settings.fulltext_pages_per_poll,
+        pages_per_host=settings.max_polls_per_host,
         executor=executor,
     )
 
@@ -335,7 +339,11 @@ async def _poll_once(
                 async with per_host[host_of(source.url)], limit:
                     return await poller.poll(source)
 
-            return list(await asyncio.gather(*(one(source) for source in sources)))
+            outcomes = list(await asyncio.gather(*(one(source) for source in sources)))
+            # Full-text pages are fetched after their feed's articles are stored; a
+            # one-shot poll gives them up to one fetch deadline more before exiting.
+            await poller.wait_for_pages(settings.total_timeout)
+            return outcomes
 
 
 @app.command()
@@ -613,6 +621,21 @@ def import_(
         raise typer.Exit(1)
 
 
+def _from_page(
+    store: Store, source: Source, entry: RawEntry, article: Article, page: Page, fetched: datetime
+) -> Article:
+    """``article`` from its stored page, extracted again (the extraction or the
+    adapter's content selector may have improved); the page keeps the new extract,
+    so the next poll does not put the old one back."""
+    assert page.html is not None
+    main = extract_main(page.html, url=page.url, adapter=source.adapter)
+    if main is None:
+        return article
+    if main != page.main:
+        store.save_page(source, article.link, replace(page, main=main))
+    return page_article(entry, main, source=source, fetched_at=fetched)
+
+
 @app.command()
 def renormalize(
     source: SourceOption = None,
@@ -624,12 +647,20 @@ def renormalize(
         with _store(settings) as store:
             batches: dict[str, list[tuple[RawEntry, Article]]] = {}
             skipped = 0
+            pages = {
+                source_id: dict(store.iter_pages(source_id))
+                for source_id, owner in chosen.items()
+                if owner.fulltext
+            }
             for source_id, entry, fetched in store.iter_raw(sorted(chosen)):
                 owner = chosen.get(source_id)
                 if owner is None:
                     continue
                 try:
                     fresh = get_adapter(owner.adapter)(entry, owner, fetched)
+                    page = pages.get(source_id, {}).get(link_key(fresh.link) or "")
+                    if page is not None:
+                        fresh = _from_page(store, owner, entry, fresh, page, fetched)
                 except AdapterError as exc:
                     skipped += 1
                     logger.warning("renormalize skipped an entry: %s", exc)

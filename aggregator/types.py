@@ -22,6 +22,7 @@ __all__ = [
     "Cursor",
     "DateSource",
     "FetchResult",
+    "Page",
     "PollCounts",
     "Provenance",
     "RawEntry",
@@ -257,6 +258,26 @@ class SourceState:
     def fresh(cls, source: Source) -> SourceState:
         """The state of a source never polled (at its configured URL)."""
         return cls(source.id, source.url, configured_url=source.url)
+
+
+@dataclass(frozen=True)
+class Page:
+    """An article page fetched for a summary-only entry, as stored.
+
+    ``main`` is the extracted main content (a re-poll re-adapts it without extracting
+    again); ``html`` the whole page, for ``aggregator renormalize`` to extract anew.
+    ``failure`` set: the page failed for good and is not fetched again.
+    ``entry_updated``: the entry's updated date when fetched; a different one means
+    the article changed and the page is fetched again (conditionally).
+    """
+
+    url: str
+    html: str | None = None
+    main: str | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    entry_updated: str | None = None
+    failure: str | None = None
 
 
 @dataclass(frozen=True)

@@ -86,6 +86,8 @@ class AdapterSpec:
     start with a feedx date line to strip and use as a date fallback.
     ``site_hosts``: the publisher's own hosts, so an archived article whose file
     does not name its source (the bare layout) can still be given to its adapter.
+    ``content_selector``: CSS selectors of the article body on the publisher's pages
+    (full text); the first that matches wins over the generic extraction.
     """
 
     clean: CleanSpec = COMMON_CLEAN
@@ -93,6 +95,7 @@ class AdapterSpec:
     host_aliases: Mapping[str, str] = field(default_factory=dict)
     body_date_line: bool = False
     site_hosts: tuple[str, ...] = ()
+    content_selector: tuple[str, ...] = ()
 
 
 _SPACE = re.compile(r"\s+")

@@ -271,6 +271,7 @@ class PageRow(SQLModel, table=True):
     link_key: str = Field(sa_type=KEY)
     url: str = Field(sa_type=Text)
     html: str | None = Field(default=None, sa_type=Text)
+    main: str | None = Field(default=None, sa_type=Text)
     etag: str | None = Field(default=None, sa_type=Text)
     last_modified: str | None = Field(default=None, sa_type=Text)
     entry_updated: str | None = Field(default=None, sa_type=Text)

@@ -38,6 +38,7 @@ def upgrade() -> None:
         sa.Column("link_key", sa.String(64), nullable=False),
         sa.Column("url", sa.Text(), nullable=False),
         sa.Column("html", sa.Text(), nullable=True),
+        sa.Column("main", sa.Text(), nullable=True),
         sa.Column("etag", sa.Text(), nullable=True),
         sa.Column("last_modified", sa.Text(), nullable=True),
         sa.Column("entry_updated", sa.Text(), nullable=True),
