@@ -9,6 +9,8 @@ resolver, the only part with no real stand-in.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import random
 import socket
 from collections.abc import Iterator
@@ -19,7 +21,9 @@ from typing import Any
 import anyio
 import pytest
 from feedserver import FeedServer, redirect, static, status
+from typer.testing import CliRunner
 
+from aggregator.cli import app
 from aggregator.fetch import Fetcher, FetchLimits
 from aggregator.metrics import Metrics
 from aggregator.pipeline import Poller, PollOutcome
@@ -236,3 +240,38 @@ def test_getaddrinfo_refuses_the_dead_host() -> None:
     # The premise of the tests above: the resolver answers at once that it has no such name.
     with pytest.raises(socket.gaierror):
         socket.getaddrinfo(DEAD_HOST, 80)
+
+
+def test_sources_command_lists_each_urls_state(
+    server: FeedServer,
+    store: Store,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server.route("/broken", status(500))
+    server.route("/feed", static(VOA))
+    source = _source(_dead_url(server), server.url("/broken"), server.url("/feed"))
+    _poll(store, source, Clock())
+    for name in list(os.environ):
+        if name.startswith("AGGREGATOR_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("COLUMNS", "300")
+    (tmp_path / "sources.toml").write_text(
+        f'[[source]]\nid = "voa"\nname = "VOA"\nurls = {json.dumps(list(source.urls))}\n'
+        'adapter = "voa"\nallow_private = true\n',
+        encoding="utf-8",
+    )
+    config = tmp_path / "aggregator.toml"
+    config.write_text(
+        f'database_url = "{store.engine.url.render_as_string(hide_password=False)}"\n'
+        f'sources_file = "{tmp_path / "sources.toml"}"\n',
+        encoding="utf-8",
+    )
+    result = CliRunner().invoke(app, ["--config", str(config), "sources"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    for url, status_text in zip(
+        source.urls, ("fetch: network error", "http: HTTP 500", "ok"), strict=True
+    ):
+        (line,) = [line for line in lines if url in line]
+        assert status_text in line
