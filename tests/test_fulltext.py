@@ -264,3 +264,15 @@ def test_which_entries_are_summaries(
     content: str, summary: str | None, mode: bool | str, expected: bool
 ) -> None:
     assert wants_page(RawEntry(content=content, summary=summary), mode) is expected
+
+
+def test_pruning_an_article_deletes_its_page(server: FeedServer, store: Store) -> None:
+    _serve(server, count=1)
+    source = _source(server)
+    _poll(store, source)
+    link = server.url("/a/1")
+    assert store.pages_for(source.id, [link])
+    later = datetime.now(UTC) + timedelta(days=2)  # retention counts from the first store
+    report = store.prune(now=later, default_retention=timedelta(days=1), per_source={})
+    assert report.pruned == 1
+    assert store.pages_for(source.id, [link]) == {}
