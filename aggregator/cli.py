@@ -37,6 +37,7 @@ from starlette.applications import Starlette
 from aggregator import __version__, archive, health, log, opml
 from aggregator.adapters import adapter_names, get_adapter
 from aggregator.cpus import available_cpus
+from aggregator.dedupe import link_key
 from aggregator.errors import (
     AdapterError,
     AggregatorError,
@@ -47,6 +48,7 @@ from aggregator.errors import (
 from aggregator.export.feeds import FORMATS
 from aggregator.export.site import FEED_PATHS, FeedSite, default_id_authority
 from aggregator.fetch import Fetcher, FetchLimits
+from aggregator.fulltext import extract_main, page_article
 from aggregator.normalize import init_worker, normalize_entries, warm_up
 from aggregator.pipeline import Poller, PollOutcome
 from aggregator.reload import SourcesReloader
@@ -62,7 +64,15 @@ from aggregator.settings import (
 )
 from aggregator.store import Store
 from aggregator.store.engine import is_postgresql, parse_url
-from aggregator.types import Article, PollCounts, RawEntry, Source, SourceState
+from aggregator.types import (
+    Article,
+    Page,
+    PollCounts,
+    RawEntry,
+    Source,
+    SourceState,
+    UrlState,
+)
 
 __all__ = ["app", "main"]
 
@@ -270,6 +280,9 @@ def _poller(
         max_entries=settings.max_entries_per_poll,
         jitter=settings.jitter,
         backoff_cap=timedelta(seconds=settings.backoff_cap),
+        mirror_retry=timedelta(seconds=settings.mirror_retry),
+        pages_per_poll=settings.fulltext_pages_per_poll,
+        pages_per_host=settings.max_polls_per_host,
         executor=executor,
     )
 
@@ -452,7 +465,11 @@ async def _poll_once(
                 async with hosts.hold(source.url), limit:
                     return await poller.poll(source)
 
-            return list(await asyncio.gather(*(one(source) for source in sources)))
+            outcomes = list(await asyncio.gather(*(one(source) for source in sources)))
+            # Full-text pages are fetched after their feed's articles are stored; a
+            # one-shot poll gives them up to one fetch deadline more before exiting.
+            await poller.wait_for_pages(settings.total_timeout)
+            return outcomes
 
 
 @app.command()
@@ -615,6 +632,13 @@ def sources(
             table.add_row(source.id, source.name, source.url, *row, failures, note)
         else:
             table.add_row(source.id, *row, note)
+        for record in state.url_states if state else ():
+            # One row per URL of a source with mirrors: which answered, which failed, why.
+            cells = [_ago(record.last_success, now), "", _url_status(record)]
+            if wide:
+                table.add_row("", "", f"  {record.url}", "", *cells[:2], "", cells[2])
+            else:
+                table.add_row(f"  {record.url}", "", *cells)
     (Console(highlight=False, markup=False, width=10_000) if wide else out).print(table)
 
 
@@ -641,7 +665,23 @@ def _source_json(
         "problem": problem.message if problem else None,
         "error_kind": problem.kind if problem else None,
         "disabled": state.disabled_reason if state else None,
+        "urls": [
+            {
+                "url": record.url,
+                "last_success": iso(record.last_success),
+                "status": _url_status(record),
+            }
+            for record in (state.url_states if state else ())
+        ],
     }
+
+
+def _url_status(record: UrlState) -> str:
+    if record.gone:
+        return f"retired: {record.gone}"
+    if record.error:
+        return f"{record.error_kind}: {record.error}"
+    return "ok" if record.last_success else "not tried"
 
 
 @app.command("config")
@@ -843,6 +883,21 @@ def import_(
         raise typer.Exit(1)
 
 
+def _from_page(
+    store: Store, source: Source, entry: RawEntry, article: Article, page: Page, fetched: datetime
+) -> Article:
+    """``article`` from its stored page, extracted again (the extraction or the
+    adapter's content selector may have improved); the page keeps the new extract,
+    so the next poll does not put the old one back."""
+    assert page.html is not None
+    main = extract_main(page.html, url=page.url, adapter=source.adapter)
+    if main is None:
+        return article
+    if main != page.main:
+        store.save_page(source, article.link, replace(page, main=main))
+    return page_article(entry, main, source=source, fetched_at=fetched)
+
+
 @app.command()
 def renormalize(
     source: SourceOption = None,
@@ -862,13 +917,24 @@ def renormalize(
                 if source_id in chosen:
                     stored[source_id].append((entry, fetched))
             for source_id, entries in stored.items():
+                owner = chosen[source_id]
+                # Full text: a stored page is extracted again instead of the feed's teaser.
+                pages = dict(store.iter_pages(source_id)) if owner.fulltext else {}
                 pairs: list[tuple[RawEntry, Article]] = []
-                for entry, result in normalize_entries(entries, chosen[source_id]):
+                for (entry, result), (_, fetched) in zip(
+                    normalize_entries(entries, owner), entries, strict=True
+                ):
                     if isinstance(result, AdapterError):
                         skipped += 1
                         logger.warning("renormalize skipped an entry: %s", result)
-                    else:
-                        pairs.append((entry, result))
+                        continue
+                    page = pages.get(link_key(result.link) or "")
+                    if page is not None:
+                        try:
+                            result = _from_page(store, owner, entry, result, page, fetched)
+                        except AdapterError as exc:  # the feed's version stays
+                            logger.warning("renormalize kept the feed's body: %s", exc)
+                    pairs.append((entry, result))
                 counts = store.replace_articles(chosen[source_id], pairs)
                 out.print(f"{source_id}: {counts.updated} updated, {counts.unchanged} unchanged")
     if skipped:

@@ -189,6 +189,14 @@ class BlockedURLError(FetchError):
     kind = "blocked"
 
 
+class MirrorsFailedError(SourceError):
+    """Every URL of a source with mirrors failed in one poll; each URL's own error is
+    in the source's state."""
+
+    default_message = "every URL failed"
+    kind = "mirrors"
+
+
 class ParseError(SourceError):
     default_message = "not a readable feed"
     kind = "parse"

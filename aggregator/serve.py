@@ -50,7 +50,7 @@ from .errors import ServiceError, StorageError
 from .export.feeds import FORMATS, FeedFormat, decode_cursor, encode_cursor, shortened
 from .export.site import FEED_PATHS, FeedSite, default_id_authority
 from .httpguard import HEAD_TIMEOUT, guarded_protocol
-from .types import UTC, Cursor, SourceState, StoredArticle
+from .types import UTC, Cursor, SourceState, StoredArticle, UrlState
 
 __all__ = [
     "FEED_PATHS",
@@ -518,6 +518,21 @@ def _state_json(state: SourceState, name: str | None) -> dict[str, object]:
         "last_error": state.last_error,
         "failing_since": _iso(state.failing_since),
         "disabled": state.disabled_reason,
+        **(
+            {"urls": [_url_json(record) for record in state.url_states]} if state.url_states else {}
+        ),
+    }
+
+
+def _url_json(record: UrlState) -> dict[str, object]:
+    """One URL of a source with mirrors; its error text stays in the log and the CLI,
+    like the source's own, but the kind says which URL failed how."""
+    return {
+        "url": record.configured,
+        "last_success": record.last_success.isoformat() if record.last_success else None,
+        "last_attempt": record.last_attempt.isoformat() if record.last_attempt else None,
+        "error_kind": record.error_kind,
+        "retired": record.gone is not None,
     }
 
 

@@ -27,6 +27,7 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -116,6 +117,19 @@ class Settings(BaseSettings):
         False, description="allow sources on private, loopback or link-local addresses"
     )
     backoff_cap: Seconds = Field(86400, ge=1, description="longest delay after failures")
+    mirror_retry: Seconds = Field(
+        86400,
+        ge=60,
+        description="for a source with mirrors: how long a failed primary URL is skipped "
+        "before it is tried first again",
+    )
+    fulltext_pages_per_poll: int = Field(
+        20,
+        ge=1,
+        le=1000,
+        description="article pages one poll of a full-text source may fetch; the rest "
+        "wait for the next poll",
+    )
     retention_days: float | None = Field(
         None,
         ge=0,
@@ -311,6 +325,10 @@ def _check_name(value: str) -> str:
     return value
 
 
+URL = Annotated[str, AfterValidator(_check_url), Field(max_length=2000)]
+_MAX_URLS = 10
+
+
 class SourceConfig(BaseModel):
     """One ``[[source]]`` table of the sources file.
 
@@ -322,7 +340,10 @@ class SourceConfig(BaseModel):
 
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
     name: Annotated[str, AfterValidator(_check_name)] = Field(min_length=1, max_length=200)
-    url: Annotated[str, AfterValidator(_check_url)] = Field(max_length=2000)
+    url: URL | None = None
+    urls: list[URL] | None = Field(None, min_length=1, max_length=_MAX_URLS)
+    mirrors: list[URL] = Field(default_factory=list, max_length=_MAX_URLS - 1)
+    fulltext: bool | Literal["auto"] = False
     adapter: str = Field("generic", max_length=64)
     interval: float | None = Field(None, ge=1, le=30 * DAY, description="seconds, or '30m', '2h'")
     enabled: bool = True
@@ -331,11 +352,38 @@ class SourceConfig(BaseModel):
 
     _interval = field_validator("interval", mode="before")(_parse_interval)
 
+    @field_validator("fulltext", mode="before")
+    @classmethod
+    def _fulltext(cls, value: object) -> object:
+        # One message instead of pydantic's two (one per member of the union).
+        if not isinstance(value, bool) and value != "auto":
+            raise ValueError('expected true, false or "auto"')
+        return value
+
+    @model_validator(mode="after")
+    def _one_url_list(self) -> SourceConfig:
+        """``url`` (with optional ``mirrors``) or ``urls``: exactly one way, no repeats."""
+        if (self.url is None) == (self.urls is None):
+            raise ValueError("give either url (and optionally mirrors) or urls")
+        if self.urls is not None and self.mirrors:
+            raise ValueError("mirrors go with url; with urls, list every URL there")
+        urls = self.all_urls
+        if len(set(urls)) != len(urls):
+            raise ValueError("a URL is listed twice")
+        return self
+
+    @property
+    def all_urls(self) -> list[str]:
+        return self.urls if self.urls is not None else [self.url or "", *self.mirrors]
+
     def to_source(self, settings: Settings) -> Source:
+        primary, *mirrors = self.all_urls
         return Source(
             id=self.id,
             name=self.name,
-            url=self.url,
+            url=primary,
+            mirrors=tuple(mirrors),
+            fulltext=self.fulltext,
             adapter=self.adapter,
             interval=timedelta(seconds=self.interval or settings.default_interval),
             enabled=self.enabled,
@@ -404,6 +452,10 @@ def sources_to_toml(sources: Sequence[Source]) -> str:
             f"adapter = {json.dumps(source.adapter)}",
             f"interval = {int(source.interval.total_seconds())}",
         ]
+        if source.mirrors:
+            lines.append(f"mirrors = {json.dumps(list(source.mirrors), ensure_ascii=False)}")
+        if source.fulltext:
+            lines.append(f"fulltext = {json.dumps(source.fulltext)}")
         if not source.enabled:
             lines.append("enabled = false")
         if source.retention is not None:

@@ -240,6 +240,8 @@ class Bench:
             )
             if count == self.large:
                 self.add_rss(f"Peak RSS of the daemon, {count}-feed full poll", ours)
+            else:
+                self.fulltext(count, ids, ours)
             reader = None
             if not self.args.skip_reader:
                 log(f"full first poll, {count} feeds: reader ...")
@@ -295,6 +297,29 @@ class Bench:
                         "<= 0.5x",
                         ratio <= 0.5,
                     )
+
+    def fulltext(self, count: int, ids: list[str], plain: dict[str, Any]) -> None:
+        """The same full first poll with ``fulltext = true``: one article page fetched,
+        extracted and stored per entry, beside the plain figure."""
+        entries = self.entries(ids)
+        log(f"full first poll with full text, {count} feeds ({entries} pages): ours ...")
+        db = fresh(RUN / f"ours-fulltext-{count}.sqlite")
+        ours = self.ours(
+            f"ours-fulltext-{count}",
+            db,
+            ids,
+            fulltext=True,
+            settings={"fulltext_pages_per_poll": 1000},
+        )
+        pages = ours["server_requests"] - count
+        extra = (ours["cpu"] + ours["workers_cpu"]) - (plain["cpu"] + plain["workers_cpu"])
+        self.add(
+            f"Full first poll with full text, {count} feeds: ours",
+            f"{entries / ours['wall']:,.0f} entries/s ({entries} entries, {pages} pages in "
+            f"{ours['wall']:.1f} s, CPU {ours['cpu']:.1f} s + parse workers "
+            f"{ours['workers_cpu']:.1f} s; {extra / max(1, pages) * 1000:.1f} ms of CPU per "
+            f"page over the plain poll)",
+        )
 
     def add_rss(self, figure: str, ours: dict[str, Any]) -> None:
         """Peak memory of the daemon: its own process and every process it started."""

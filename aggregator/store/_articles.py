@@ -38,7 +38,7 @@ from aggregator.store.tables import (
 )
 from aggregator.types import Article, PollCounts, Provenance, RawEntry, Source, SourceState
 
-__all__ = ["ArticlesMixin"]
+__all__ = ["ArticlesMixin", "check_source"]
 
 
 class ArticlesMixin(StoreBase):
@@ -58,7 +58,7 @@ class ArticlesMixin(StoreBase):
         ``release=owner`` the lease ``owner`` holds on the source is given back in
         the same transaction (as :meth:`release` would).
         """
-        _check_source(source, [article for _, article in entries])
+        check_source(source, [article for _, article in entries])
         with self._errors("save poll", source=source.id), writing(self._engine) as conn:
             counts = self._store(conn, entries, now=clock(now), mode=Mode.POLL)
             save_states(conn, [state])
@@ -78,7 +78,7 @@ class ArticlesMixin(StoreBase):
         Any field may change, dates included; first-fetched times, tombstones and
         the primary source's sole right to edit still hold.
         """
-        _check_source(source, [article for _, article in entries])
+        check_source(source, [article for _, article in entries])
         with self._errors("renormalize", source=source.id), writing(self._engine) as conn:
             return self._store(conn, entries, now=clock(now), mode=Mode.RENORMALIZE)
 
@@ -305,7 +305,7 @@ def _sort_time(article: Article) -> datetime:
     return sort_time
 
 
-def _check_source(source: Source, batch: Sequence[Article]) -> None:
+def check_source(source: Source, batch: Sequence[Article]) -> None:
     strays = sorted({article.source_id for article in batch} - {source.id})
     if strays:
         raise ValueError(f"articles from {strays} saved as a poll of source {source.id!r}")
