@@ -48,6 +48,7 @@ from aggregator.export.feeds import FORMATS
 from aggregator.export.site import FEED_PATHS, FeedSite, default_id_authority
 from aggregator.fetch import Fetcher, FetchLimits
 from aggregator.normalize import init_worker, normalize_entries, warm_up
+from aggregator.parse import EntryLimits
 from aggregator.pipeline import Poller, PollOutcome
 from aggregator.reload import SourcesReloader
 from aggregator.scheduler import Daemon, HostSlots, sync_sources
@@ -268,6 +269,7 @@ def _poller(
         store,
         fetcher,
         max_entries=settings.max_entries_per_poll,
+        limits=EntryLimits(settings.max_entry_bytes, settings.max_title_bytes),
         jitter=settings.jitter,
         backoff_cap=timedelta(seconds=settings.backoff_cap),
         executor=executor,
@@ -863,7 +865,9 @@ def renormalize(
                     stored[source_id].append((entry, fetched))
             for source_id, entries in stored.items():
                 pairs: list[tuple[RawEntry, Article]] = []
-                for entry, result in normalize_entries(entries, chosen[source_id]):
+                limit = settings.max_title_bytes
+                normalized = normalize_entries(entries, chosen[source_id], max_title_bytes=limit)
+                for entry, result in normalized:
                     if isinstance(result, AdapterError):
                         skipped += 1
                         logger.warning("renormalize skipped an entry: %s", result)

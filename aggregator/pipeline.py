@@ -36,6 +36,7 @@ from aggregator.fetch import Fetcher
 from aggregator.metrics import DEFAULT as DEFAULT_METRICS
 from aggregator.metrics import Metrics
 from aggregator.normalize import Normalized, parse_and_adapt
+from aggregator.parse.limits import DEFAULT_LIMITS, EntryLimits
 from aggregator.store import Store
 from aggregator.types import UTC, FetchResult, PollCounts, Source, SourceState
 
@@ -132,6 +133,8 @@ class Poller:
 
     ``executor`` (a process pool) runs :func:`parse_and_adapt`; without one it
     runs in a worker thread, which keeps the event loop free but uses one core.
+    ``limits``: what one entry may carry (the settings' ``max_entry_bytes`` and
+    ``max_title_bytes``), sent with every parse task.
     """
 
     def __init__(
@@ -140,6 +143,7 @@ class Poller:
         fetcher: Fetcher,
         *,
         max_entries: int = 500,
+        limits: EntryLimits = DEFAULT_LIMITS,
         jitter: float = 0.1,
         backoff_cap: timedelta = timedelta(days=1),
         metrics: Metrics = DEFAULT_METRICS,
@@ -151,6 +155,7 @@ class Poller:
         self.executor = executor
         self.fetcher = fetcher
         self.max_entries = max_entries
+        self.limits = limits
         self.jitter = jitter
         self.backoff_cap = backoff_cap
         self.metrics = metrics
@@ -242,6 +247,7 @@ class Poller:
             source=source,
             fetched_at=now,
             max_entries=self.max_entries,
+            limits=self.limits,
         )
         if self.executor is not None:
             try:
