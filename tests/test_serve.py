@@ -28,7 +28,15 @@ from aggregator.errors import StorageError
 from aggregator.export import encode_cursor
 from aggregator.metrics import Metrics
 from aggregator.serve import SourceCatalog, build_server, create_app
-from aggregator.types import UTC, Article, Cursor, Provenance, SourceState, StoredArticle
+from aggregator.types import (
+    UTC,
+    Article,
+    Cursor,
+    Provenance,
+    ReadBound,
+    SourceState,
+    StoredArticle,
+)
 
 BASE = "https://news.example.org"
 SOURCES = {"zaobao": "联合早报", "rfa": "自由亚洲电台", "voa": "美国之音"}
@@ -70,6 +78,17 @@ class FakeReader:
         if before is not None:
             rows = [row for row in rows if row.cursor < before]
         return rows[:limit]
+
+    def feed_page(
+        self,
+        *,
+        sources: Sequence[str] | None = None,
+        limit: int = 50,
+        before: Cursor | None = None,
+        bound: ReadBound,
+    ) -> tuple[list[StoredArticle], bool]:
+        rows = self.latest(sources=sources, limit=limit + 1, before=before)
+        return rows[:limit], len(rows) > limit
 
     def last_updated(self, sources: Sequence[str] | None = None) -> datetime | None:
         self._check()
