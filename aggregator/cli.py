@@ -50,6 +50,7 @@ from aggregator.export.site import FEED_PATHS, FeedSite, default_id_authority
 from aggregator.fetch import Fetcher, FetchLimits
 from aggregator.fulltext import extract_main, page_article
 from aggregator.normalize import init_worker, normalize_entries, warm_up
+from aggregator.parse import EntryLimits
 from aggregator.pipeline import Poller, PollOutcome
 from aggregator.reload import SourcesReloader
 from aggregator.scheduler import Daemon, HostSlots, sync_sources
@@ -278,6 +279,7 @@ def _poller(
         store,
         fetcher,
         max_entries=settings.max_entries_per_poll,
+        limits=EntryLimits(settings.max_entry_bytes, settings.max_title_bytes),
         jitter=settings.jitter,
         backoff_cap=timedelta(seconds=settings.backoff_cap),
         mirror_retry=timedelta(seconds=settings.mirror_retry),
@@ -794,7 +796,10 @@ def _source_for(article: Article, sources: Sequence[Source], forced: Source | No
 
 
 def _normalize_archived(
-    documents: Sequence[archive.ArchiveDocument], sources: Sequence[Source], forced: Source | None
+    documents: Sequence[archive.ArchiveDocument],
+    sources: Sequence[Source],
+    forced: Source | None,
+    max_title_bytes: int,
 ) -> Iterator[tuple[int, Article | AdapterError]]:
     """Each document (by index) normalized by its source, or why it could not be; what
     only the archive knows is kept (:func:`archive.keep_archived`)."""
@@ -803,7 +808,8 @@ def _normalize_archived(
         by_source[_source_for(document.article, sources, forced)].append(index)
     for owner, indexes in by_source.items():
         fetched = (archive.as_fetched(documents[index].article) for index in indexes)
-        for index, (_, result) in zip(indexes, normalize_entries(fetched, owner), strict=True):
+        normalized = normalize_entries(fetched, owner, max_title_bytes=max_title_bytes)
+        for index, (_, result) in zip(indexes, normalized, strict=True):
             if not isinstance(result, AdapterError):
                 result = archive.keep_archived(result, documents[index].article)
             yield index, result
@@ -864,7 +870,9 @@ def import_(
                         paths_read.append(path)
                         documents.append(read)
                 articles: list[Article] = []
-                for index, result in _normalize_archived(documents, configured, forced):
+                for index, result in _normalize_archived(
+                    documents, configured, forced, settings.max_title_bytes
+                ):
                     if isinstance(result, AdapterError):
                         skipped += 1
                         _say(f"skipped {paths_read[index]}: {result}")
@@ -921,9 +929,10 @@ def renormalize(
                 # Full text: a stored page is extracted again instead of the feed's teaser.
                 pages = dict(store.iter_pages(source_id)) if owner.fulltext else {}
                 pairs: list[tuple[RawEntry, Article]] = []
-                for (entry, result), (_, fetched) in zip(
-                    normalize_entries(entries, owner), entries, strict=True
-                ):
+                normalized = normalize_entries(
+                    entries, owner, max_title_bytes=settings.max_title_bytes
+                )
+                for (entry, result), (_, fetched) in zip(normalized, entries, strict=True):
                     if isinstance(result, AdapterError):
                         skipped += 1
                         logger.warning("renormalize skipped an entry: %s", result)

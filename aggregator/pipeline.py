@@ -44,6 +44,7 @@ from aggregator.fetch import Fetcher
 from aggregator.metrics import DEFAULT as DEFAULT_METRICS
 from aggregator.metrics import Metrics
 from aggregator.normalize import Normalized, parse_and_adapt
+from aggregator.parse.limits import DEFAULT_LIMITS, EntryLimits
 from aggregator.store import Store
 from aggregator.types import (
     UTC,
@@ -190,6 +191,8 @@ class Poller:
 
     ``executor`` (a process pool) runs :func:`parse_and_adapt`; without one it
     runs in a worker thread, which keeps the event loop free but uses one core.
+    ``limits``: what one entry may carry (the settings' ``max_entry_bytes`` and
+    ``max_title_bytes``), sent with every parse task.
     """
 
     def __init__(
@@ -198,6 +201,7 @@ class Poller:
         fetcher: Fetcher,
         *,
         max_entries: int = 500,
+        limits: EntryLimits = DEFAULT_LIMITS,
         jitter: float = 0.1,
         backoff_cap: timedelta = timedelta(days=1),
         mirror_retry: timedelta = timedelta(days=1),
@@ -212,6 +216,7 @@ class Poller:
         self.executor = executor
         self.fetcher = fetcher
         self.max_entries = max_entries
+        self.limits = limits
         self.jitter = jitter
         self.backoff_cap = backoff_cap
         self.mirror_retry = mirror_retry
@@ -364,6 +369,7 @@ class Poller:
             source=source,
             fetched_at=now,
             max_entries=self.max_entries,
+            limits=self.limits,
         )
         return await self._cpu(work)
 

@@ -18,6 +18,7 @@ rendering.  ``If-None-Match`` wins over ``If-Modified-Since`` (RFC 9110 section 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gzip
 import hashlib
 import html
@@ -47,10 +48,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from . import health
 from . import metrics as metrics_module
 from .errors import ServiceError, StorageError
-from .export.feeds import FORMATS, FeedFormat, decode_cursor, encode_cursor, shortened
+from .export.feeds import (
+    EXCERPT_HEAD_CHARS,
+    FORMATS,
+    MAX_TITLE_CHARS,
+    FeedFormat,
+    decode_cursor,
+    encode_cursor,
+    shortened,
+)
 from .export.site import FEED_PATHS, FeedSite, default_id_authority
 from .httpguard import HEAD_TIMEOUT, guarded_protocol
-from .types import UTC, Cursor, SourceState, StoredArticle, UrlState
+from .types import UTC, Cursor, ReadBound, SourceState, StoredArticle, UrlState
 
 __all__ = [
     "FEED_PATHS",
@@ -88,6 +97,17 @@ class ArticleReader(Protocol):
         before: Cursor | None = None,
     ) -> list[StoredArticle]:
         """Newest first by ``(sort_time, id)``, strictly older than ``before``."""
+        ...
+
+    def feed_page(
+        self,
+        *,
+        sources: Sequence[str] | None = None,
+        limit: int = 50,
+        before: Cursor | None = None,
+        bound: ReadBound,
+    ) -> tuple[list[StoredArticle], bool]:
+        """As :meth:`latest`, read within ``bound``, and whether a next page exists."""
         ...
 
     def last_updated(self, sources: Sequence[str] | None = None) -> datetime | None:
@@ -154,6 +174,18 @@ class _Site(FeedSite):
         """The longest body served whole, so that any single item fits a page: escaping
         (``&`` -> ``&amp;``) and UTF-8 (CJK) make a character at most about 6 bytes."""
         return self.max_page_bytes // 8
+
+    @property
+    def read_bound(self) -> ReadBound:
+        """What a feed page may read: every character is at least a byte once served,
+        so rows past ``max_page_bytes`` characters could never be on the page; a body
+        served as its excerpt needs only its head; a title only enough to be cut."""
+        return ReadBound(
+            page_chars=self.max_page_bytes,
+            body_chars=self.max_item_chars,
+            head_chars=EXCERPT_HEAD_CHARS,
+            title_chars=MAX_TITLE_CHARS + 1,
+        )
 
 
 @dataclass(frozen=True)
@@ -337,10 +369,10 @@ def _render(
     last_updated: datetime | None,
 ) -> bytes:
     selection = list(query.sources) or None
-    # One extra row tells whether a next page exists without a second query.
-    rows = reader.latest(sources=selection, limit=query.limit + 1, before=query.before)
-    more = len(rows) > query.limit
-    page = [shortened(stored, site.max_item_chars) for stored in rows[: query.limit]]
+    rows, more = reader.feed_page(
+        sources=selection, limit=query.limit, before=query.before, bound=site.read_bound
+    )
+    page = [shortened(stored, site.max_item_chars) for stored in rows]
     while True:
         meta = site.meta(
             path,
@@ -415,8 +447,12 @@ def _index_endpoint(reader: ArticleReader, site: _Site) -> Route:
     def endpoint(request: Request) -> Response:
         query = _parse_query(request, site)
         selection = list(query.sources) or None
-        rows = reader.latest(sources=selection, limit=query.limit + 1, before=query.before)
-        page = rows[: query.limit]
+        # Titles only: no body is read, and a title no longer than a feed serves it.
+        bound = dataclasses.replace(site.read_bound, body_chars=0, head_chars=0)
+        rows, more = reader.feed_page(
+            sources=selection, limit=query.limit, before=query.before, bound=bound
+        )
+        page = [shortened(stored, site.max_item_chars) for stored in rows]
         counts = reader.article_counts()
         title = site.feed_title(query.sources)
         params = query.params(site)
@@ -442,7 +478,7 @@ def _index_endpoint(reader: ArticleReader, site: _Site) -> Route:
             nav.append(f'<a href="{_e(href)}"{current}><span{marked}>{_e(label)}</span></a>')
         items = "\n".join(_index_item(stored) for stored in page) or "<li>No articles yet.</li>"
         older = ""
-        if len(rows) > query.limit:
+        if more and page:
             href = site.url("/", query.params(site, before=encode_cursor(page[-1].cursor)))
             older = f'<p><a rel="next" href="{_e(href)}">Older articles</a></p>'
         document = _PAGE.format(

@@ -99,6 +99,20 @@ class Settings(BaseSettings):
         "serves all four default sources) rate-limit or ban clients that open many",
     )
     max_entries_per_poll: int = Field(500, ge=1, le=100_000)
+    max_entry_bytes: int = Field(
+        1024 * 1024,
+        ge=16 * 1024,
+        le=64 * 1024 * 1024,
+        description="UTF-8 bytes one entry's body may carry; a longer body is cut before a "
+        "tag, the article kept and the cut said in the feed's problems",
+    )
+    max_title_bytes: int = Field(
+        2048,
+        ge=64,
+        le=64 * 1024,
+        description="UTF-8 bytes of an entry's title as plain text, as parsed and after "
+        "cleaning; a longer title is cut and the cut said in the feed's problems",
+    )
     parse_processes: int = Field(
         -1,
         ge=-1,

@@ -27,6 +27,7 @@ __all__ = [
     "Provenance",
     "RawEntry",
     "RawFeed",
+    "ReadBound",
     "Source",
     "SourceState",
     "StoredArticle",
@@ -324,10 +325,28 @@ class StoredArticle:
     article: Article
     provenance: tuple[Provenance, ...]
     updated: datetime
+    # Set by a bounded read (ReadBound) when ``article.body`` holds only the head of
+    # the stored body: the stored body's length in characters.
+    body_length: int | None = None
 
     @property
     def cursor(self) -> Cursor:
         return Cursor(self.article.sort_time or self.updated, self.id)
+
+
+@dataclass(frozen=True)
+class ReadBound:
+    """How much of a page of articles a reader may load, in characters.
+
+    A page of 500 rows of 1 MB bodies was read whole before the service cut it to
+    what a 10 MB feed page holds; with a bound, the database hands over only what
+    a page can use.
+    """
+
+    page_chars: int  # titles and bodies of one page, in total (one row at least)
+    body_chars: int  # a longer body comes back as its first ``head_chars``
+    head_chars: int
+    title_chars: int  # a longer title comes back cut to this
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,9 @@ from typing import Any
 
 from bench.corpus import ManifestEntry, build_corpus, feed_ids
 from bench.dbgen import ensure_db, make_due, reset, schema_key
+from bench.flood import run_flood
+from bench.hostile import TARGET_MB as HOSTILE_TARGET_MB
+from bench.hostile import run_hostile
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -210,10 +213,37 @@ class Bench:
             self.polls(main_ids)
             self.lean(main_ids)
             self.database()
+            self.hostile()
             if self.args.profile:
                 self.profiles(main_ids[:40])
         finally:
             self.server.close()
+
+    # -- hostile input (issue 15) -----------------------------------------------------
+
+    def hostile(self) -> None:
+        """Peak memory of a poll of each 20 MiB worst case, and a client's p99 under a
+        connection flood: each in processes of their own, independent of the corpus."""
+        log("hostile: worst-case polls ...")
+        for case, peaks in run_hostile().items():
+            for mode, peak in peaks.items():
+                self.add(
+                    f"poll of the {case} worst case, {mode}: peak RSS, process + workers",
+                    f"{peak} MB" if peak >= 0 else "poll failed",
+                    f"< {HOSTILE_TARGET_MB} MB",
+                    0 <= peak < HOSTILE_TARGET_MB,
+                )
+        log("hostile: connection flood (60 s) ...")
+        flood = run_flood()
+        p99 = flood["p99_s"]
+        self.add(
+            "client p99 under 300 idle + 300 trickling sockets (60 s)",
+            f"{p99:.3f} s, {flood['failures']} failures of {flood['requests']}"
+            if p99 is not None
+            else "no answer",
+            "< 1 s, 0 failures",
+            p99 is not None and p99 < 1 and flood["failures"] == 0,
+        )
 
     # -- polls ---------------------------------------------------------------------
 

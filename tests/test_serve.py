@@ -33,6 +33,7 @@ from aggregator.types import (
     Article,
     Cursor,
     Provenance,
+    ReadBound,
     SourceState,
     StoredArticle,
     UrlState,
@@ -78,6 +79,17 @@ class FakeReader:
         if before is not None:
             rows = [row for row in rows if row.cursor < before]
         return rows[:limit]
+
+    def feed_page(
+        self,
+        *,
+        sources: Sequence[str] | None = None,
+        limit: int = 50,
+        before: Cursor | None = None,
+        bound: ReadBound,
+    ) -> tuple[list[StoredArticle], bool]:
+        rows = self.latest(sources=sources, limit=limit + 1, before=before)
+        return rows[:limit], len(rows) > limit
 
     def last_updated(self, sources: Sequence[str] | None = None) -> datetime | None:
         self._check()

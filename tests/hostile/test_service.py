@@ -13,7 +13,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from aggregator.serve import create_app
-from aggregator.types import Article, Cursor, Provenance, SourceState, StoredArticle
+from aggregator.types import Article, Cursor, Provenance, ReadBound, SourceState, StoredArticle
 
 NOW = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -39,6 +39,17 @@ class TinyReader:
     ) -> list[StoredArticle]:
         rows = [row for row in self.rows if before is None or row.cursor < before]
         return rows[:limit]
+
+    def feed_page(
+        self,
+        *,
+        sources: Sequence[str] | None = None,
+        limit: int = 50,
+        before: Cursor | None = None,
+        bound: ReadBound,
+    ) -> tuple[list[StoredArticle], bool]:
+        rows = self.latest(sources=sources, limit=limit + 1, before=before)
+        return rows[:limit], len(rows) > limit
 
     def last_updated(self, sources: Sequence[str] | None = None) -> datetime | None:
         return NOW
