@@ -37,6 +37,7 @@ from sqlalchemy import (
     bindparam,
     delete,
     func,
+    inspect,
     literal,
     or_,
     select,
@@ -52,6 +53,8 @@ from aggregator import dedupe
 from aggregator.dedupe import AddProvenance, Insert, Mode, Plan, Record, Update
 from aggregator.errors import StorageError
 from aggregator.migrations import alembic_config, upgrade
+from aggregator.search import Query, document_text
+from aggregator.store import _search
 from aggregator.store.engine import create_engine, is_postgresql, writing
 from aggregator.store.tables import (
     UTCDateTime,
@@ -60,6 +63,7 @@ from aggregator.store.tables import (
     leases,
     provenance,
     raw_entries,
+    search_postings,
     source_state,
     state_values,
     to_article,
@@ -145,14 +149,17 @@ class Store:
 
         The whole upgrade is one transaction holding a lock (an advisory lock on
         PostgreSQL, SQLite's write lock), so the second process waits and then finds
-        nothing to do.
+        nothing to do.  The upgrade that creates the search index also fills it.
         """
         with self._errors("migrate the database"), writing(self._engine) as connection:
             if is_postgresql(self._engine):
                 connection.execute(
                     text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK}
                 )
+            indexed = inspect(connection).has_table(search_postings.name)
             upgrade(connection)
+            if not indexed:
+                _search.rebuild(connection)
 
     def current_revision(self) -> str | None:
         """The schema revision the database is at; ``None`` before any migration."""
@@ -495,6 +502,37 @@ class Store:
             newest = sorted(((moment, row_id) for row_id, moment in found.items()), reverse=True)
             return _load(conn, [row_id for _, row_id in newest[:limit]])
 
+    def search(
+        self,
+        query: Query,
+        *,
+        sources: Sequence[str] | None = None,
+        limit: int = 50,
+        before: Cursor | None = None,
+    ) -> list[StoredArticle]:
+        """The newest ``limit`` articles matching ``query`` (older than ``before``),
+        newest first, as :meth:`latest` orders and filters them.
+
+        The index proposes candidates in order; each is checked against its folded
+        text, so the answer is exactly the articles that match.
+        """
+        if limit <= 0:
+            return []
+        found: list[StoredArticle] = []
+        with self._errors("search", query=str(query)), self._engine.connect() as conn:
+            blocks = _search.candidates(conn, query)
+            ordered = _search.newest_first(
+                conn, blocks, sources=sources, before=before, limit=limit
+            )
+            for ids in ordered:
+                for stored in _load(conn, ids):
+                    article = stored.article
+                    if query.matches(document_text(article.title, article.body)):
+                        found.append(stored)
+                        if len(found) == limit:
+                            return found
+        return found
+
     def last_updated(self, sources: Sequence[str] | None = None) -> datetime | None:
         """When anything shown in a feed of ``sources`` (all when ``None``) last changed.
 
@@ -582,6 +620,7 @@ class Store:
                     dead.update(dict.fromkeys(dedupe.route_keys(route), route.source_id))
             marks = [{"key": key, "source_id": sid, "pruned_at": at} for key, sid in dead.items()]
             conn.execute(_insert(conn, tombstones).values(marks).on_conflict_do_nothing())
+            _search.unindex(conn, {stored.id: stored.article for stored in gone})
             for chunk in _chunks(ids, _IMPORT_BATCH):
                 # Provenance and raw entries go with them (ON DELETE CASCADE).
                 conn.execute(delete(articles).where(a.id.in_(chunk)))
@@ -602,6 +641,7 @@ class _Execution:
         self.conn = conn
         self.plan = plan
         self.entries = entries
+        self.records = records
         self.now = now
         # Where each touched article sorts, after this plan: provenance copies it.
         self.sort_times = {id_: _sort_time(record.article) for id_, record in records.items()}
@@ -627,6 +667,9 @@ class _Execution:
             )
         lost += self._add_routes()
         self._save_raws()
+        _search.index(self.conn, {id_: intent.article for id_, intent in self.inserted.items()})
+        changed = [i for i in intents if isinstance(i, Update)]
+        _search.reindex(self.conn, ((i.id, self.records[i.id].article, i.article) for i in changed))
         return lost
 
     def _insert(self, inserts: Sequence[Insert]) -> list[Insert]:
@@ -706,6 +749,8 @@ class _Execution:
         }
         if orphans:
             self.conn.execute(delete(articles).where(articles.c.id.in_(orphans)))
+            for id_ in orphans:
+                del self.inserted[id_]
             self.raws = [row for row in self.raws if row["article_id"] not in orphans]
         return list(orphans.values())
 
