@@ -33,14 +33,27 @@ from starlette.applications import Starlette
 
 from aggregator import archive, log, opml
 from aggregator.adapters import adapter_names, get_adapter
-from aggregator.errors import AdapterError, AggregatorError, ArchiveError, ConfigError
+from aggregator.errors import (
+    AdapterError,
+    AggregatorError,
+    ArchiveError,
+    ConfigError,
+    QueryError,
+)
 from aggregator.export.feeds import FORMATS, FeedMeta, encode_cursor
 from aggregator.fetch import Fetcher, FetchLimits
 from aggregator.normalize import init_worker, warm_up
 from aggregator.pipeline import Poller, PollOutcome
 from aggregator.scheduler import Daemon, host_of, sync_sources
+from aggregator.search import Topic, parse_query
 from aggregator.serve import FEED_PATHS, build_server, create_app
-from aggregator.settings import Settings, load_settings, load_sources, sources_to_toml
+from aggregator.settings import (
+    Settings,
+    load_settings,
+    load_sources,
+    load_topics,
+    sources_to_toml,
+)
 from aggregator.store import Store
 from aggregator.store.engine import is_postgresql
 from aggregator.types import Article, RawEntry, Source, StoredArticle
@@ -231,6 +244,7 @@ def _http_app(settings: Settings, sources: Sequence[Source], store: Store) -> St
         sources={source.id: source.name for source in sources},
         default_limit=settings.feed_limit,
         max_limit=settings.feed_max_limit,
+        topics=load_topics(settings, sources),
     )
 
 
@@ -430,6 +444,9 @@ def export(
     format: Annotated[ExportFormat, typer.Option("--format", "-f", help="Output format.")],
     source: SourceOption = None,
     limit: Annotated[int, typer.Option(min=1, help="Newest N articles (feeds).")] = 50,
+    topic: Annotated[
+        str | None, typer.Option("--topic", "-t", help="A [[topic]] id: its matching articles.")
+    ] = None,
     out_path: Annotated[
         Path | None,
         typer.Option(
@@ -440,22 +457,66 @@ def export(
     """Write the merged (or per-source) feed as a file, or the seed-format archive (jekyll)."""
     with _reported():
         settings = CONTEXT.settings()
-        chosen = _pick(_sources(settings), source) if source else None
+        configured = _sources(settings)
+        chosen = _pick(configured, source) if source else None
         ids = [item.id for item in chosen] if chosen else None
+        picked = _topic(settings, configured, topic) if topic else None
+        if picked is not None and ids is None and picked.sources is not None:
+            ids = list(picked.sources)
         with _store(settings) as store:
-            if format is ExportFormat.jekyll:
+            if picked is not None:
+                items = store.search(picked.query, sources=ids, limit=limit)
+                meta = _export_meta(settings, format.value, ids or [], limit, items, store)
+                payload = FORMATS[format.value].render(meta, items)
+            elif format is ExportFormat.jekyll:
                 if out_path is None:
                     raise ConfigError("jekyll export needs --out FOLDER", key="--out")
                 written = _export_jekyll(store, ids, out_path)
                 console.print(f"{written.written} written, {written.unchanged} unchanged")
                 return
-            items = store.latest(sources=ids, limit=limit)
-            meta = _export_meta(settings, format.value, ids or [], limit, items, store)
-            payload = FORMATS[format.value].render(meta, items)
+            else:
+                items = store.latest(sources=ids, limit=limit)
+                meta = _export_meta(settings, format.value, ids or [], limit, items, store)
+                payload = FORMATS[format.value].render(meta, items)
     if out_path is None:
         sys.stdout.buffer.write(payload)
     else:
         out_path.write_bytes(payload)
+
+
+def _topic(settings: Settings, sources: Sequence[Source], topic_id: str) -> Topic:
+    for topic in load_topics(settings, sources):
+        if topic.id == topic_id:
+            return topic
+    raise ConfigError(f"no [[topic]] with id {topic_id!r}", key="--topic")
+
+
+@app.command()
+def search(
+    query: Annotated[
+        str, typer.Argument(help='Terms (all must match), "phrase", -excluded, a OR b.')
+    ],
+    source: SourceOption = None,
+    limit: Annotated[int, typer.Option(min=1, help="Newest N matches.")] = 20,
+) -> None:
+    """Print the newest articles matching QUERY: date, sources, title and link."""
+    with _reported():
+        settings = CONTEXT.settings()
+        chosen = _pick(_sources(settings), source) if source else None
+        try:
+            parsed = parse_query(query)
+        except QueryError as exc:
+            raise ConfigError(exc.message, key="QUERY") from exc
+        with _store(settings) as store:
+            found = store.search(
+                parsed, sources=[s.id for s in chosen] if chosen else None, limit=limit
+            )
+    for stored in found:
+        names = ", ".join(dict.fromkeys(route.source_name for route in stored.provenance))
+        moment = stored.cursor.sort_time
+        out.print(f"{moment:%Y-%m-%d %H:%M}  {names}  {stored.article.title}", highlight=False)
+        out.print(f"    {stored.article.link}", highlight=False, soft_wrap=True)
+    console.print(f"{len(found)} matches")
 
 
 def _export_meta(

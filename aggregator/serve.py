@@ -44,8 +44,9 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import metrics as metrics_module
-from .errors import StorageError
+from .errors import QueryError, StorageError
 from .export.feeds import FORMATS, FeedFormat, FeedMeta, decode_cursor, encode_cursor
+from .search import Query, Topic, html_text, parse_query, snippet
 from .types import UTC, Cursor, SourceState, StoredArticle
 
 __all__ = ["FEED_PATHS", "ArticleReader", "EmbeddedServer", "build_server", "create_app"]
@@ -85,6 +86,17 @@ class ArticleReader(Protocol):
         """The newest ``updated`` among the selected articles; ``None`` if there are none."""
         ...
 
+    def search(
+        self,
+        query: Query,
+        *,
+        sources: Sequence[str] | None = None,
+        limit: int = 50,
+        before: Cursor | None = None,
+    ) -> list[StoredArticle]:
+        """The articles matching ``query``, ordered and paged as :meth:`latest`."""
+        ...
+
     def ping(self) -> None: ...
 
     def states(self) -> list[SourceState]: ...
@@ -108,6 +120,7 @@ class _Site:
     language: str | None
     cache_max_age: int
     metrics: metrics_module.Metrics = field(repr=False)
+    topics: Mapping[str, Topic] = field(default_factory=dict)
 
     def url(self, path: str, params: Sequence[tuple[str, str]] = ()) -> str:
         query = urlencode(params)
@@ -122,9 +135,22 @@ class _Query:
     limit: int
     before: Cursor | None
     before_token: str | None
+    search: Query | None = None
+    topic: Topic | None = None
+
+    @property
+    def selection(self) -> list[str] | None:
+        """The sources to read from: those asked for, else the topic's, else all."""
+        if self.sources:
+            return list(self.sources)
+        return list(self.topic.sources) if self.topic and self.topic.sources else None
 
     def params(self, site: _Site, *, before: str | None = None) -> list[tuple[str, str]]:
         params = [("source", source) for source in self.sources]
+        if self.topic is not None:
+            params.append(("topic", self.topic.id))
+        elif self.search is not None:
+            params.append(("q", str(self.search)))
         if self.limit != site.default_limit:
             params.append(("limit", str(self.limit)))
         if before:
@@ -134,7 +160,7 @@ class _Query:
 
 def _parse_query(request: Request, site: _Site) -> _Query:
     query = request.query_params
-    for name in ("limit", "before"):
+    for name in ("limit", "before", "q", "topic"):
         if len(query.getlist(name)) > 1:
             raise BadRequest(f"{name} given more than once")
     sources = tuple(sorted(set(query.getlist("source"))))
@@ -155,7 +181,32 @@ def _parse_query(request: Request, site: _Site) -> _Query:
             before = decode_cursor(token)
         except ValueError:
             raise BadRequest("malformed before= cursor") from None
-    return _Query(sources, limit, before, token)
+    search, topic = _search_of(request, site)
+    return _Query(sources, limit, before, token, search, topic)
+
+
+def _search_of(request: Request, site: _Site) -> tuple[Query | None, Topic | None]:
+    """The search a request asks for: a topic (``/topics/ID/...`` or ``?topic=``)
+    or a query (``?q=``); a blank ``q`` is no search (an empty search box)."""
+    topic_id = request.path_params.get("topic") or request.query_params.get("topic")
+    if topic_id is not None:
+        topic = site.topics.get(topic_id)
+        if topic is None:
+            raise BadRequest(f"unknown topic {topic_id[:64]!r}")
+        return topic.query, topic
+    text = request.query_params.get("q", "")
+    if not text.strip():
+        return None, None
+    try:
+        return parse_query(text), None
+    except QueryError as exc:
+        raise BadRequest(f"q: {exc.message}") from None
+
+
+def _articles(reader: ArticleReader, query: _Query, limit: int) -> list[StoredArticle]:
+    if query.search is None:
+        return reader.latest(sources=query.selection, limit=limit, before=query.before)
+    return reader.search(query.search, sources=query.selection, limit=limit, before=query.before)
 
 
 def _http_date(moment: datetime) -> str:
@@ -266,9 +317,13 @@ def _feed_endpoint(
 ) -> Route:
     def endpoint(request: Request) -> Response:
         query = _parse_query(request, site)
-        selection = list(query.sources) or None
-        last_updated = reader.last_updated(selection)
-        etag = _etag(site, fmt.name, query, last_updated)
+        if query.topic is not None and "topic" in request.path_params:
+            where = f"/topics/{query.topic.id}{path}"
+        else:
+            where = path
+        last_updated = reader.last_updated(query.selection)
+        # The path is part of the document (its self link), so part of the validator.
+        etag = _etag(site, fmt.name if where == path else where, query, last_updated)
         headers = {
             "ETag": etag,
             "Cache-Control": f"public, max-age={site.cache_max_age}",
@@ -280,7 +335,7 @@ def _feed_endpoint(
             return Response(status_code=304, headers=headers)
         rendered = cache.get(etag)
         if rendered is None:
-            rendered = cache.put(etag, _render(reader, site, fmt, path, query, last_updated))
+            rendered = cache.put(etag, _render(reader, site, fmt, where, query, last_updated))
         body = rendered.body
         if len(body) >= _GZIP_MINIMUM and _accepts_gzip(request):
             # Already encoded: the GZipMiddleware passes it through untouched.
@@ -291,6 +346,16 @@ def _feed_endpoint(
     return Route(path, endpoint, methods=["GET"], name=fmt.name)
 
 
+def _topic_endpoint(
+    reader: ArticleReader, site: _Site, fmt: FeedFormat, path: str, cache: _ResponseCache
+) -> Route:
+    """``/topics/ID/feed.xml`` and friends: the feed endpoint with the topic in the path."""
+    route = _feed_endpoint(reader, site, fmt, path, cache)
+    return Route(
+        f"/topics/{{topic}}{path}", route.endpoint, methods=["GET"], name=f"topic-{fmt.name}"
+    )
+
+
 def _render(
     reader: ArticleReader,
     site: _Site,
@@ -299,13 +364,12 @@ def _render(
     query: _Query,
     last_updated: datetime | None,
 ) -> bytes:
-    selection = list(query.sources) or None
     # One extra row tells whether a next page exists without a second query.
-    rows = reader.latest(sources=selection, limit=query.limit + 1, before=query.before)
+    rows = _articles(reader, query, query.limit + 1)
     page = rows[: query.limit]
     next_token = encode_cursor(page[-1].cursor) if len(rows) > query.limit else None
     meta = FeedMeta(
-        title=_feed_title(site, query.sources),
+        title=_feed_title(site, query),
         self_url=site.url(path, query.params(site, before=query.before_token)),
         first_url=site.url(path, query.params(site)),
         next_url=site.url(path, query.params(site, before=next_token)) if next_token else None,
@@ -318,10 +382,15 @@ def _render(
     return fmt.render(meta, page)
 
 
-def _feed_title(site: _Site, sources: Sequence[str]) -> str:
-    if not sources:
-        return site.title
-    return f"{site.title}: " + ", ".join(site.sources[source] for source in sources)
+def _feed_title(site: _Site, query: _Query) -> str:
+    title = site.title
+    if query.topic is not None:
+        title += f": {query.topic.title}"
+    if query.sources:
+        title += ": " + ", ".join(site.sources[source] for source in query.sources)
+    if query.search is not None and query.topic is None:
+        title += f" (search: {query.search})"
+    return title
 
 
 # --- the HTML index ------------------------------------------------------------------
@@ -337,11 +406,14 @@ _PAGE = """<!DOCTYPE html>
 body {{ font-family: sans-serif; max-width: 48rem; margin: 1rem auto; padding: 0 1rem; }}
 nav a {{ margin-right: .75rem; }} nav a.current {{ font-weight: bold; }}
 li {{ margin: .4rem 0; }} .meta {{ color: #666; font-size: .9em; }}
+form.search input {{ width: min(100%, 24rem); }} .snippet {{ margin: .2rem 0; }}
+mark {{ background: #fe6; color: inherit; }}
 </style>
 </head>
 <body>
 <h1>{title}</h1>
 <nav>{nav}</nav>
+{search}
 <p>Feeds: {feed_links}</p>
 <ol class="articles">
 {items}
@@ -364,11 +436,10 @@ def _safe_href(url: str) -> str | None:
 def _index_endpoint(reader: ArticleReader, site: _Site) -> Route:
     def endpoint(request: Request) -> Response:
         query = _parse_query(request, site)
-        selection = list(query.sources) or None
-        rows = reader.latest(sources=selection, limit=query.limit + 1, before=query.before)
+        rows = _articles(reader, query, query.limit + 1)
         page = rows[: query.limit]
         counts = reader.article_counts()
-        title = _feed_title(site, query.sources)
+        title = _feed_title(site, query)
         params = query.params(site)
         alternates = "\n".join(
             f'<link rel="alternate" type="{fmt.mime}" title="{_e(title)} ({fmt.name})" '
@@ -386,7 +457,12 @@ def _index_endpoint(reader: ArticleReader, site: _Site) -> Route:
             nav.append(
                 f'<a href="{_e(href)}"{_current(query.sources == (source_id,))}>{_e(label)}</a>'
             )
-        items = "\n".join(_index_item(stored) for stored in page) or "<li>No articles yet.</li>"
+        for topic in site.topics.values():
+            href = site.url("/", [("topic", topic.id)])
+            current = _current(query.topic is not None and query.topic.id == topic.id)
+            nav.append(f'<a class="topic" href="{_e(href)}"{current}>{_e(topic.title)}</a>')
+        empty = "<li>No articles found.</li>" if query.search else "<li>No articles yet.</li>"
+        items = "\n".join(_index_item(stored, query.search) for stored in page) or empty
         older = ""
         if len(rows) > query.limit:
             href = site.url("/", query.params(site, before=encode_cursor(page[-1].cursor)))
@@ -396,6 +472,7 @@ def _index_endpoint(reader: ArticleReader, site: _Site) -> Route:
             title=_e(title),
             alternates=alternates,
             nav="\n".join(nav),
+            search=_search_form(site, query),
             feed_links=feed_links,
             items=items,
             older=older,
@@ -418,7 +495,27 @@ def _current(flag: bool) -> str:
     return ' class="current"' if flag else ""
 
 
-def _index_item(stored: StoredArticle) -> str:
+def _search_form(site: _Site, query: _Query) -> str:
+    """A plain GET form: the page stays script-free."""
+    value = str(query.search) if query.search is not None and query.topic is None else ""
+    hidden = "".join(
+        f'<input type="hidden" name="source" value="{_e(source)}">' for source in query.sources
+    )
+    return (
+        f'<form class="search" role="search" method="get" action="{_e(site.url("/"))}">'
+        f'<input type="search" name="q" value="{_e(value)}" aria-label="Search" '
+        f'placeholder="防长, &quot;exact phrase&quot;, -excluded, a OR b">{hidden}'
+        "<button>Search</button></form>"
+    )
+
+
+def _snippet_html(stored: StoredArticle, search: Query) -> str:
+    text = " ".join(html_text(stored.article.body).split())
+    pieces = snippet(text, search, width=140)
+    return "".join(f"<mark>{_e(part)}</mark>" if marked else _e(part) for part, marked in pieces)
+
+
+def _index_item(stored: StoredArticle, search: Query | None = None) -> str:
     article = stored.article
     href = _safe_href(article.link)
     title = _e(article.title or article.link)
@@ -426,7 +523,10 @@ def _index_item(stored: StoredArticle) -> str:
     names = dict.fromkeys(p.source_name for p in stored.provenance) or {article.source_name: None}
     moment = stored.cursor.sort_time
     stamp = f'<time datetime="{moment.isoformat()}">{moment:%Y-%m-%d %H:%M} UTC</time>'
-    return f'<li>{heading} <span class="meta">{_e(", ".join(names))} · {stamp}</span></li>'
+    meta = f'<span class="meta">{_e(", ".join(names))} · {stamp}</span>'
+    if search is None:
+        return f"<li>{heading} {meta}</li>"
+    return f'<li>{heading} {meta}<p class="snippet">{_snippet_html(stored, search)}</p></li>'
 
 
 # --- operations ----------------------------------------------------------------------
@@ -545,6 +645,7 @@ def create_app(
     language: str | None = None,
     cache_max_age: int = 60,
     metrics: metrics_module.Metrics | None = None,
+    topics: Sequence[Topic] = (),
 ) -> Starlette:
     """Build the ASGI app.
 
@@ -556,6 +657,8 @@ def create_app(
             of ``base_url`` and 2025.  Set it explicitly to keep ids when moving host.
         metrics: defaults to :data:`aggregator.metrics.DEFAULT`, where the pipeline
             records polls.
+        topics: saved searches, served at ``/topics/ID/feed.xml`` (and the other
+            formats) and as ``?topic=ID``.
     """
     parts = urlsplit(base_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -573,11 +676,13 @@ def create_app(
         language=language,
         cache_max_age=cache_max_age,
         metrics=metrics or metrics_module.DEFAULT,
+        topics={topic.id: topic for topic in topics},
     )
     cache = _ResponseCache(ttl=cache_max_age)
     routes = [
         _index_endpoint(reader, site),
         *(_feed_endpoint(reader, site, fmt, path, cache) for path, fmt in _FEED_PATHS.items()),
+        *(_topic_endpoint(reader, site, fmt, path, cache) for path, fmt in _FEED_PATHS.items()),
         _healthz_endpoint(reader, site),
         _metrics_endpoint(reader, site),
     ]

@@ -28,7 +28,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from aggregator.errors import ConfigError
+from aggregator.errors import ConfigError, QueryError
+from aggregator.search import Topic, parse_query
 from aggregator.types import Source
 
 __all__ = ["DEFAULT_CONFIG_FILE", "Settings", "load_settings", "load_sources", "sources_to_toml"]
@@ -267,7 +268,7 @@ def load_sources(settings: Settings, *, adapters: Sequence[str]) -> list[Source]
     path = settings.sources_file
     file = str(path)
     data = _read_toml(path)
-    unknown = set(data) - {"source"}
+    unknown = set(data) - {"source", "topic"}
     if unknown:
         raise ConfigError("unknown key (expected [[source]] tables)", file=file, key=min(unknown))
     tables = data.get("source", [])
@@ -298,6 +299,48 @@ def load_sources(settings: Settings, *, adapters: Sequence[str]) -> list[Source]
         seen[config.id] = index
         sources.append(config.to_source(settings))
     return sources
+
+
+class TopicConfig(BaseModel):
+    """One ``[[topic]]`` table: a saved search served as feeds of its own."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
+    title: Annotated[str, AfterValidator(_check_name)] = Field(min_length=1, max_length=200)
+    query: str = Field(min_length=1, max_length=500)
+    sources: list[str] | None = None
+
+
+def load_topics(settings: Settings, sources: Sequence[Source]) -> list[Topic]:
+    """The ``[[topic]]`` tables of the sources file, each query parsed and each
+    source checked against ``sources``."""
+    file = str(settings.sources_file)
+    tables = _read_toml(settings.sources_file).get("topic", [])
+    if not isinstance(tables, list):
+        raise ConfigError("expected [[topic]] tables", file=file, key="topic")
+    known = {source.id for source in sources}
+    topics: dict[str, Topic] = {}
+    for index, table in enumerate(tables):
+        where = f"topic[{index}]"
+        try:
+            config = TopicConfig.model_validate(table)
+        except ValidationError as exc:
+            raise _first_error(exc, file, prefix=where) from exc
+        if config.id in topics:
+            raise ConfigError(f"duplicate topic id {config.id!r}", file=file, key=f"{where}.id")
+        try:
+            query = parse_query(config.query)
+        except QueryError as exc:
+            raise ConfigError(str(exc), file=file, key=f"{where}.query") from exc
+        for source_id in config.sources or ():
+            if source_id not in known:
+                raise ConfigError(
+                    f"unknown source {_short(source_id)!r}", file=file, key=f"{where}.sources"
+                )
+        chosen = tuple(sorted(set(config.sources))) if config.sources is not None else None
+        topics[config.id] = Topic(config.id, config.title, query, chosen)
+    return list(topics.values())
 
 
 def sources_to_toml(sources: Sequence[Source]) -> str:

@@ -6,10 +6,12 @@ decides what is indexed and what matches, so both databases agree by constructio
 
 from aggregator.search.query import Query, Term, parse_query, snippet
 from aggregator.search.text import document_text, fold, html_text, term_tokens, tokens
+from aggregator.search.topics import Topic
 
 __all__ = [
     "Query",
     "Term",
+    "Topic",
     "document_text",
     "fold",
     "html_text",
