@@ -110,6 +110,18 @@ class Article:
             digest.update(b"\x00")
         return digest.hexdigest()
 
+    @cached_property
+    def search_tokens(self) -> tuple[str, ...]:
+        """The search index's tokens of title and body.
+
+        Cached, and so pickled with the article like :attr:`fingerprint`: the parse
+        workers compute them, not the daemon's one store thread.  Imported here
+        rather than at the top so that a process which never indexes does not load
+        OpenCC."""
+        from aggregator.search.text import document_text, tokens
+
+        return tuple(tokens(document_text(self.title, self.body)))
+
 
 @dataclass(frozen=True)
 class RawEntry:

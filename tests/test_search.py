@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import html
+import pickle
 import re
 import unicodedata
 from collections.abc import Callable, Iterator
@@ -204,6 +205,30 @@ def test_fold_makes_scripts_widths_and_cases_equal() -> None:
 
 
 @pytest.mark.parametrize(
+    "text",
+    [
+        "E\u0301cole ＡＢＣ，國防",  # an accent that NFKC composes with a folded letter
+        "ΣΊΣΥΦΟΣ İstanbul ǅ",  # case outside the table's Latin
+        "①②　ﬁ﹒…\u00a0\u2009x",  # compatibility forms and spaces
+        "\uf900\uf901 \U0002f800 豈",  # compatibility ideographs
+        "中國防長 COVID-19 訪問",
+    ],
+)
+def test_the_one_pass_fold_equals_the_step_by_step_fold(text: str) -> None:
+    slow = unicodedata.normalize("NFKC", text).casefold()
+    slow = "".join(_T2S.convert(char) if char >= "\u3400" else char for char in slow)
+    assert fold(text) == " ".join(slow.split())
+
+
+def test_search_tokens_travel_with_a_pickled_article() -> None:
+    article = _posts()[0]
+    tokens = article.search_tokens
+    copy = pickle.loads(pickle.dumps(article))
+    assert copy.__dict__["search_tokens"] == tokens
+    assert set(tokens) >= {"防长", "防", "长"}
+
+
+@pytest.mark.parametrize(
     ("text", "problem"),
     [
         ("", "no term"),
@@ -238,6 +263,6 @@ def test_snippets_mark_matches_in_the_original_text() -> None:
 def test_blocks_round_trip_ids() -> None:
     ids = [0, 1, 62, 63, 64, 10_000, 2**31]
     rows = _search._postings([(id_, {"t"}) for id_ in ids])
-    blocks = {row["block"]: row["bits"] for row in rows}
+    blocks = {block: bits for _, block, bits in rows}
     assert sorted(_search._ids(blocks)) == ids
-    assert all(0 < row["bits"] < 2**63 for row in rows)
+    assert all(0 < bits < 2**63 for _, _, bits in rows)
