@@ -245,6 +245,8 @@ def _http_app(settings: Settings, sources: Sequence[Source], store: Store) -> St
         default_limit=settings.feed_limit,
         max_limit=settings.feed_max_limit,
         topics=load_topics(settings, sources),
+        display_timezone=settings.display_timezone,
+        feed_token=settings.feed_token.get_secret_value() if settings.feed_token else None,
     )
 
 

@@ -20,22 +20,25 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
+import hmac
 import html
 import json
 import logging
 import re
 import threading
 import time
+import zoneinfo
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import datetime, tzinfo
 from email.utils import format_datetime, parsedate_to_datetime
 from typing import Protocol
 from urllib.parse import urlencode, urlsplit
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.datastructures import MutableHeaders
 from starlette.middleware import Middleware
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
@@ -47,6 +50,7 @@ from . import metrics as metrics_module
 from .errors import QueryError, StorageError
 from .export.feeds import FORMATS, FeedFormat, FeedMeta, decode_cursor, encode_cursor
 from .search import Query, Topic, html_text, parse_query, snippet
+from .search.script import SCRIPTS, Script, chinese_script, convert, convert_html
 from .types import UTC, Cursor, SourceState, StoredArticle
 
 __all__ = ["FEED_PATHS", "ArticleReader", "EmbeddedServer", "build_server", "create_app"]
@@ -97,6 +101,10 @@ class ArticleReader(Protocol):
         """The articles matching ``query``, ordered and paged as :meth:`latest`."""
         ...
 
+    def article(self, article_id: int) -> StoredArticle | None:
+        """One article by id, ``None`` when there is none."""
+        ...
+
     def ping(self) -> None: ...
 
     def states(self) -> list[SourceState]: ...
@@ -121,6 +129,7 @@ class _Site:
     cache_max_age: int
     metrics: metrics_module.Metrics = field(repr=False)
     topics: Mapping[str, Topic] = field(default_factory=dict)
+    timezone: tzinfo = UTC  # the pages' times
 
     def url(self, path: str, params: Sequence[tuple[str, str]] = ()) -> str:
         query = urlencode(params)
@@ -137,6 +146,7 @@ class _Query:
     before_token: str | None
     search: Query | None = None
     topic: Topic | None = None
+    script: Script | None = None
 
     @property
     def selection(self) -> list[str] | None:
@@ -151,6 +161,8 @@ class _Query:
             params.append(("topic", self.topic.id))
         elif self.search is not None:
             params.append(("q", str(self.search)))
+        if self.script is not None:
+            params.append(("script", self.script))
         if self.limit != site.default_limit:
             params.append(("limit", str(self.limit)))
         if before:
@@ -160,7 +172,7 @@ class _Query:
 
 def _parse_query(request: Request, site: _Site) -> _Query:
     query = request.query_params
-    for name in ("limit", "before", "q", "topic"):
+    for name in ("limit", "before", "q", "topic", "script"):
         if len(query.getlist(name)) > 1:
             raise BadRequest(f"{name} given more than once")
     sources = tuple(sorted(set(query.getlist("source"))))
@@ -182,7 +194,28 @@ def _parse_query(request: Request, site: _Site) -> _Query:
         except ValueError:
             raise BadRequest("malformed before= cursor") from None
     search, topic = _search_of(request, site)
-    return _Query(sources, limit, before, token, search, topic)
+    return _Query(sources, limit, before, token, search, topic, _script_of(request))
+
+
+def _script_of(request: Request) -> Script | None:
+    wanted = request.query_params.get("script")
+    if wanted is None:
+        return None
+    for script in SCRIPTS:
+        if wanted == script:
+            return script
+    raise BadRequest("script must be hans or hant")
+
+
+def _in_script(stored: StoredArticle, script: Script | None) -> StoredArticle:
+    """``stored`` with title and body in ``script`` (as stored when ``None``)."""
+    if script is None:
+        return stored
+    article = stored.article
+    converted = replace(
+        article, title=convert(article.title, script), body=convert_html(article.body, script)
+    )
+    return replace(stored, article=converted)
 
 
 def _search_of(request: Request, site: _Site) -> tuple[Query | None, Topic | None]:
@@ -366,7 +399,7 @@ def _render(
 ) -> bytes:
     # One extra row tells whether a next page exists without a second query.
     rows = _articles(reader, query, query.limit + 1)
-    page = rows[: query.limit]
+    page = [_in_script(stored, query.script) for stored in rows[: query.limit]]
     next_token = encode_cursor(page[-1].cursor) if len(rows) > query.limit else None
     meta = FeedMeta(
         title=_feed_title(site, query),
@@ -462,7 +495,10 @@ def _index_endpoint(reader: ArticleReader, site: _Site) -> Route:
             current = _current(query.topic is not None and query.topic.id == topic.id)
             nav.append(f'<a class="topic" href="{_e(href)}"{current}>{_e(topic.title)}</a>')
         empty = "<li>No articles found.</li>" if query.search else "<li>No articles yet.</li>"
-        items = "\n".join(_index_item(stored, query.search) for stored in page) or empty
+        items = "\n".join(
+            _index_item(site, _in_script(stored, query.script), query) for stored in page
+        )
+        items = items or empty
         older = ""
         if len(rows) > query.limit:
             href = site.url("/", query.params(site, before=encode_cursor(page[-1].cursor)))
@@ -515,18 +551,138 @@ def _snippet_html(stored: StoredArticle, search: Query) -> str:
     return "".join(f"<mark>{_e(part)}</mark>" if marked else _e(part) for part, marked in pieces)
 
 
-def _index_item(stored: StoredArticle, search: Query | None = None) -> str:
+def _index_item(site: _Site, stored: StoredArticle, query: _Query) -> str:
     article = stored.article
+    search = query.search
     href = _safe_href(article.link)
     title = _e(article.title or article.link)
     heading = f'<a href="{_e(href)}">{title}</a>' if href else title
     names = dict.fromkeys(p.source_name for p in stored.provenance) or {article.source_name: None}
-    moment = stored.cursor.sort_time
-    stamp = f'<time datetime="{moment.isoformat()}">{moment:%Y-%m-%d %H:%M} UTC</time>'
-    meta = f'<span class="meta">{_e(", ".join(names))} · {stamp}</span>'
+    stamp = _time_html(site, stored.cursor.sort_time)
+    read = _e(_article_url(site, stored.id, query.script))
+    meta = (
+        f'<span class="meta">{_e(", ".join(names))} · {stamp} · '
+        f'<a class="read" href="{read}">read here</a></span>'
+    )
     if search is None:
         return f"<li>{heading} {meta}</li>"
     return f'<li>{heading} {meta}<p class="snippet">{_snippet_html(stored, search)}</p></li>'
+
+
+# --- the article page ----------------------------------------------------------------
+
+_ARTICLE_PAGE = """<!DOCTYPE html>
+<html lang="{site_lang}">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="color-scheme" content="light dark">
+<title>{title} · {site_title}</title>
+<style>
+:root {{ color-scheme: light dark; --fg: #1d1d1f; --bg: #fff; --muted: #666; --link: #0b57d0; }}
+@media (prefers-color-scheme: dark) {{
+  :root {{ --fg: #e6e6e6; --bg: #121212; --muted: #9a9a9a; --link: #8ab4f8; }}
+}}
+body {{ margin: 0; color: var(--fg); background: var(--bg);
+  font: 1.0625rem/1.75 system-ui, -apple-system, "Segoe UI", Roboto, "Noto Sans", sans-serif; }}
+:lang(zh-Hans) {{ font-family: "PingFang SC", "Hiragino Sans GB", "Noto Sans CJK SC",
+  "Source Han Sans SC", "Microsoft YaHei", system-ui, sans-serif; }}
+:lang(zh-Hant) {{ font-family: "PingFang TC", "Noto Sans CJK TC", "Source Han Sans TC",
+  "Microsoft JhengHei", system-ui, sans-serif; }}
+main {{ max-width: 40rem; margin: 0 auto; padding: 1rem; overflow-wrap: anywhere; }}
+article:lang(zh) {{ max-width: 36em; }}
+h1 {{ font-size: 1.5rem; line-height: 1.4; margin: .5rem 0; }}
+a {{ color: var(--link); }} .meta {{ color: var(--muted); font-size: .9rem; }}
+.meta ul {{ margin: .2rem 0; padding-left: 1.2rem; }}
+.body img, .body video {{ max-width: 100%; height: auto; }}
+.body pre {{ overflow-x: auto; }} .body table {{ display: block; overflow-x: auto; }}
+blockquote {{ margin: 1rem 0; padding-left: 1rem; border-left: 3px solid var(--muted); }}
+</style>
+</head>
+<body>
+<main>
+<nav class="meta"><a href="{home}">{site_title}</a> · {scripts}</nav>
+<article lang="{lang}">
+<h1>{heading}</h1>
+<div class="meta">
+<p>Published {published} · updated {updated}</p>
+<ul class="sources">{sources}</ul>
+</div>
+<div class="body">
+{body}
+</div>
+</article>
+</main>
+</body>
+</html>
+"""
+_LANG: Mapping[Script, str] = {"hans": "zh-Hans", "hant": "zh-Hant"}
+_SCRIPT_LABELS: Mapping[Script, str] = {"hans": "简体", "hant": "繁體"}
+
+
+def _time_html(site: _Site, moment: datetime | None) -> str:
+    if moment is None:
+        return "unknown"
+    local = moment.astimezone(site.timezone)
+    return f'<time datetime="{moment.isoformat()}">{local:%Y-%m-%d %H:%M %Z}</time>'
+
+
+def _article_url(site: _Site, article_id: int, script: Script | None) -> str:
+    return site.url(f"/articles/{article_id}", [("script", script)] if script else [])
+
+
+def _article_endpoint(reader: ArticleReader, site: _Site) -> Route:
+    """``/articles/ID``: one article to read here, cleaned, in the reader's script."""
+
+    def endpoint(request: Request) -> Response:
+        article_id: int = request.path_params["article_id"]
+        script = _script_of(request)
+        found = reader.article(article_id)
+        if found is None:
+            return PlainTextResponse("no such article\n", status_code=404)
+        stored = _in_script(found, script)
+        article = stored.article
+        written = script or chinese_script(article.title + article.body)
+        href = _safe_href(article.link)
+        title = _e(article.title or article.link)
+        sources = "".join(
+            f'<li>{_e(route.source_name)}: <a href="{_e(link)}">{_e(link)}</a>'
+            f" (seen {_time_html(site, route.first_seen)})</li>"
+            if (link := _safe_href(route.link))
+            else f"<li>{_e(route.source_name)}</li>"
+            for route in stored.provenance
+        )
+        scripts = " ".join(
+            f'<a href="{_e(_article_url(site, article_id, choice))}" lang="{_LANG[choice]}"'
+            f"{_current(choice == script)}>{label}</a>"
+            for choice, label in _SCRIPT_LABELS.items()
+        )
+        document = _ARTICLE_PAGE.format(
+            site_lang=_e(site.language or "en"),
+            site_title=_e(site.title),
+            title=title,
+            home=_e(site.url("/")),
+            scripts=scripts,
+            lang=_LANG[written] if written else _e(site.language or "en"),
+            heading=f'<a href="{_e(href)}">{title}</a>' if href else title,
+            published=_time_html(site, article.published),
+            updated=_time_html(site, stored.updated),
+            sources=sources,
+            body=article.body,  # cleaned and sanitised when stored
+        )
+        return Response(
+            document,
+            media_type="text/html; charset=utf-8",
+            headers={
+                "Cache-Control": "no-cache",
+                # As the index, plus the article's own pictures (https only).
+                "Content-Security-Policy": (
+                    "default-src 'none'; style-src 'unsafe-inline'; img-src https: data:"
+                ),
+            },
+        )
+
+    return Route("/articles/{article_id:int}", endpoint, methods=["GET"], name="article")
 
 
 # --- operations ----------------------------------------------------------------------
@@ -621,6 +777,59 @@ class _SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+class _TokenGate:
+    """With ``feed_token`` set, everything but ``/healthz`` needs the token: as
+    ``?token=``, as ``Authorization: Bearer``, or as the cookie a page visit with
+    ``?token=`` sets (so the page's own links and search form keep working in a
+    browser without the token in every URL).  Compared with
+    :func:`hmac.compare_digest`, so the time taken does not tell how much matched.
+    """
+
+    COOKIE = "aggregator_token"
+    OPEN = frozenset({"/healthz"})
+
+    def __init__(self, app: ASGIApp, token: str, *, secure: bool) -> None:
+        self.app = app
+        self.token = token.encode("utf-8")
+        self.cookie = f"{self.COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict" + (
+            "; Secure" if secure else ""
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.OPEN:
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        from_query = request.query_params.get("token")
+        given = from_query or _bearer(request) or request.cookies.get(self.COOKIE) or ""
+        if not hmac.compare_digest(given.encode("utf-8"), self.token):
+            answer = PlainTextResponse(
+                "a token is required (?token= or Authorization: Bearer)\n",
+                status_code=401,
+                headers={
+                    "WWW-Authenticate": 'Bearer realm="aggregator"',
+                    "Cache-Control": "no-store",
+                },
+            )
+            await answer(scope, receive, send)
+            return
+        if from_query is None:
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_cookie(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message).append("set-cookie", self.cookie)
+            await send(message)
+
+        await self.app(scope, receive, send_with_cookie)
+
+
+def _bearer(request: Request) -> str | None:
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    return credentials.strip() if scheme.lower() == "bearer" else None
+
+
 def _bad_request(request: Request, exc: Exception) -> Response:
     return PlainTextResponse(f"bad request: {exc}\n", status_code=400)
 
@@ -646,6 +855,8 @@ def create_app(
     cache_max_age: int = 60,
     metrics: metrics_module.Metrics | None = None,
     topics: Sequence[Topic] = (),
+    display_timezone: str = "UTC",
+    feed_token: str | None = None,
 ) -> Starlette:
     """Build the ASGI app.
 
@@ -659,6 +870,8 @@ def create_app(
             records polls.
         topics: saved searches, served at ``/topics/ID/feed.xml`` (and the other
             formats) and as ``?topic=ID``.
+        display_timezone: the IANA zone the pages show times in.
+        feed_token: when set, every endpoint but ``/healthz`` asks for it.
     """
     parts = urlsplit(base_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -677,10 +890,12 @@ def create_app(
         cache_max_age=cache_max_age,
         metrics=metrics or metrics_module.DEFAULT,
         topics={topic.id: topic for topic in topics},
+        timezone=zoneinfo.ZoneInfo(display_timezone),
     )
     cache = _ResponseCache(ttl=cache_max_age)
     routes = [
         _index_endpoint(reader, site),
+        _article_endpoint(reader, site),
         *(_feed_endpoint(reader, site, fmt, path, cache) for path, fmt in _FEED_PATHS.items()),
         *(_topic_endpoint(reader, site, fmt, path, cache) for path, fmt in _FEED_PATHS.items()),
         _healthz_endpoint(reader, site),
@@ -690,6 +905,11 @@ def create_app(
         routes=routes,
         middleware=[
             Middleware(_SecurityHeaders),
+            *(
+                [Middleware(_TokenGate, token=feed_token, secure=parts.scheme == "https")]
+                if feed_token
+                else []
+            ),
             Middleware(GZipMiddleware, minimum_size=500, compresslevel=6),
         ],
         exception_handlers={BadRequest: _bad_request, StorageError: _storage_unavailable},

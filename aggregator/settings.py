@@ -12,6 +12,7 @@ import json
 import os
 import re
 import tomllib
+import zoneinfo
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -23,6 +24,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
 )
@@ -68,6 +70,26 @@ class Settings(BaseSettings):
     feed_title: str = "aggregator"
     feed_limit: int = Field(50, ge=1, le=1000, description="items per feed page by default")
     feed_max_limit: int = Field(500, ge=1, le=5000, description="cap on ?limit=")
+    display_timezone: str = Field(
+        "UTC", description="IANA time zone the pages show times in (e.g. Asia/Shanghai)"
+    )
+    feed_token: SecretStr | None = Field(
+        None,
+        min_length=16,
+        max_length=200,
+        description="when set, feeds, pages and /metrics need ?token= or an "
+        "Authorization: Bearer header with it (/healthz stays open)",
+    )
+
+    @field_validator("display_timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError("not a known IANA time zone") from None
+        return value
+
     default_interval: Seconds = Field(1800, ge=1, description="poll interval, seconds")
     jitter: float = Field(0.1, ge=0, le=1, description="random extra delay, fraction of interval")
     tick_seconds: Seconds = Field(

@@ -533,6 +533,12 @@ class Store:
                             return found
         return found
 
+    def article(self, article_id: int) -> StoredArticle | None:
+        """One article by its id (the page's ``/articles/ID``), ``None`` if not stored."""
+        with self._errors("read an article", id=article_id), self._engine.connect() as conn:
+            found = _load(conn, [article_id])
+        return found[0] if found else None
+
     def last_updated(self, sources: Sequence[str] | None = None) -> datetime | None:
         """When anything shown in a feed of ``sources`` (all when ``None``) last changed.
 
