@@ -735,7 +735,13 @@ def opml_export(
     """Write the configured sources as OPML 2.0."""
     with _reported():
         settings = CONTEXT.settings()
-        payload = opml.export_opml(_sources(settings), title=settings.feed_title)
+        sources = _sources(settings)
+        payload = opml.export_opml(
+            sources,
+            title=settings.feed_title,
+            topics=load_topics(settings, sources),
+            base_url=_base_url(settings),
+        )
     if out_path is None:
         sys.stdout.buffer.write(payload)
     else:
