@@ -51,7 +51,7 @@ from .errors import QueryError, StorageError
 from .export.feeds import FORMATS, FeedFormat, FeedMeta, decode_cursor, encode_cursor
 from .search import Query, Topic, html_text, parse_query, snippet
 from .search.script import SCRIPTS, Script, chinese_script, convert, convert_html
-from .types import UTC, Cursor, SourceState, StoredArticle
+from .types import UTC, Cursor, Provenance, SourceState, StoredArticle
 
 __all__ = ["FEED_PATHS", "ArticleReader", "EmbeddedServer", "build_server", "create_app"]
 
@@ -631,6 +631,18 @@ def _article_url(site: _Site, article_id: int, script: Script | None) -> str:
     return site.url(f"/articles/{article_id}", [("script", script)] if script else [])
 
 
+def _source_item(site: _Site, route: Provenance) -> str:
+    """One route the article came by: the source, a link to its copy (named by its
+    host: a percent-encoded Chinese path fills a phone's screen) and when we saw it."""
+    name = _e(route.source_name or route.source_id)
+    seen = f"seen {_time_html(site, route.first_seen)}"
+    link = _safe_href(route.link)
+    if link is None:
+        return f"<li>{name}, {seen}</li>"
+    host = _e(urlsplit(link).hostname or link)
+    return f'<li>{name}: <a href="{_e(link)}">{host}</a>, {seen}</li>'
+
+
 def _article_endpoint(reader: ArticleReader, site: _Site) -> Route:
     """``/articles/ID``: one article to read here, cleaned, in the reader's script."""
 
@@ -645,13 +657,7 @@ def _article_endpoint(reader: ArticleReader, site: _Site) -> Route:
         written = script or chinese_script(article.title + article.body)
         href = _safe_href(article.link)
         title = _e(article.title or article.link)
-        sources = "".join(
-            f'<li>{_e(route.source_name)}: <a href="{_e(link)}">{_e(link)}</a>'
-            f" (seen {_time_html(site, route.first_seen)})</li>"
-            if (link := _safe_href(route.link))
-            else f"<li>{_e(route.source_name)}</li>"
-            for route in stored.provenance
-        )
+        sources = "".join(_source_item(site, route) for route in stored.provenance)
         scripts = " ".join(
             f'<a href="{_e(_article_url(site, article_id, choice))}" lang="{_LANG[choice]}"'
             f"{_current(choice == script)}>{label}</a>"
