@@ -10,6 +10,8 @@ row looks like one the pipeline stored; every row has its own canonical link,
 link key and fingerprint, one provenance row (3% of the articles have a second
 route through another source) and one raw entry.  1,000 "bulk" sources
 (``b000``..``b999``); sort times run back from 2024-05-01, one article every 30 s.
+The search index is filled as the store fills it (the same tokens and postings
+writes), each pool item tokenized once.
 
 Databases are cached under ``bench/.cache/`` keyed by the schema (alembic head plus
 a hash of the DDL) and this generator's version, so a rerun reuses them.  The
@@ -32,7 +34,7 @@ from bench.corpus import feed_spec, render_feed
 
 __all__ = ["DBGEN_VERSION", "ensure_db", "reset", "schema_key"]
 
-DBGEN_VERSION = "2"
+DBGEN_VERSION = "3"  # 3: the search index is filled
 BULK_SOURCES = 1000
 _NEWEST = datetime(2024, 5, 1, tzinfo=UTC)
 _CHUNK = 5000
@@ -103,11 +105,13 @@ _NAMES = {"zaobao": "联合早报", "rfi": "法广", "voa": "美国之音", "rfa
 
 def _build(path: Path, count: int, log: callable) -> None:  # type: ignore[valid-type]
     from aggregator.dedupe import link_key
-    from aggregator.store import Store
+    from aggregator.search import document_text, tokens
+    from aggregator.store import Store, _search
     from aggregator.store.tables import articles, provenance, raw_entries
 
     started = time.monotonic()
     pool = _pool()
+    pool_tokens = [tuple(tokens(document_text(title, body))) for _, title, body, _ in pool]
     store = Store.open(f"sqlite:///{path}")
     engine = store.engine
     rng = random.Random(f"dbgen-{DBGEN_VERSION}")
@@ -117,6 +121,7 @@ def _build(path: Path, count: int, log: callable) -> None:  # type: ignore[valid
         done = 0
         while done < count:
             rows_a, rows_p, rows_r = [], [], []
+            postings: list[tuple[int, tuple[str, ...]]] = []
             for serial in range(done, min(count, done + _CHUNK)):
                 kind, title, body, raw = pool[serial % len(pool)]
                 source_no = rng.randrange(BULK_SOURCES)
@@ -131,6 +136,7 @@ def _build(path: Path, count: int, log: callable) -> None:  # type: ignore[valid
                     digest.update(part.encode("utf-8", "surrogatepass"))
                     digest.update(b"\x00")
                 article_id = serial + 1
+                postings.append((article_id, pool_tokens[serial % len(pool)]))
                 tags = json.dumps([source_name], ensure_ascii=False)
                 rows_a.append(
                     {
@@ -184,6 +190,7 @@ def _build(path: Path, count: int, log: callable) -> None:  # type: ignore[valid
                 conn.execute(articles.insert(), rows_a)
                 conn.execute(provenance.insert(), rows_p)
                 conn.execute(raw_entries.insert(), rows_r)
+                _search.add_tokens(conn, postings)
             done += len(rows_a)
             if done % 100_000 == 0:
                 log(f"  {done:,} / {count:,} articles ({time.monotonic() - started:.0f} s)")
@@ -220,6 +227,8 @@ def make_due(db: Path) -> None:
 
 def reset(path: Path) -> None:
     """Delete everything the benchmark polled into a cached database (``g*``/``f*`` sources)."""
+    from aggregator.store._search import BLOCK
+
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         conn.execute("PRAGMA foreign_keys=ON")
@@ -230,6 +239,16 @@ def reset(path: Path) -> None:
         # Routes the polled feeds added to bulk articles (none today; kept honest anyway).
         conn.execute("DELETE FROM provenance WHERE source_id >= 'c' AND source_id < 'z'")
         conn.execute("DELETE FROM raw_entries WHERE source_id >= 'c' AND source_id < 'z'")
+        # The search postings of the deleted articles (all newer than the bulk ones):
+        # their ids are handed out again, and stale bits would make the next run's
+        # index writes updates instead of inserts.
+        (last,) = conn.execute("SELECT coalesce(max(id), 0) FROM articles").fetchone()
+        block, bit = divmod(last, BLOCK)
+        conn.execute("DELETE FROM search_postings WHERE block > ?", (block,))
+        conn.execute(
+            "UPDATE search_postings SET bits = bits & ? WHERE block = ?", ((2 << bit) - 1, block)
+        )
+        conn.execute("DELETE FROM search_postings WHERE bits = 0 AND block = ?", (block,))
         conn.execute("COMMIT")
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:

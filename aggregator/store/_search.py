@@ -29,7 +29,16 @@ from aggregator.search import Query, Term, document_text, tokens
 from aggregator.store.tables import UTCDateTime, articles, provenance, search_postings
 from aggregator.types import Article, Cursor
 
-__all__ = ["BLOCK", "candidates", "index", "newest_first", "rebuild", "reindex", "unindex"]
+__all__ = [
+    "BLOCK",
+    "add_tokens",
+    "candidates",
+    "index",
+    "newest_first",
+    "rebuild",
+    "reindex",
+    "unindex",
+]
 
 BLOCK = 63
 _ALL = (1 << BLOCK) - 1
@@ -79,7 +88,9 @@ def _run(conn: Connection, statement: str, rows: list[tuple[Any, ...]]) -> None:
     conn.exec_driver_sql(statement.format(marker), rows)
 
 
-def _add(conn: Connection, docs: Iterable[tuple[int, Iterable[str]]]) -> None:
+def add_tokens(conn: Connection, docs: Iterable[tuple[int, Iterable[str]]]) -> None:
+    """Set the postings of ``(article id, tokens)`` pairs: the write behind
+    :func:`index`, also for bulk loaders that tokenize each distinct text once."""
     if rows := _postings(docs):
         _run(conn, _UPSERT, rows)
 
@@ -92,7 +103,7 @@ def _remove(conn: Connection, docs: Iterable[tuple[int, Iterable[str]]]) -> None
 
 def index(conn: Connection, added: Mapping[int, Article]) -> None:
     """Index articles just inserted."""
-    _add(conn, ((id_, article.search_tokens) for id_, article in added.items()))
+    add_tokens(conn, ((id_, article.search_tokens) for id_, article in added.items()))
 
 
 def unindex(conn: Connection, gone: Mapping[int, Article]) -> None:
@@ -110,7 +121,7 @@ def reindex(conn: Connection, changed: Iterable[tuple[int, Article, Article]]) -
         before, after = set(old.search_tokens), set(new.search_tokens)
         added.append((id_, after - before))
         dropped.append((id_, before - after))
-    _add(conn, added)
+    add_tokens(conn, added)
     _remove(conn, dropped)
 
 
@@ -124,7 +135,7 @@ def rebuild(conn: Connection) -> int:
         page = conn.execute(
             select(a.id, a.title, a.body).where(a.id > last).order_by(a.id).limit(_BATCH)
         ).all()
-        _add(conn, ((id_, tokens(document_text(title, body))) for id_, title, body in page))
+        add_tokens(conn, ((id_, tokens(document_text(title, body))) for id_, title, body in page))
         count += len(page)
         if len(page) < _BATCH:
             return count
