@@ -534,8 +534,10 @@ def _current(flag: bool) -> str:
 def _search_form(site: _Site, query: _Query) -> str:
     """A plain GET form: the page stays script-free."""
     value = str(query.search) if query.search is not None and query.topic is None else ""
+    kept = [("source", source) for source in query.sources]
+    kept += [("script", query.script)] if query.script else []
     hidden = "".join(
-        f'<input type="hidden" name="source" value="{_e(source)}">' for source in query.sources
+        f'<input type="hidden" name="{name}" value="{_e(value)}">' for name, value in kept
     )
     return (
         f'<form class="search" role="search" method="get" action="{_e(site.url("/"))}">'

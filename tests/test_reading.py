@@ -94,7 +94,8 @@ def test_script_on_feeds_and_pages(store: Store) -> None:
     assert stored is not None
     title = convert(stored.article.title, "hant")
     assert '<article lang="zh-Hant">' in page and title in page and title != stored.article.title
-    assert "國防" in client.get("/", params={"script": "hant"}).text
+    index = client.get("/", params={"script": "hant"}).text
+    assert "國防" in index and '<input type="hidden" name="script" value="hant">' in index
     assert client.get("/feed.xml", params={"script": "latin"}).status_code == 400
 
 
