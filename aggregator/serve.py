@@ -594,7 +594,8 @@ body {{ margin: 0; color: var(--fg); background: var(--bg);
 main {{ max-width: 40rem; margin: 0 auto; padding: 1rem; overflow-wrap: anywhere; }}
 article:lang(zh) {{ max-width: 36em; }}
 h1 {{ font-size: 1.5rem; line-height: 1.4; margin: .5rem 0; }}
-a {{ color: var(--link); }} .meta {{ color: var(--muted); font-size: .9rem; }}
+a {{ color: var(--link); }} a.current {{ font-weight: bold; }}
+.meta {{ color: var(--muted); font-size: .9rem; }}
 .meta ul {{ margin: .2rem 0; padding-left: 1.2rem; }}
 .body img, .body video {{ max-width: 100%; height: auto; }}
 .body pre {{ overflow-x: auto; }} .body table {{ display: block; overflow-x: auto; }}
