@@ -22,6 +22,16 @@ and the bare one, which is the same from ``<!--...-->`` on.  The file records
 neither the source id nor the entry guid, so :func:`parse` takes the source id
 from its caller (the importer knows which source a folder belongs to).
 
+Real archives hold more than the seeds, and the reader takes it all:
+
+* Jekyll posts of other generators, whose body follows the front matter with no
+  ``<!--published-->`` / ``[title](link)`` / ``------`` header.  Their only time is
+  the front matter's ``date``, so it serves as the published time (flagged
+  :attr:`~aggregator.types.DateSource.FRONT_MATTER`) as well as the fetch time.
+* ``[title](link)`` lines whose title holds unescaped brackets
+  (``[[國際] …](https://…)``): the line is split at its last ``](``.  The front
+  matter's ``title`` and ``from`` win over the line whenever they are present.
+
 The writer is the reader's exact inverse: writing what was read gives the same
 bytes, and reading what was written gives the same values, whatever the title
 holds.  Front-matter values are written plain when YAML would read them back
@@ -33,12 +43,12 @@ that would end it early.
 from __future__ import annotations
 
 import hashlib
-import logging
+import html
 import os
 import re
 import unicodedata
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -47,11 +57,13 @@ from yaml.nodes import ScalarNode
 from yaml.resolver import Resolver
 
 from aggregator.errors import ArchiveError
-from aggregator.types import UTC, Article, DateSource
+from aggregator.types import UTC, Article, DateSource, RawEntry
 
 __all__ = [
     "ArchiveDocument",
     "WriteCounts",
+    "as_fetched",
+    "keep_archived",
     "parse",
     "post_filename",
     "read_file",
@@ -59,8 +71,6 @@ __all__ = [
     "render",
     "write_archive",
 ]
-
-logger = logging.getLogger(__name__)
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ONE_MS = timedelta(milliseconds=1)
@@ -199,6 +209,8 @@ def render(article: Article, layout: str | None = DEFAULT_LAYOUT) -> str:
 
 _PUBLISHED = re.compile(r"<!--(?:(?P<ms>-?\d{1,16})|NaN)-->")
 _TITLE_LINE = re.compile(r"\[(?P<title>(?:\\.|[^\\\]])*)\]\((?P<link>(?:\\.|[^\\)])*)\)", re.DOTALL)
+# Other generators do not escape: the link is what follows the line's last "](".
+_RAW_TITLE_LINE = re.compile(r"\[(?P<title>.*)\]\((?P<link>[^\s]*)\)", re.DOTALL)
 _MD_UNESCAPE = re.compile(r"\\(.)", re.DOTALL)
 _FRONT_MATTER_LINE = re.compile(r"(?P<key>[A-Za-z_][\w-]*):(?: (?P<value>.*))?")
 
@@ -237,6 +249,8 @@ def _yaml_value(lines: _Lines, key: str, raw: str, line: int) -> object:
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise lines.error(f"{key}: {problem}", line) from exc
+    except RecursionError as exc:  # "[[[[..." 100k deep: this file's fault, not the batch's
+        raise lines.error(f"{key}: nested too deeply", line) from exc
 
 
 def _as_str(lines: _Lines, key: str, value: object, line: int) -> str:
@@ -283,6 +297,63 @@ def _published(lines: _Lines) -> datetime | None:
         raise lines.error("published time out of range") from exc
 
 
+def _title_line(lines: _Lines) -> tuple[str, str]:
+    """The ``[title](link)`` line: our own escaped form first, another generator's raw one next."""
+    line_no = lines.index + 1
+    line = lines.take("[title](link)")
+    match = _TITLE_LINE.fullmatch(line)
+    if match is not None:
+        return _md_unescape(match["title"]), _md_unescape(match["link"])
+    match = _RAW_TITLE_LINE.fullmatch(line)
+    if match is None:
+        raise lines.error("expected [title](link)", line_no)
+    return match["title"], match["link"]
+
+
+def _header(lines: _Lines) -> tuple[datetime | None, str, str]:
+    """The ``<!--published-->`` / ``[title](link)`` / ``------`` header and its blank line."""
+    published = _published(lines)
+    title, link = _title_line(lines)
+    if lines.take(TITLE_RULE) != TITLE_RULE:
+        raise lines.error(f"expected {TITLE_RULE}")
+    if lines.take("a blank line before the body") != "":
+        raise lines.error("expected a blank line before the body")
+    return published, title, link
+
+
+def _has_header(lines: _Lines) -> bool:
+    """Whether the header follows; only a Jekyll post may go without one.
+
+    A body may open with an HTML comment of its own (``<!-- wp:paragraph -->``), so
+    a comment line opens the header only when it is a published time or is followed
+    by a ``[`` line; a damaged header is then still reported, not read as body.
+    """
+    if lines.index >= lines.end:
+        return False
+    first = lines.lines[lines.index].removesuffix("\r")
+    if _PUBLISHED.fullmatch(first):
+        return True
+    second = lines.lines[lines.index + 1] if lines.index + 1 < lines.end else ""
+    return first.startswith("<!--") and second.startswith("[")
+
+
+def _fetched(lines: _Lines, front: dict[str, tuple[object, int]]) -> datetime | None:
+    if "date" not in front:
+        return None
+    value, line = front["date"]
+    if not isinstance(value, datetime) or value.tzinfo is None:
+        raise lines.error("date: expected an ISO 8601 timestamp with a zone, like ...Z", line)
+    return value
+
+
+def _headerless_field(lines: _Lines, front: dict[str, tuple[object, int]], key: str) -> str:
+    if key not in front:
+        raise lines.error(
+            f"expected <!--published epoch ms--> or a front matter {key!r} to stand in for it"
+        )
+    return _as_str(lines, key, *front[key])
+
+
 def parse(text: str, *, file: str | None = None, source_id: str = "") -> ArchiveDocument:
     """Read one archive file's text.  Raises :class:`ArchiveError` naming file and line."""
     lines = _Lines(text, file)
@@ -292,30 +363,25 @@ def parse(text: str, *, file: str | None = None, source_id: str = "") -> Archive
         front = _read_front_matter(lines)
         layout_value, layout_line = front.get("layout", (DEFAULT_LAYOUT, 1))
         layout = _as_str(lines, "layout", layout_value, layout_line)
-    published = _published(lines)
-    title_line_no = lines.index + 1
-    match = _TITLE_LINE.fullmatch(lines.take("[title](link)"))
-    if match is None:
-        raise lines.error("expected [title](link)", title_line_no)
-    if lines.take(TITLE_RULE) != TITLE_RULE:
-        raise lines.error(f"expected {TITLE_RULE}")
-    if lines.take("a blank line before the body") != "":
-        raise lines.error("expected a blank line before the body")
+    fetched = _fetched(lines, front)
+    if front and not _has_header(lines):
+        title = _headerless_field(lines, front, "title")
+        link = _headerless_field(lines, front, "from")
+        published = fetched
+        date_source = DateSource.FRONT_MATTER if published is not None else DateSource.UNKNOWN
+        # The blank lines between the front matter and the body are layout, not content.
+        while lines.index < lines.end and not lines.lines[lines.index].strip():
+            lines.index += 1
+    else:
+        published, title, link = _header(lines)
+        date_source = DateSource.ARCHIVE if published is not None else DateSource.UNKNOWN
     body = "\n".join(lines.lines[lines.index :])
     body = body.removesuffix("\n") if text.endswith("\n") else body
 
-    title = _md_unescape(match["title"])
-    link = _md_unescape(match["link"])
-    fetched: datetime | None = None
     if "title" in front:
         title = _as_str(lines, "title", *front["title"])
     if "from" in front:
         link = _as_str(lines, "from", *front["from"])
-    if "date" in front:
-        value, line = front["date"]
-        if not isinstance(value, datetime) or value.tzinfo is None:
-            raise lines.error("date: expected an ISO 8601 timestamp with a zone, like ...Z", line)
-        fetched = value
     comments = front.get("comments", (None, 0))[0]
     if comments is not None and not isinstance(comments, bool):
         raise lines.error("comments: expected True or False", front["comments"][1])
@@ -331,7 +397,7 @@ def parse(text: str, *, file: str | None = None, source_id: str = "") -> Archive
         tags=_as_str_tuple(lines, "tags", *front.get("tags", (None, 0))),
         categories=_as_str_tuple(lines, "categories", *front.get("categories", (None, 0))),
         comments=comments,
-        date_source=DateSource.ARCHIVE if published is not None else DateSource.UNKNOWN,
+        date_source=date_source,
     )
     return ArchiveDocument(article, layout)
 
@@ -349,13 +415,51 @@ def read_file(path: Path, *, source_id: str = "") -> ArchiveDocument:
 def read_files(
     paths: Iterable[Path], *, source_id: str = ""
 ) -> Iterator[tuple[Path, ArchiveDocument | ArchiveError]]:
-    """Read many files; a malformed one yields its error instead of stopping the batch."""
+    """Read many files; a malformed one yields its error instead of stopping the batch.
+
+    Errors are yielded, not logged: the caller reports each skipped file once, as it
+    counts it.  Logging here as well printed every skipped file twice.
+    """
     for path in paths:
         try:
             yield path, read_file(path, source_id=source_id)
         except ArchiveError as error:
-            logger.warning("skipping archive file: %s", error)
             yield path, error
+
+
+# --------------------------------------------------------------------------- importing
+
+
+def as_fetched(article: Article) -> tuple[RawEntry, datetime]:
+    """An archived article as the raw entry (and first-fetched time) its source's adapter
+    would have been given, so an import goes through the one normalisation path a poll
+    takes: it cleans the body of files that still carry ads, strips title suffixes and
+    repairs dates.
+
+    The archive's title is plain text while ``RawEntry.title`` is markup, so it goes in
+    escaped: a title such as ``a <b> c`` is text, not a tag to strip.
+    """
+    published = article.published.isoformat() if article.published else None
+    entry = RawEntry(
+        link=article.link,
+        title=html.escape(article.title, quote=False),
+        content=article.body,
+        published=published,
+    )
+    return entry, article.fetched or article.published or datetime.now(UTC)
+
+
+def keep_archived(fresh: Article, archived: Article) -> Article:
+    """``fresh`` (the adapter's reading of ``archived``) with what only the archive knows:
+    its first-fetched time, its comments flag, and its date source when the adapter kept
+    the archived published time as it was (a repair records its own source)."""
+    kept = fresh.published == archived.published and fresh.date_source is DateSource.FEED
+    return replace(
+        fresh,
+        fetched=archived.fetched or fresh.fetched,
+        comments=archived.comments,
+        date_source=archived.date_source if kept else fresh.date_source,
+    )
 
 
 # --------------------------------------------------------------------------- file names
@@ -382,7 +486,7 @@ def post_filename(article: Article) -> str:
     so re-exports never rename a file.  The name never holds a path separator,
     ``..``, a control or reserved character, and stays well under 255 bytes.
     """
-    moment = article.published or article.fetched or EPOCH
+    moment = article.sort_time or EPOCH
     digest = hashlib.sha256(article.link.encode("utf-8", "surrogatepass")).hexdigest()[:10]
     parts = [f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}", _slug(article.title), digest]
     return "-".join(part for part in parts if part) + ".md"

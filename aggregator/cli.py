@@ -9,85 +9,120 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import importlib.util
+import json
 import logging
 import multiprocessing
 import os
 import signal
 import sys
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, NoReturn
-from urllib.parse import urlencode, urlsplit
 
+import tomli_w
 import typer
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
+from rich.text import Text
+from sqlalchemy.exc import ArgumentError
 from starlette.applications import Starlette
 
-from aggregator import archive, log, opml
+from aggregator import __version__, archive, health, log, opml
 from aggregator.adapters import adapter_names, get_adapter
+from aggregator.cpus import available_cpus
 from aggregator.errors import (
     AdapterError,
     AggregatorError,
     ArchiveError,
     ConfigError,
     QueryError,
+    RateLimitedError,
 )
-from aggregator.export.feeds import FORMATS, FeedMeta, encode_cursor
+from aggregator.export.feeds import FORMATS
+from aggregator.export.site import FEED_PATHS, FeedSite, default_id_authority
 from aggregator.fetch import Fetcher, FetchLimits
-from aggregator.normalize import init_worker, warm_up
+from aggregator.normalize import init_worker, normalize_entries, warm_up
 from aggregator.pipeline import Poller, PollOutcome
-from aggregator.scheduler import Daemon, host_of, sync_sources
+from aggregator.reload import SourcesReloader
+from aggregator.scheduler import Daemon, HostSlots, sync_sources
 from aggregator.search import Topic, parse_query
-from aggregator.serve import FEED_PATHS, build_server, create_app
+from aggregator.serve import SourceCatalog, build_server, create_app, listen
 from aggregator.settings import (
+    Explained,
     Settings,
-    load_settings,
+    explain_settings,
     load_sources,
     load_topics,
     sources_to_toml,
+    unknown_environment,
 )
 from aggregator.store import Store
-from aggregator.store.engine import is_postgresql
-from aggregator.types import Article, RawEntry, Source, StoredArticle
+from aggregator.store.engine import is_postgresql, parse_url
+from aggregator.types import Article, PollCounts, RawEntry, Source, SourceState
 
 __all__ = ["app", "main"]
 
 logger = logging.getLogger(__name__)
 console = Console(stderr=True)
-out = Console(highlight=False)
+# Tables and counts only; text meant to be copied or parsed goes through typer.echo,
+# which neither reads markup nor wraps long lines.
+out = Console(highlight=False, markup=False)
 
 app = typer.Typer(
     help="Poll news feeds, normalize and deduplicate their articles, serve merged feeds.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Help texts are plain: rich markup would eat "[[source]]" and "[a-z0-9_-]".
+    rich_markup_mode=None,
 )
-db_app = typer.Typer(help="Database schema migrations.", no_args_is_help=True)
-opml_app = typer.Typer(help="Export or import the source list as OPML.", no_args_is_help=True)
+db_app = typer.Typer(
+    help="Database schema migrations.", no_args_is_help=True, rich_markup_mode=None
+)
+opml_app = typer.Typer(
+    help="Export or import the source list as OPML.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(db_app, name="db")
 app.add_typer(opml_app, name="opml")
+
+
+class LogLevel(StrEnum):
+    """The levels ``--log-level`` accepts; any other value is a usage error, not a crash."""
+
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
 
 
 class _Context:
     """Settings are loaded lazily so `--help` works even with a broken config."""
 
     config_file: Path | None = None
-    log_level: str | None = None
+    log_level: LogLevel | None = None
+
+    def explained(self) -> Explained:
+        explained = explain_settings(self.config_file)
+        settings = explained.settings
+        if self.log_level:
+            settings = settings.model_copy(update={"log_level": self.log_level.value})
+            origins = {**explained.origins, "log_level": "command line --log-level"}
+            explained = Explained(settings, origins)
+        log.setup(settings.log_level, settings.log_format)
+        for name in unknown_environment(os.environ):
+            logger.warning("unknown environment variable %s is ignored", name)
+        return explained
 
     def settings(self) -> Settings:
-        settings = load_settings(self.config_file)
-        if self.log_level:
-            settings = settings.model_copy(update={"log_level": self.log_level.upper()})
-        log.setup(settings.log_level)
-        return settings
+        return self.explained().settings
 
 
 CONTEXT = _Context()
@@ -96,6 +131,12 @@ SourceOption = Annotated[
     list[str] | None,
     typer.Option("--source", "-s", help="Only this source (repeatable; default: all)."),
 ]
+
+
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        typer.echo(f"aggregator {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
@@ -110,8 +151,15 @@ def _global_options(
         ),
     ] = None,
     log_level: Annotated[
-        str | None, typer.Option(help="DEBUG, INFO, WARNING or ERROR (overrides settings).")
+        LogLevel | None,
+        typer.Option(case_sensitive=False, help="Overrides the log_level setting."),
     ] = None,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
 ) -> None:
     CONTEXT.config_file = config
     CONTEXT.log_level = log_level
@@ -183,7 +231,7 @@ def _parse_pool(settings: Settings) -> Iterator[Executor]:
     """
     workers = settings.parse_processes
     if workers < 0:
-        workers = os.cpu_count() or 1
+        workers = available_cpus()  # the container's CPU quota, not the host's cores
         workers = workers if workers > 1 else 0
     if workers == 0:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="parse") as thread:
@@ -194,7 +242,7 @@ def _parse_pool(settings: Settings) -> Iterator[Executor]:
         max_workers=workers,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=init_worker,
-        initargs=(settings.log_level,),
+        initargs=(settings.log_level, settings.log_format),
     )
     try:
         list(pool.map(warm_up, range(workers)))
@@ -236,22 +284,59 @@ def _base_url(settings: Settings) -> str:
     return settings.base_url or f"http://{host}:{settings.http_port}"
 
 
-def _http_app(settings: Settings, sources: Sequence[Source], store: Store) -> Starlette:
-    return create_app(
-        store,
+def _id_authority(settings: Settings, store: Store) -> str:
+    """The ``HOST,YEAR`` of item ids: the database's own, kept when ``base_url`` changes.
+
+    The first configured ``base_url`` fixes it.  Without one, the listening address
+    (``0.0.0.0`` in a container) is only a stand-in and is not stored.
+    """
+    derived = default_id_authority(_base_url(settings))
+    stored = store.adopt_id_authority(derived if settings.base_url else None)
+    return stored or derived
+
+
+def _catalog(sources: Sequence[Source], catalog: SourceCatalog | None = None) -> SourceCatalog:
+    """The sources as the HTTP service shows them (``catalog`` is updated in place)."""
+    names = {source.id: source.name for source in sources}
+    enabled = [source.id for source in sources if source.enabled]
+    if catalog is None:
+        return SourceCatalog(names, enabled)
+    catalog.replace(names, enabled)
+    return catalog
+
+
+def _feed_site(settings: Settings, sources: Mapping[str, str], store: Store) -> FeedSite:
+    """Addresses, names and id authority of the feeds, for the service and the file export."""
+    return FeedSite(
         base_url=_base_url(settings),
         title=settings.feed_title,
-        sources={source.id: source.name for source in sources},
+        sources=sources,
         default_limit=settings.feed_limit,
+        id_authority=_id_authority(settings, store),
+    )
+
+
+def _http_app(settings: Settings, catalog: SourceCatalog, store: Store) -> Starlette:
+    site = _feed_site(settings, catalog, store)
+    return create_app(
+        store,
+        base_url=site.base_url,
+        title=site.title,
+        sources=catalog,
+        default_limit=site.default_limit,
         max_limit=settings.feed_max_limit,
-        topics=load_topics(settings, sources),
+        id_authority=site.id_authority,
+        topics=load_topics(settings, catalog),
         display_timezone=settings.display_timezone,
         feed_token=settings.feed_token.get_secret_value() if settings.feed_token else None,
     )
 
 
 def _fail(error: AggregatorError) -> NoReturn:
-    console.print(f"[bold red]error:[/] {error}", markup=True, highlight=False)
+    # The message is text, not markup: a title or URL with brackets keeps them.
+    console.print(
+        Text.assemble(("error:", "bold red"), f" {error}"), highlight=False, soft_wrap=True
+    )
     raise typer.Exit(2 if isinstance(error, ConfigError) else 1)
 
 
@@ -270,27 +355,63 @@ def _reported() -> Iterator[None]:
 async def _serve_until_signalled(
     settings: Settings, sources: Sequence[Source], store: Store, *, poll: bool
 ) -> None:
+    listening = listen(settings.http_host, settings.http_port)  # a port in use: one line
     _use_database_threads(store)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    catalog = _catalog(sources)
     server = build_server(
-        _http_app(settings, sources, store), settings.http_host, settings.http_port
+        _http_app(settings, catalog, store), settings.http_host, settings.http_port
     )
-    serving = asyncio.create_task(server.serve())
+    serving = asyncio.create_task(server.serve(sockets=[listening]))
     logger.info("serving feeds on %s/feed.xml", _base_url(settings))
+    if settings.base_url is None:
+        logger.warning(
+            "base_url is not set: feed links point to %s; set base_url (or "
+            "AGGREGATOR_BASE_URL) to the public URL, which also fixes the item ids for good",
+            _base_url(settings),
+        )
     try:
         if poll:
             with _parse_pool(settings) as pool:
                 async with Fetcher(_limits(settings)) as fetcher:
                     poller = _poller(settings, store, fetcher, pool)
-                    await Daemon(settings, sources, store, poller).run(stop)
+                    daemon = Daemon(settings, sources, store, poller)
+                    async with _reloading(settings, stop, catalog, daemon):
+                        await daemon.run(stop)
         else:
-            await stop.wait()
+            async with _reloading(settings, stop, catalog, None):
+                await stop.wait()
     finally:
         server.stop()
         await serving
+        listening.close()
+
+
+@contextlib.asynccontextmanager
+async def _reloading(
+    settings: Settings, stop: asyncio.Event, catalog: SourceCatalog, daemon: Daemon | None
+) -> AsyncIterator[None]:
+    """Re-read the sources file on SIGHUP and when it changes, for as long as this lasts."""
+
+    async def apply(sources: Sequence[Source]) -> None:
+        if daemon is not None:
+            await daemon.replace_sources(sources)
+        _catalog(sources, catalog)
+
+    reloader = SourcesReloader(settings.sources_file, lambda: _sources(settings), apply)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, reloader.request)
+    watching = asyncio.create_task(reloader.watch(stop, settings.tick_seconds))
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGHUP)
+        watching.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watching
 
 
 @app.command()
@@ -326,9 +447,7 @@ async def _poll_once(
     _use_database_threads(store)
     await sync_sources(store, sources)
     limit = asyncio.Semaphore(settings.max_concurrent_polls)
-    per_host: defaultdict[str, asyncio.Semaphore] = defaultdict(
-        lambda: asyncio.Semaphore(settings.max_polls_per_host)
-    )
+    hosts = HostSlots(settings.max_polls_per_host)
     # One-shot polls of a few feeds would spend longer starting a pool than using it.
     pool = _parse_pool(settings) if len(sources) > 4 else contextlib.nullcontext()
     with pool as executor:
@@ -337,7 +456,7 @@ async def _poll_once(
 
             async def one(source: Source) -> PollOutcome:
                 # The host's slot first: waiting for it must not hold one of `limit`.
-                async with per_host[host_of(source.url)], limit:
+                async with hosts.hold(source.url), limit:
                     return await poller.poll(source)
 
             return list(await asyncio.gather(*(one(source) for source in sources)))
@@ -346,32 +465,94 @@ async def _poll_once(
 @app.command()
 def poll(
     source: SourceOption = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Also poll sources a server asked to wait (Retry-After), disabled by "
+            "HTTP 410, or with enabled = false.",
+        ),
+    ] = False,
+    due: Annotated[
+        bool,
+        typer.Option("--due", help="Only sources whose next poll time has come (for cron)."),
+    ] = False,
 ) -> None:
-    """Poll once, now, and print a summary. Exits non-zero only when every polled source failed."""
+    """Poll once, now, and print a summary.
+
+    Sources a server asked to wait (Retry-After) or disabled (HTTP 410) are skipped
+    unless --force.  Exits non-zero only when every polled source failed; a skipped
+    source is not a failure.
+    """
+    now = datetime.now(UTC)
     with _reported():
         settings = CONTEXT.settings()
         chosen = _pick(_sources(settings), source)
         with _store(settings) as store:
-            outcomes = asyncio.run(_poll_once(settings, chosen, store))
-    table = Table(
-        "source", "status", "new", "updated", "unchanged", "merged", "skipped", "time", "error"
-    )
-    for outcome in outcomes:
+            # First: a source whose URL was edited starts afresh, not skipped as disabled.
+            asyncio.run(sync_sources(store, chosen))
+            states = {state.source_id: state for state in store.states()}
+            skipped = {
+                item.id: reason
+                for item in chosen
+                if (reason := _why_not_poll(item, states.get(item.id), now, force=force, due=due))
+            }
+            polled = [item for item in chosen if item.id not in skipped]
+            if force:
+                _lift_disabled(store, [states[item.id] for item in polled if item.id in states])
+            outcomes = asyncio.run(_poll_once(settings, polled, store)) if polled else []
+    table = Table("source", "status", "new", "updated", "unchanged", "time", "problem")
+    by_id = {outcome.source_id: outcome for outcome in outcomes}
+    for item in chosen:
+        outcome = by_id.get(item.id)
+        if outcome is None:
+            table.add_row(item.id, "skipped", "", "", "", "", skipped.get(item.id, ""))
+            continue
         counts = outcome.counts
+        state = states.get(item.id) or SourceState.fresh(item)
+        problem = health.cause_first(str(outcome.error), state) if outcome.error else ""
         table.add_row(
-            outcome.source_id,
+            item.id,
             outcome.status,
             str(counts.new),
             str(counts.updated),
-            str(counts.unchanged),
-            str(counts.merged),
-            str(counts.skipped),
+            str(counts.unchanged + counts.merged),
             f"{outcome.duration:.2f}s",
-            str(outcome.error or ""),
+            problem,
         )
     out.print(table)
     if outcomes and all(outcome.failed for outcome in outcomes):
         raise typer.Exit(1)
+
+
+def _why_not_poll(
+    source: Source, state: SourceState | None, now: datetime, *, force: bool, due: bool
+) -> str | None:
+    """Why a one-shot poll leaves ``source`` alone (``None``: poll it).
+
+    The daemon honours a server's Retry-After and a 410 through the stored next poll
+    time and disabled flag; a cron-driven ``poll`` must too, or it hammers a server
+    that asked it to wait.
+    """
+    next_poll = state.next_poll if state is not None else None
+    until = f"{next_poll:%Y-%m-%d %H:%M} UTC" if next_poll is not None and next_poll > now else None
+    if not force:
+        if not source.enabled:
+            return "enabled = false (--force polls it)"
+        if state is not None and state.disabled_reason:
+            return f"disabled: {state.disabled_reason} (--force polls it)"
+        if until and state is not None and state.last_error_kind == RateLimitedError.kind:
+            return f"server asked to wait until {until} (Retry-After)"
+    if due and until:
+        return f"not due until {until}"
+    return None
+
+
+def _lift_disabled(store: Store, states: Sequence[SourceState]) -> None:
+    """A forced poll of a source disabled by a 410 tries it again; a success re-enables it."""
+    store.finish_polls(
+        [(replace(state, disabled_reason=None), None) for state in states if state.disabled_reason]
+    )
 
 
 # --------------------------------------------------------------------------- status
@@ -390,45 +571,111 @@ def _ago(moment: datetime | None, now: datetime) -> str:
 
 
 @app.command()
-def sources() -> None:
-    """List every source with its polling state and article count."""
+def sources(
+    wide: Annotated[
+        bool, typer.Option("--wide", help="Every column on one line per source, unwrapped.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON, for scripts.")] = False,
+) -> None:
+    """List every source with its polling state, article count and what is wrong.
+
+    Fits 80 columns (the problem wraps); --wide adds name, URL and failure count.
+    """
     with _reported():
         settings = CONTEXT.settings()
         configured = _sources(settings)
         with _store(settings) as store:
             states = {state.source_id: state for state in store.states()}
             counts = store.article_counts()
+    enabled = {source.id for source in configured if source.enabled}
+    problems = {item.source_id: item for item in health.failing(states.values(), enabled)}
     now = datetime.now(UTC)
-    table = Table(
-        "id", "name", "enabled", "last success", "failures", "last error", "next poll", "articles"
-    )
+    if as_json:
+        rows = [
+            _source_json(source, states.get(source.id), problems.get(source.id), counts)
+            for source in configured
+        ]
+        typer.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    table = Table("source", "articles", "last success", "next poll", "problem")
+    if wide:
+        table = Table(
+            "source", "name", "url", "articles", "last success", "next poll", "failures", "problem"
+        )
     for source in configured:
         state = states.get(source.id)
-        problem = ""
-        if state and state.disabled_reason:
-            problem = f"DISABLED: {state.disabled_reason}"
-        elif state and state.last_error:
-            problem = f"{state.last_error_kind}: {state.last_error}"
-        table.add_row(
-            source.id,
-            source.name,
-            "yes" if source.enabled else "no",
-            _ago(state.last_success if state else None, now),
-            str(state.consecutive_failures if state else 0),
-            problem[:80],
-            _ago(state.next_poll if state else None, now) if source.enabled else "-",
+        problem = problems.get(source.id)
+        if not source.enabled:
+            note = "not polled (enabled = false)"
+        elif problem is not None:
+            when = f"failing since {_ago(problem.since, now)}" if problem.since else "failing"
+            note = f"{when}: {problem.message}"
+        else:
+            note = ""
+        row = [
             str(counts.get(source.id, 0)),
-        )
-    out.print(table)
+            _ago(state.last_success if state else None, now),
+            _ago(state.next_poll if state else None, now) if source.enabled else "-",
+        ]
+        if wide:
+            failures = str(state.consecutive_failures if state else 0)
+            table.add_row(source.id, source.name, source.url, *row, failures, note)
+        else:
+            table.add_row(source.id, *row, note)
+    (Console(highlight=False, markup=False, width=10_000) if wide else out).print(table)
+
+
+def _source_json(
+    source: Source,
+    state: SourceState | None,
+    problem: health.Failing | None,
+    counts: Mapping[str, int],
+) -> dict[str, object]:
+    def iso(moment: datetime | None) -> str | None:
+        return moment.isoformat() if moment else None
+
+    return {
+        "id": source.id,
+        "name": source.name,
+        "url": source.url,
+        "enabled": source.enabled,
+        "articles": counts.get(source.id, 0),
+        "last_success": iso(state.last_success if state else None),
+        "next_poll": iso(state.next_poll if state else None),
+        "consecutive_failures": state.consecutive_failures if state else 0,
+        "failing": problem is not None,
+        "failing_since": iso(problem.since if problem else None),
+        "problem": problem.message if problem else None,
+        "error_kind": problem.kind if problem else None,
+        "disabled": state.disabled_reason if state else None,
+    }
 
 
 @app.command("config")
 def show_config() -> None:
-    """Print the effective settings (file + environment + defaults)."""
+    """Print the effective settings as TOML, each with where it came from.
+
+    The output is a valid settings file (secrets masked); a setting left unset
+    is a comment.
+    """
     with _reported():
-        settings = CONTEXT.settings()
-    for name, value in settings.model_dump().items():
-        out.print(f"{name} = {value!r}")
+        explained = CONTEXT.explained()
+    values = explained.settings.model_dump(mode="json")
+    values["database_url"] = _masked_database_url(values["database_url"])
+    for name, value in values.items():
+        origin = explained.origins[name]
+        if value is None:
+            typer.echo(f"# {name} is not set  # {origin}")
+        else:
+            typer.echo(f"{tomli_w.dumps({name: value}).rstrip()}  # {origin}")
+
+
+def _masked_database_url(url: str) -> str:
+    """The database URL with its password as ``***`` (it goes to terminals and tickets)."""
+    try:
+        return parse_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "***"  # not a URL SQLAlchemy reads; it may still hold a secret
 
 
 # --------------------------------------------------------------------------- export / import
@@ -466,20 +713,32 @@ def export(
         if picked is not None and ids is None and picked.sources is not None:
             ids = list(picked.sources)
         with _store(settings) as store:
-            if picked is not None:
-                items = store.search(picked.query, sources=ids, limit=limit)
-                meta = _export_meta(settings, format.value, ids or [], limit, items, store)
-                payload = FORMATS[format.value].render(meta, items)
-            elif format is ExportFormat.jekyll:
+            if format is ExportFormat.jekyll:
                 if out_path is None:
                     raise ConfigError("jekyll export needs --out FOLDER", key="--out")
                 written = _export_jekyll(store, ids, out_path)
                 console.print(f"{written.written} written, {written.unchanged} unchanged")
                 return
+            if picked is not None:
+                rows = store.search(picked.query, sources=ids, limit=limit + 1)
+                path = f"/topics/{picked.id}{FEED_PATHS[format.value]}"
             else:
-                items = store.latest(sources=ids, limit=limit)
-                meta = _export_meta(settings, format.value, ids or [], limit, items, store)
-                payload = FORMATS[format.value].render(meta, items)
+                rows = store.latest(sources=ids, limit=limit + 1)
+                path = FEED_PATHS[format.value]
+            items = rows[:limit]
+            # A snapshot of the first page; its next link continues on the HTTP service.
+            meta = _feed_site(
+                settings, {item.id: item.name for item in _sources(settings)}, store
+            ).meta(
+                path,
+                ids or [],
+                limit,
+                updated=store.last_updated(ids),
+                next_page=items[-1].cursor if len(rows) > limit else None,
+            )
+            if picked is not None:
+                meta = dataclasses.replace(meta, title=f"{meta.title}: {picked.title}")
+            payload = FORMATS[format.value].render(meta, items)
     if out_path is None:
         sys.stdout.buffer.write(payload)
     else:
@@ -487,7 +746,7 @@ def export(
 
 
 def _topic(settings: Settings, sources: Sequence[Source], topic_id: str) -> Topic:
-    for topic in load_topics(settings, sources):
+    for topic in load_topics(settings, {source.id for source in sources}):
         if topic.id == topic_id:
             return topic
     raise ConfigError(f"no [[topic]] with id {topic_id!r}", key="--topic")
@@ -521,42 +780,6 @@ def search(
     console.print(f"{len(found)} matches")
 
 
-def _export_meta(
-    settings: Settings,
-    format: str,
-    sources: list[str],
-    limit: int,
-    items: Sequence[StoredArticle],
-    store: Store,
-) -> FeedMeta:
-    """Metadata for an exported feed file, linking to the served pages of the same selection.
-
-    The file is a snapshot of the first page; its ``next`` link continues on the
-    HTTP service at ``base_url``, which serves the older pages with the same cursor.
-    """
-    base = _base_url(settings)
-    path = FEED_PATHS[format]
-    selection = [("source", source) for source in sorted(sources)]
-    if limit != settings.feed_limit:
-        selection.append(("limit", str(limit)))
-
-    def url(params: list[tuple[str, str]]) -> str:
-        return base + path + (f"?{urlencode(params)}" if params else "")
-
-    next_url = None
-    if len(items) == limit:
-        next_url = url([*selection, ("before", encode_cursor(items[-1].cursor))])
-    return FeedMeta(
-        title=settings.feed_title,
-        self_url=url(selection),
-        first_url=url(selection),
-        html_url=base + "/",
-        updated=store.last_updated(sources or None) or datetime.now(UTC),
-        id_authority=f"{urlsplit(base).hostname},2025",
-        next_url=next_url,
-    )
-
-
 def _export_jekyll(store: Store, ids: list[str] | None, folder: Path) -> archive.WriteCounts:
     """Walk the whole store newest-first, page by page, so memory stays flat."""
     total = archive.WriteCounts()
@@ -586,20 +809,37 @@ def _source_for(article: Article, sources: Sequence[Source], forced: Source | No
     return Source(id="archive", name=article.source_name or "archive", url=article.link)
 
 
-def _renormalized(article: Article, source: Source) -> Article:
-    """Run an archived article through its source's adapter, as if it were fetched again.
+def _normalize_archived(
+    documents: Sequence[archive.ArchiveDocument], sources: Sequence[Source], forced: Source | None
+) -> Iterator[tuple[int, Article | AdapterError]]:
+    """Each document (by index) normalized by its source, or why it could not be; what
+    only the archive knows is kept (:func:`archive.keep_archived`)."""
+    by_source: defaultdict[Source, list[int]] = defaultdict(list)
+    for index, document in enumerate(documents):
+        by_source[_source_for(document.article, sources, forced)].append(index)
+    for owner, indexes in by_source.items():
+        fetched = (archive.as_fetched(documents[index].article) for index in indexes)
+        for index, (_, result) in zip(indexes, normalize_entries(fetched, owner), strict=True):
+            if not isinstance(result, AdapterError):
+                result = archive.keep_archived(result, documents[index].article)
+            yield index, result
 
-    This is what cleans the body of seed files that still carry ads and repairs
-    their dates; the first-fetched time of the archive is kept.
-    """
-    published = article.published.isoformat() if article.published else None
-    entry = RawEntry(
-        link=article.link, title=article.title, content=article.body, published=published
-    )
-    fetched = article.fetched or article.published or datetime.now(UTC)
-    adapter = get_adapter(source.adapter if source.id != "archive" else "generic")
-    fresh = adapter(entry, source, fetched)
-    return replace(fresh, fetched=article.fetched or fresh.fetched, comments=article.comments)
+
+def _archive_files(paths: Sequence[Path]) -> list[Path]:
+    """The files named and those under the folders named; a path that is neither stays,
+    so that reading it reports it like any unreadable file."""
+    files = {path for path in paths if not path.is_dir()}
+    files.update(file for path in paths if path.is_dir() for file in path.rglob("*"))
+    return sorted(file for file in files if file.is_file() or not file.exists())
+
+
+def _say(line: str) -> None:
+    """One plain line on stderr: never wrapped, brackets kept (no markup)."""
+    console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+# Files read, normalized and stored per round: memory stays flat on big archives.
+_IMPORT_FILES = 500
 
 
 @app.command("import")
@@ -609,43 +849,53 @@ def import_(
         str | None,
         typer.Option("--source", "-s", help="Source id for every file (default: by author/site)."),
     ] = None,
+    restore: Annotated[
+        bool, typer.Option("--restore", help="Store again articles that were pruned earlier.")
+    ] = False,
 ) -> None:
-    """Import seed-format archive files into the database, deduplicated (twice adds nothing)."""
-    files = sorted(
-        {
-            file
-            for path in paths
-            for file in ([path] if path.is_file() else path.rglob("*"))
-            if file.is_file()
-        }
-    )
+    """Import seed-format archive files into the database, deduplicated (twice adds nothing).
+
+    Each file becomes new, updated, already stored, a duplicate of another file of the
+    same import, or skipped (unreadable, or rejected by its source's adapter: printed
+    with the reason, one line per file); the summary's counts add up to the files.
+    """
+    files = _archive_files(paths)
     with _reported():
         settings = CONTEXT.settings()
         configured = _sources(settings)
         forced = _pick(configured, [source])[0] if source else None
-        articles: list[Article] = []
-        failures = 0
-        with Progress(console=console, transient=True) as progress:
-            task = progress.add_task("reading", total=len(files))
-            for path, result in archive.read_files(files):
-                progress.advance(task)
-                if isinstance(result, ArchiveError):
-                    failures += 1
-                    console.print(f"[yellow]skipped[/] {result}")
-                    continue
-                owner = _source_for(result.article, configured, forced)
-                try:
-                    articles.append(_renormalized(result.article, owner))
-                except AdapterError as exc:
-                    failures += 1
-                    console.print(f"[yellow]skipped[/] {path}: {exc}")
-        with _store(settings) as store:
-            counts = store.import_articles(articles)
+        counts = PollCounts()
+        skipped = 0
+        with _store(settings) as store, Progress(console=console, transient=True) as progress:
+            task = progress.add_task("importing", total=len(files))
+            for start in range(0, len(files), _IMPORT_FILES):
+                batch = files[start : start + _IMPORT_FILES]
+                paths_read: list[Path] = []
+                documents: list[archive.ArchiveDocument] = []
+                for path, read in archive.read_files(batch):
+                    if isinstance(read, ArchiveError):
+                        skipped += 1
+                        _say(f"skipped {read}")
+                    else:
+                        paths_read.append(path)
+                        documents.append(read)
+                articles: list[Article] = []
+                for index, result in _normalize_archived(documents, configured, forced):
+                    if isinstance(result, AdapterError):
+                        skipped += 1
+                        _say(f"skipped {paths_read[index]}: {result}")
+                    else:
+                        articles.append(result)
+                counts += store.import_articles(articles, restore=restore)
+                progress.advance(task, len(batch))
+    held = counts.tombstoned  # part of the store's skipped count: not duplicates
     out.print(
         f"{len(files)} files: {counts.new} new, {counts.updated} updated, "
-        f"{counts.unchanged + counts.merged} already stored, {failures} skipped"
+        f"{counts.unchanged + counts.merged} already stored, "
+        f"{counts.skipped - held} duplicates, {skipped} skipped"
+        + (f", {held} not restored (pruned earlier; --restore brings them back)" if held else "")
     )
-    if files and failures == len(files):
+    if files and skipped == len(files):
         raise typer.Exit(1)
 
 
@@ -653,25 +903,28 @@ def import_(
 def renormalize(
     source: SourceOption = None,
 ) -> None:
-    """Re-run the (improved) adapters over the stored raw entries, without refetching."""
+    """Re-run the (improved) adapters over the stored raw entries, without refetching.
+
+    An entry its adapter now rejects (or crashes on) keeps its stored article and is
+    counted, as a poll would skip it; the others are rewritten.
+    """
     with _reported():
         settings = CONTEXT.settings()
         chosen = {item.id: item for item in _pick(_sources(settings), source)}
+        skipped = 0
         with _store(settings) as store:
-            batches: dict[str, list[tuple[RawEntry, Article]]] = {}
-            skipped = 0
+            stored: defaultdict[str, list[tuple[RawEntry, datetime]]] = defaultdict(list)
             for source_id, entry, fetched in store.iter_raw(sorted(chosen)):
-                owner = chosen.get(source_id)
-                if owner is None:
-                    continue
-                try:
-                    fresh = get_adapter(owner.adapter)(entry, owner, fetched)
-                except AdapterError as exc:
-                    skipped += 1
-                    logger.warning("renormalize skipped an entry: %s", exc)
-                    continue
-                batches.setdefault(source_id, []).append((entry, fresh))
-            for source_id, pairs in batches.items():
+                if source_id in chosen:
+                    stored[source_id].append((entry, fetched))
+            for source_id, entries in stored.items():
+                pairs: list[tuple[RawEntry, Article]] = []
+                for entry, result in normalize_entries(entries, chosen[source_id]):
+                    if isinstance(result, AdapterError):
+                        skipped += 1
+                        logger.warning("renormalize skipped an entry: %s", result)
+                    else:
+                        pairs.append((entry, result))
                 counts = store.replace_articles(chosen[source_id], pairs)
                 out.print(f"{source_id}: {counts.updated} updated, {counts.unchanged} unchanged")
     if skipped:
@@ -680,25 +933,38 @@ def renormalize(
 
 @app.command()
 def prune(
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would go.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only show what would go; delete nothing.")
+    ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Also list every article pruned.")
+    ] = False,
 ) -> None:
-    """Delete articles past their retention, keeping tombstones so they do not come back."""
+    """Delete articles past their retention (off unless retention_days is set), keeping
+    tombstones so they do not come back; prints what went and what stayed per source."""
     with _reported():
         settings = CONTEXT.settings()
-        configured = _sources(settings)
+        per_source = {item.id: item.retention for item in _sources(settings) if item.retention}
+        if settings.retention is None and not per_source:
+            out.print("retention is off (retention_days is not set): nothing is pruned")
+            return
         with _store(settings) as store:
-            gone = store.prune(
+            report = store.prune(
                 now=datetime.now(UTC),
-                default_retention=timedelta(days=settings.retention_days),
-                per_source={item.id: item.retention for item in configured if item.retention},
+                default_retention=settings.retention,
+                per_source=per_source,
                 dry_run=dry_run,
             )
     verb = "would prune" if dry_run else "pruned"
-    for stored in gone:
-        article = stored.article
-        when = article.published or article.fetched
-        out.print(f"{verb} {article.source_id} {when:%Y-%m-%d} {article.title}")
-    out.print(f"{verb} {len(gone)} articles")
+    for summary in report.sources:
+        out.print(summary.describe(dry_run=dry_run), markup=False)
+    if verbose:
+        for stored in report.articles:
+            article = stored.article
+            when = article.sort_time
+            line = f"{verb} {article.source_id} {when:%Y-%m-%d} {article.link} {article.title}"
+            out.print(line, markup=False)
+    out.print(f"{verb} {report.pruned} articles")
 
 
 # --------------------------------------------------------------------------- db, opml
@@ -739,7 +1005,7 @@ def opml_export(
         payload = opml.export_opml(
             sources,
             title=settings.feed_title,
-            topics=load_topics(settings, sources),
+            topics=load_topics(settings, {source.id for source in sources}),
             base_url=_base_url(settings),
         )
     if out_path is None:
@@ -762,7 +1028,7 @@ def opml_import(
             raise ConfigError(f"cannot read: {exc.strerror}", file=str(path)) from exc
         imported = opml.parse_opml(data, file=str(path))
     fresh = [item for item in imported if item.url not in known]
-    out.print(sources_to_toml(fresh), end="")
+    typer.echo(sources_to_toml(fresh), nl=False)
     console.print(f"{len(fresh)} new sources ({len(imported) - len(fresh)} already configured)")
 
 

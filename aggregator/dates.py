@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from email.utils import parsedate_tz
 from functools import cache
 from zoneinfo import ZoneInfo
@@ -75,12 +75,18 @@ class DatePolicy:
     ``body_timezone``: the zone of a feedx body date line that carries no offset
     (RFI's ``31/01/2024 - 19:33`` is Paris time).
     ``url_patterns``: URL date fallbacks, most precise first.
+    ``story_date``: a URL date the published time must fall on, in the pattern's
+    zone (Zaobao's ``storyYYYYMMDD``).  It is a witness for each item, where a time
+    in the future of the fetch is one only while the fetch follows publication
+    within hours: a feed time off its story date is re-read as local wall-clock
+    (with ``repair_future_skew``) and else left for the URL's day.
     """
 
     timezone: str | None = None
     repair_future_skew: bool = False
     body_timezone: str | None = None
     url_patterns: tuple[UrlDatePattern, ...] = ()
+    story_date: UrlDatePattern | None = None
 
 
 _SPACES = re.compile(r"\s+")
@@ -229,6 +235,14 @@ def date_from_url(url: str | None, patterns: Iterable[UrlDatePattern]) -> dateti
     return None
 
 
+def _relabelled(moment: datetime, policy: DatePolicy) -> datetime | None:
+    """``moment``'s UTC wall-clock read in the source's zone: Zaobao's 8-hour repair."""
+    if not (policy.repair_future_skew and policy.timezone):
+        return None
+    wall = moment.replace(tzinfo=None)
+    return wall.replace(tzinfo=zone(policy.timezone)).astimezone(UTC)
+
+
 def _repair(parsed: ParsedDate, policy: DatePolicy, fetched_at: datetime) -> ParsedDate | None:
     """Apply the Zaobao-style skew repair; ``None`` if the date stays impossible.
 
@@ -239,11 +253,45 @@ def _repair(parsed: ParsedDate, policy: DatePolicy, fetched_at: datetime) -> Par
     limit = fetched_at + FUTURE_TOLERANCE
     if parsed.moment <= limit:
         return parsed
-    if policy.repair_future_skew and policy.timezone:
-        wall = parsed.moment.replace(tzinfo=None)
-        relabelled = wall.replace(tzinfo=zone(policy.timezone)).astimezone(UTC)
-        if relabelled <= limit:
-            return ParsedDate(relabelled, False)
+    relabelled = _relabelled(parsed.moment, policy)
+    if relabelled is not None and relabelled <= limit:
+        return ParsedDate(relabelled, False)
+    return None
+
+
+def _story_day(url: str | None, policy: DatePolicy) -> tuple[date, tzinfo] | None:
+    """The day ``policy.story_date`` finds in ``url``, and the zone it is a day in."""
+    if policy.story_date is None:
+        return None
+    found = date_from_url(url, (policy.story_date,))
+    if found is None:
+        return None
+    where = zone(policy.story_date.timezone)
+    return found.astimezone(where).date(), where
+
+
+def _on_story_day(
+    parsed: ParsedDate,
+    policy: DatePolicy,
+    story: tuple[date, tzinfo],
+    fetched_at: datetime,
+) -> tuple[datetime, DateSource] | None:
+    """The feed time as read, else relabelled, whichever falls on the story day.
+
+    Never later than the fetch: a time within :data:`FUTURE_TOLERANCE` after it is
+    clock skew and is brought back to it.  ``None`` when neither reading fits.
+    """
+    day, where = story
+    read_as = (
+        DateSource.FEED if parsed.explicit or policy.timezone is None else DateSource.FEED_LOCAL
+    )
+    candidates = [(parsed.moment, read_as)]
+    relabelled = _relabelled(parsed.moment, policy)
+    if relabelled is not None:
+        candidates.append((relabelled, DateSource.FEED_LOCAL))
+    for moment, source in candidates:
+        if moment <= fetched_at + FUTURE_TOLERANCE and moment.astimezone(where).date() == day:
+            return min(moment, fetched_at), source
     return None
 
 
@@ -267,9 +315,15 @@ def resolve_published(
         raise ValueError("fetched_at must be timezone-aware")
     fetched_at = fetched_at.astimezone(UTC)
     local = zone(policy.timezone) if policy.timezone else None
+    story = _story_day(url, policy)
     for text in feed_dates:
         parsed = parse_date(text, default_tz=local)
         if parsed is None:
+            continue
+        if story is not None:
+            witnessed = _on_story_day(parsed, policy, story, fetched_at)
+            if witnessed is not None:
+                return witnessed
             continue
         repaired = _repair(parsed, policy, fetched_at)
         if repaired is None:

@@ -201,7 +201,7 @@ class Plan:
 
     @property
     def counts(self) -> PollCounts:
-        new = updated = unchanged = merged = skipped = 0
+        new = updated = unchanged = merged = skipped = tombstoned = 0
         for intent in self.intents:
             match intent:
                 case Insert(routes=routes):
@@ -213,11 +213,10 @@ class Plan:
                     unchanged += 1
                 case AddProvenance():
                     merged += 1
-                case Skip():
+                case Skip(reason=reason):
                     skipped += 1
-        return PollCounts(
-            new=new, updated=updated, unchanged=unchanged, merged=merged, skipped=skipped
-        )
+                    tombstoned += reason is SkipReason.TOMBSTONED
+        return PollCounts(new, updated, unchanged, merged, skipped, tombstoned)
 
 
 def _preference(article: Article) -> tuple[object, ...]:

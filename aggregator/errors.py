@@ -7,6 +7,7 @@ Every error says *which* thing failed and *why*, so one log line is enough::
     ├── ArchiveError (also ValueError)      file, line, what was expected
     ├── StorageError                        the database failed or refused
     ├── QueryError (also ValueError)        a search query that cannot be run
+    ├── ServiceError                        the HTTP service cannot start (port in use)
     └── SourceError                         source id + URL
         ├── FetchError                      the network leg
         │   ├── HTTPStatusError             a non-2xx/304 answer (status)
@@ -20,7 +21,9 @@ Every error says *which* thing failed and *why*, so one log line is enough::
 
 ``str(error)`` renders as ``message: key='value' ...: CauseType: cause`` (after
 reader's ``_FancyExceptionBase``); ``kind`` is the short stable name stored in the
-source state and used as a metrics label.
+source state and used as a metrics label.  Both survive pickling: an error raised in
+a parse-pool worker reaches the daemon with its class, context and one-line cause,
+never the pool's remote traceback.
 """
 
 from __future__ import annotations
@@ -37,26 +40,35 @@ class AggregatorError(Exception):
     def __init__(self, message: str | None = None, **context: object) -> None:
         self.message = message or self.default_message
         self.context = {key: value for key, value in context.items() if value is not None}
+        self._pickled_cause: str | None = None
         super().__init__(self.message)
 
     def __str__(self) -> str:
         parts = [self.message]
         if self.context:
             parts.append(" ".join(f"{key}={value!r}" for key, value in self.context.items()))
-        cause = self.__cause__
+        cause = self._cause()
         if cause is not None:
-            parts.append(f"{type(cause).__name__}: {cause}")
+            parts.append(cause)
         return ": ".join(parts)
 
+    def _cause(self) -> str | None:
+        # After unpickling, ``__cause__`` is whatever the receiver attached (a process
+        # pool puts the worker's whole traceback there): the sender's one line wins.
+        if self._pickled_cause is not None:
+            return self._pickled_cause
+        cause = self.__cause__
+        return None if cause is None else f"{type(cause).__name__}: {cause}"
+
     def __reduce__(self) -> tuple[object, ...]:
-        # Keep the context across pickling (process pools, multiprocessing tests).
-        return (_rebuild, (type(self), self.message, self.context))
+        # Every attribute as it is (subclasses' constructors differ, so none is re-run),
+        # and the cause as its one line: the cause object itself may not pickle.
+        state = dict(self.__dict__, _pickled_cause=self._cause())
+        return (_rebuild, (type(self), self.args), state)
 
 
-def _rebuild(
-    cls: type[AggregatorError], message: str, context: dict[str, object]
-) -> AggregatorError:
-    return cls(message, **context)
+def _rebuild(cls: type[AggregatorError], args: tuple[object, ...]) -> AggregatorError:
+    return cls.__new__(cls, *args)
 
 
 class ConfigError(AggregatorError, ValueError):
@@ -90,6 +102,11 @@ class ArchiveError(AggregatorError, ValueError):
 class StorageError(AggregatorError):
     default_message = "storage failed"
     kind = "storage"
+
+
+class ServiceError(AggregatorError):
+    default_message = "the HTTP service cannot start"
+    kind = "service"
 
 
 class SourceError(AggregatorError):

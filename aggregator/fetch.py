@@ -7,8 +7,8 @@ ever sees a :class:`~aggregator.types.FetchResult` or a
 
 * **time** - connect and read-idle timeouts *and* a total deadline over the whole
   fetch (all redirect hops and the body).  Idle timeouts alone never stop a server
-  that trickles one byte just often enough (CommaFeed is the only anchor with a
-  separate deadline; see ANCHORS.md "Fetching").
+  that trickles one byte just often enough (of the aggregators we studied, only
+  CommaFeed has such a separate response deadline).
 * **size** - the body is counted *after* decompression, while streaming, and we
   inflate gzip/deflate ourselves with ``zlib.decompressobj(max_length=...)`` so a
   decompression bomb never allocates much more than the cap.  httpx2's own decoders
@@ -61,6 +61,7 @@ __all__ = [
     "DEFAULT_USER_AGENT",
     "FetchLimits",
     "Fetcher",
+    "RETRY_AFTER_MAX",
     "parse_retry_after",
 ]
 
@@ -79,11 +80,18 @@ _PERMANENT_REDIRECTS = frozenset({301, 308})
 _INFLATE_CHUNK = 64 * 1024  # the most zlib may hand back per call
 _POLICY_EXTENSION = "aggregator.allow_private"  # request extension read by _PolicyRouter
 _DRAIN_LIMIT = 64 * 1024  # an unread body worth reading to keep its connection alive
+_VALIDATOR_MAX = 1024  # longer ETags / Last-Modified values are not sent back
+RETRY_AFTER_MAX = 366 * 24 * 3600.0  # a longer Retry-After counts as a year
 
 
 @dataclass(frozen=True)
 class FetchLimits:
-    """Bounds on one fetch.  Defaults follow ANCHORS.md section 4."""
+    """Bounds on one fetch.
+
+    The defaults sit among those of established aggregators: timeouts between
+    CommaFeed's 5/10/10 s and Miniflux's 20 s, a body cap near Miniflux's 15 MiB and
+    tt-rss's 16 MiB, fewer redirects than Go's 10 (each hop is re-checked anyway).
+    """
 
     connect_timeout: float = 5.0
     read_timeout: float = 15.0  # idle: the longest gap between two reads
@@ -106,20 +114,53 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     """Seconds to wait from a ``Retry-After`` value: delta-seconds or an HTTP-date.
 
     Garbage means "no advice" (``None``) rather than an error: the scheduler then
-    falls back to its own backoff.  A date in the past means "now" (``0.0``).
+    falls back to its own backoff.  A date in the past means "now" (``0.0``).  Any
+    number, however many digits, is clamped to :data:`RETRY_AFTER_MAX` (a server
+    sent 400 nines, which ``float`` cannot hold); the backoff cap clamps further.
     """
     if value is None:
         return None
     value = value.strip()
     if value.isascii() and value.isdigit():
-        return float(int(value))
+        if len(value) > len(str(int(RETRY_AFTER_MAX))):
+            return RETRY_AFTER_MAX
+        return min(float(value), RETRY_AFTER_MAX)
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+        if when.tzinfo is None:  # "-0000" parses naive; HTTP-dates are GMT by definition
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    if when.tzinfo is None:  # "-0000" parses naive; HTTP-dates are GMT by definition
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+    return min(max(0.0, seconds), RETRY_AFTER_MAX)
+
+
+def _validator(value: str | None) -> str | None:
+    """An ``ETag`` or ``Last-Modified`` worth sending back, else ``None``.
+
+    Each is echoed in the next request's headers, which must be printable ASCII: a
+    validator with other bytes (or a 60 KB one) would fail every later poll of the
+    source, so it is dropped and the next fetch is simply unconditional.
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    if not value or len(value) > _VALIDATOR_MAX or not (value.isascii() and value.isprintable()):
+        return None
+    return value
+
+
+def _declared_length(value: str | None) -> int | None:
+    """A ``Content-Length`` as a number; ``None`` when it is not plain ASCII digits.
+
+    ``str.isdigit`` alone accepts "²" and "٣", which ``int`` then refuses or misreads,
+    and ``int`` refuses more than 4,300 digits: so ASCII only, and any value longer
+    than 19 digits counts as larger than any cap.
+    """
+    value = (value or "").strip()
+    if not (value.isascii() and value.isdigit()):
+        return None
+    return int(value) if len(value) <= 19 else 10**19
 
 
 class _Inflater:
@@ -330,10 +371,13 @@ class Fetcher:
             allow_private=source.allow_private or self.limits.allow_private,
         )
         headers: dict[str, str] = {}
-        if state is not None and state.etag:
-            headers["If-None-Match"] = state.etag
-        if state is not None and state.last_modified:
-            headers["If-Modified-Since"] = state.last_modified
+        # Validated again: a state written before the check (or by hand) may hold any text.
+        etag = _validator(state.etag) if state is not None else None
+        last_modified = _validator(state.last_modified) if state is not None else None
+        if etag:
+            headers["If-None-Match"] = etag
+        if last_modified:
+            headers["If-Modified-Since"] = last_modified
         async with self._slots:
             started = time.monotonic()
             try:
@@ -386,7 +430,7 @@ class Fetcher:
                     )
                 try:
                     target = str(response.url.join(location.strip()))
-                except httpx2.InvalidURL as exc:
+                except (httpx2.InvalidURL, ValueError) as exc:  # UnicodeError (IDNA) too
                     raise FetchError(
                         f"redirect to an invalid URL {location!r}", **attempt.error_context()
                     ) from exc
@@ -426,7 +470,7 @@ class Fetcher:
                 headers={**self._headers, **headers},
                 extensions={_POLICY_EXTENSION: attempt.allow_private, "timeout": self._timeout},
             )
-        except httpx2.InvalidURL as exc:
+        except (httpx2.InvalidURL, ValueError) as exc:  # UnicodeError (IDNA) too
             raise FetchError("invalid URL", **attempt.error_context()) from exc
         if not request.url.host:
             # ``http:/path`` and the like: nothing to connect to.
@@ -454,8 +498,8 @@ class Fetcher:
             raise HTTPStatusError(status=status, **context)
         content = None if status == 304 else await self._read_body(attempt, response)
         headers = {name.lower(): value for name, value in response.headers.items()}
-        etag = headers.get("etag")
-        last_modified = headers.get("last-modified")
+        etag = _validator(headers.get("etag"))
+        last_modified = _validator(headers.get("last-modified"))
         if status == 304 and state is not None:
             # A 304 need not repeat the validators; the stored ones stay valid.
             etag = etag or state.etag
@@ -473,8 +517,8 @@ class Fetcher:
     async def _read_body(self, attempt: _Attempt, response: httpx2.Response) -> bytes:
         cap = self.limits.max_bytes
         context = attempt.error_context()
-        declared = response.headers.get("content-length", "").strip()
-        if declared.isdigit() and int(declared) > cap:
+        declared = _declared_length(response.headers.get("content-length"))
+        if declared is not None and declared > cap:
             raise ResponseTooLargeError(
                 f"Content-Length {declared} is over the {cap} byte cap", **context
             )
@@ -575,7 +619,9 @@ class _translate:
         refused = _find_cause(exc, AddressRefusedError)
         if refused is not None:
             raise BlockedURLError(
-                f"address {refused.address} of {refused.host!r} is not public", **context
+                f"address {refused.address} of {refused.host!r} is not public (to poll it, set "
+                "allow_private = true on the source or allow_private_addresses = true)",
+                **context,
             ) from exc
         if isinstance(exc, httpx2.TimeoutException):
             logger.debug("%s: source=%s url=%s", type(exc).__name__, attempt.source.id, attempt.url)

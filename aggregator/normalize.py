@@ -13,7 +13,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from multiprocessing.process import BaseProcess
@@ -25,38 +25,60 @@ from aggregator.parse import parse_feed
 from aggregator.search.text import fold
 from aggregator.types import Article, RawEntry, Source
 
-__all__ = ["Normalized", "adapt_entries", "init_worker", "parse_and_adapt", "warm_up"]
+__all__ = [
+    "Normalized",
+    "adapt_entries",
+    "init_worker",
+    "normalize_entries",
+    "parse_and_adapt",
+    "warm_up",
+]
 
 logger = logging.getLogger(__name__)
+
+
+def normalize_entries(
+    entries: Iterable[tuple[RawEntry, datetime]], source: Source
+) -> Iterator[tuple[RawEntry, Article | AdapterError]]:
+    """Normalize each ``(entry, first fetched)`` with the source's adapter: the one path
+    by which poll, import and renormalize turn a raw entry into an article.
+
+    A bad entry never costs the others: it yields an :class:`AdapterError` in place
+    of its article.  An ``AdapterError`` from the adapter is an expected rejection (no
+    link, no title); anything else is a bug met on hostile input, wrapped in one with
+    the entry's identity (its traceback logged at DEBUG) and skipped the same way.
+    The caller reports the rejections, each as it sees fit.
+    """
+    adapter = get_adapter(source.adapter)
+    for entry, fetched_at in entries:
+        try:
+            yield entry, _fingerprinted(adapter(entry, source, fetched_at))
+        except AdapterError as exc:
+            yield entry, exc
+        except Exception as exc:
+            logger.debug("adapter %r crashed on guid=%r", source.adapter, entry.guid, exc_info=True)
+            crash = AdapterError(
+                f"adapter {source.adapter!r} crashed",
+                source=source.id,
+                guid=entry.guid,
+                link=entry.link,
+            )
+            crash.__cause__ = exc
+            yield entry, crash
 
 
 def adapt_entries(
     entries: Sequence[RawEntry], source: Source, fetched_at: datetime
 ) -> tuple[list[tuple[RawEntry, Article]], int]:
-    """Normalize each entry with the source's adapter; return the pairs and the skip count.
-
-    A bad entry never costs the others.  An :class:`AdapterError` is an expected
-    rejection (no link, no title); anything else is a bug met on hostile input,
-    logged with its traceback and the entry's identity, and still skipped.
-    """
-    adapter = get_adapter(source.adapter)
+    """Normalize one poll's entries; return the pairs and the skip count (skips logged)."""
     pairs: list[tuple[RawEntry, Article]] = []
     skipped = 0
-    for entry in entries:
-        try:
-            pairs.append((entry, _fingerprinted(adapter(entry, source, fetched_at))))
-        except AdapterError as exc:
+    for entry, result in normalize_entries(((entry, fetched_at) for entry in entries), source):
+        if isinstance(result, AdapterError):
             skipped += 1
-            logger.warning("skipping entry: %s", exc)
-        except Exception:
-            skipped += 1
-            logger.exception(
-                "adapter %r crashed on an entry: source=%r guid=%r link=%r",
-                source.adapter,
-                source.id,
-                entry.guid,
-                entry.link,
-            )
+            logger.warning("skipping entry: %s", result)
+        else:
+            pairs.append((entry, result))
     return pairs, skipped
 
 
@@ -97,9 +119,10 @@ def parse_and_adapt(
     machine parsing and cleaning are most of a full poll's cost, and threads
     would serialise on the GIL.
     """
-    feed = parse_feed(content, url=url, headers=headers, source=source.id)
-    entries = feed.entries[:max_entries]
-    pairs, skipped = adapt_entries(entries, source, fetched_at)
+    with log.bound(source.id, url):  # a worker process has no poll's binding of its own
+        feed = parse_feed(content, url=url, headers=headers, source=source.id)
+        entries = feed.entries[:max_entries]
+        pairs, skipped = adapt_entries(entries, source, fetched_at)
     if feed.problems and entries and not pairs:
         # Broken markup that salvaged nothing usable is a broken feed, not an empty one.
         raise ParseError(
@@ -108,7 +131,7 @@ def parse_and_adapt(
     return Normalized(pairs, skipped, feed.problems, len(feed.entries))
 
 
-def init_worker(log_level: str) -> None:
+def init_worker(log_level: str, log_format: log.LogFormat = "text") -> None:
     """Set up a parse-pool worker: our log format, Ctrl-C left to the parent, and an
     exit of its own when the parent is gone.
 
@@ -119,7 +142,7 @@ def init_worker(log_level: str) -> None:
     and would stay for good, each with its memory, one set per restart.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    log.setup(log_level)
+    log.setup(log_level, log_format)
     parent = multiprocessing.parent_process()
     if parent is not None:
         threading.Thread(

@@ -24,7 +24,7 @@ from concurrent.futures import BrokenExecutor, Executor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from aggregator import timing
+from aggregator import log, timing
 from aggregator.errors import (
     AggregatorError,
     GoneError,
@@ -164,15 +164,16 @@ class Poller:
         """Poll one source.  ``state``: as claimed (saves a read); ``owner``: the lease
         holder, whose lease the poll's final write gives back in the same transaction."""
         started = time.monotonic()
-        try:
-            outcome = await self._poll(source, state, owner)
-        except StorageError as exc:
-            # The database itself failed (restart, full disk): there is nowhere to record
-            # it, so it is logged; the claim expires and the poll is retried later.
-            logger.error("poll not stored: source=%r: %s", source.id, exc)
-            outcome = PollOutcome(source.id, "failed", error=exc)
-        outcome = dataclasses.replace(outcome, duration=time.monotonic() - started)
-        self._report(source, outcome)
+        with log.bound(source.id, source.url):
+            try:
+                outcome = await self._poll(source, state, owner)
+            except StorageError as exc:
+                # The database itself failed (restart, full disk): there is nowhere to
+                # record it, so it is logged; the claim expires and the poll is retried.
+                logger.error("poll not stored: %s", exc)
+                outcome = PollOutcome(source.id, "failed", error=exc)
+            outcome = dataclasses.replace(outcome, duration=time.monotonic() - started)
+            self._report(source, outcome)
         return outcome
 
     async def _poll(
@@ -182,7 +183,7 @@ class Poller:
         if state is None:
             state = await asyncio.to_thread(self.store.get_state, source)
         if state.disabled_reason:
-            logger.info("not polling disabled source %r: %s", source.id, state.disabled_reason)
+            logger.info("not polling a disabled source: %s", state.disabled_reason)
             return PollOutcome(source.id, "disabled")
         attempt = dataclasses.replace(state, last_attempt=now)
         try:
@@ -197,6 +198,19 @@ class Poller:
             )
         except SourceError as exc:
             return await self._failed(source, attempt, exc, now, owner)
+        except StorageError:
+            raise
+        except Exception as exc:
+            # Anything else a response or its content raised (a RecursionError deep in a
+            # reader, an OverflowError on a header) is still this source's failure: it is
+            # recorded and backed off like any other, or the source would be claimed again
+            # every tick.  The traceback is for debugging, not for every poll at INFO.
+            logger.debug("unexpected error polling source %r", source.id, exc_info=True)
+            detail = " ".join(str(exc).split())[:200]
+            error = SourceError(
+                f"unexpected {type(exc).__name__}: {detail}", source=source.id, url=attempt.url
+            )
+            return await self._failed(source, attempt, error, now, owner)
 
     async def _finish(self, state: SourceState, owner: str | None) -> None:
         """Save the state of a poll that stored no articles (and release, when leased)."""
@@ -214,6 +228,7 @@ class Poller:
             consecutive_failures=0,
             last_error_kind=None,
             last_error=None,
+            failing_since=None,
             next_poll=timing.after_success(now, source.interval, jitter=self.jitter, rng=self.rng),
         )
 
@@ -248,13 +263,10 @@ class Poller:
     ) -> PollOutcome:
         if normalized.entries_sent > self.max_entries:
             logger.warning(
-                "source %r sent %d entries; kept the first %d",
-                source.id,
-                normalized.entries_sent,
-                self.max_entries,
+                "sent %d entries; kept the first %d", normalized.entries_sent, self.max_entries
             )
         for problem in normalized.problems:
-            logger.warning("feed problem: source=%r url=%r: %s", source.id, result.url, problem)
+            logger.warning("feed problem: %s", problem)
         new_state = self._success_state(source, state, result, now)
         if normalized.problems:
             new_state = dataclasses.replace(
@@ -281,6 +293,7 @@ class Poller:
             consecutive_failures=failures,
             last_error_kind=error.kind,
             last_error=str(error)[:2000],
+            failing_since=state.failing_since or now,
             next_poll=timing.after_failure(
                 now,
                 source.interval,
@@ -306,18 +319,15 @@ class Poller:
             error_kind=outcome.error.kind if outcome.error else None,
         )
         if outcome.error is not None:
-            logger.warning(
-                "poll failed: source=%r in %.2fs: %s", source.id, outcome.duration, outcome.error
-            )
+            logger.warning("poll failed in %.2fs: %s", outcome.duration, outcome.error)
         else:
             # A poll that changed nothing is the common case (thousands a day with many
             # feeds): DEBUG, so INFO shows what arrived and what went wrong.
             changed = counts.new or counts.updated or counts.merged or counts.skipped
             logger.log(
                 logging.INFO if changed or outcome.problems else logging.DEBUG,
-                "poll %s: source=%r new=%d updated=%d unchanged=%d merged=%d skipped=%d in %.2fs",
+                "poll %s: new=%d updated=%d unchanged=%d merged=%d skipped=%d in %.2fs",
                 outcome.status,
-                source.id,
                 counts.new,
                 counts.updated,
                 counts.unchanged,

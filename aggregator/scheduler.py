@@ -20,25 +20,27 @@ the poll ends.  Because of that
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Coroutine, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from aggregator import log
 from aggregator.errors import StorageError
 from aggregator.pipeline import Poller, PollOutcome
 from aggregator.settings import Settings
 from aggregator.store import Store
 from aggregator.types import UTC, Source, SourceState
 
-__all__ = ["Daemon", "host_of", "instance_id", "sync_sources"]
+__all__ = ["Daemon", "HostSlots", "host_of", "instance_id", "sync_sources"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +48,46 @@ logger = logging.getLogger(__name__)
 def host_of(url: str) -> str:
     """The host a poll of ``url`` talks to, for the per-host limit."""
     return (urlsplit(url).hostname or url).lower()
+
+
+class HostSlots:
+    """The per-host limit, for the daemon and the one-shot poll alike: at most
+    ``limit`` of our polls talk to one host at once, so a site carrying many of the
+    sources is not hit by all of them together."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._busy: Counter[str] = Counter()  # polls in flight, by host
+        self._waiting: list[asyncio.Future[None]] = []
+
+    def try_take(self, url: str) -> str | None:
+        """Take a slot of ``url``'s host and return the host, or ``None`` when it is full."""
+        host = host_of(url)
+        if self._busy[host] >= self.limit:
+            return None
+        self._busy[host] += 1
+        return host
+
+    def give_back(self, host: str) -> None:
+        self._busy[host] -= 1
+        if not self._busy[host]:
+            del self._busy[host]
+        waiting, self._waiting = self._waiting, []
+        for waiter in waiting:  # each tries again; those of other hosts wait again
+            if not waiter.done():
+                waiter.set_result(None)
+
+    @contextlib.asynccontextmanager
+    async def hold(self, url: str) -> AsyncIterator[None]:
+        """Wait for a slot of ``url``'s host, and give it back at the end."""
+        while (host := self.try_take(url)) is None:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiting.append(waiter)
+            await waiter
+        try:
+            yield
+        finally:
+            self.give_back(host)
 
 
 def instance_id() -> str:
@@ -56,12 +98,50 @@ def instance_id() -> str:
 async def sync_sources(store: Store, sources: Sequence[Source]) -> None:
     """Reset the state of sources whose URL was edited in the configuration, and say so."""
     for old, source in await asyncio.to_thread(store.sync_sources, sources):
-        logger.info(
-            "source %r: configured URL changed (%s -> %s); its polling state starts afresh",
-            source.id,
-            old.configured_url,
-            source.url,
+        with log.bound(source.id, source.url):
+            logger.info(
+                "configured URL changed (was %s); its polling state starts afresh",
+                old.configured_url,
+            )
+
+
+class _FailureReport:
+    """One log line for a run of the same failure, at most every ``interval`` seconds.
+
+    A full disk fails the claim every tick (5 s): a traceback each time buried the
+    log.  The first failure is logged at once, repeats are counted and reported
+    with their count, and the recovery is said once.
+    """
+
+    def __init__(self, what: str, interval: float = 60.0) -> None:
+        self.what = what
+        self.interval = interval
+        self.failures = 0  # in the current run of failures
+        self._unreported = 0
+        self._last_report = float("-inf")
+
+    def failed(self, error: Exception) -> None:
+        self.failures += 1
+        self._unreported += 1
+        now = time.monotonic()
+        if now - self._last_report < self.interval:
+            return
+        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+        logger.error(
+            "%s failed (%d times since the last report, %d in a row): %s",
+            self.what,
+            self._unreported,
+            self.failures,
+            first_line,
         )
+        self._unreported = 0
+        self._last_report = now
+
+    def succeeded(self) -> None:
+        if self.failures:
+            logger.info("%s works again after %d failures", self.what, self.failures)
+        self.failures = self._unreported = 0
+        self._last_report = float("-inf")
 
 
 class Daemon:
@@ -96,8 +176,9 @@ class Daemon:
         self._batch = 4 * settings.max_concurrent_polls
         self._low_water = settings.max_concurrent_polls // 2
         self._all_claimed = False  # the last claim found fewer due sources than it asked
-        self._per_host: Counter[str] = Counter()  # polls in flight, by host
+        self.hosts = HostSlots(settings.max_polls_per_host)
         self._background: set[asyncio.Task[object]] = set()
+        self.claim_failures = _FailureReport("claiming due sources")
 
     async def poll_due(self) -> list[str]:
         """Claim what is due (a batch, when the queue runs low) and start what fits."""
@@ -108,7 +189,14 @@ class Daemon:
             if len(self.queue) > self._low_water:
                 return []
             want = self._batch - len(self.queue)
-            claimed = await self._claim(want)
+            try:
+                claimed = await self._claim(want)
+            except StorageError as exc:
+                # A full disk or a lost database: nothing to poll this tick; the next
+                # tick tries again.  Reported in one line, not a traceback per tick.
+                self.claim_failures.failed(exc)
+                return []
+            self.claim_failures.succeeded()
             # Fewer than asked: nothing else is due now, so finished polls need not
             # ask again; the next tick will.
             self._all_claimed = len(claimed) < want
@@ -136,6 +224,9 @@ class Daemon:
             if self._stopping:  # the stop cancelled this job: an expected end, not an error
                 return []
             raise
+        except StorageError:
+            self._claiming = None  # it took nothing: nothing for shutdown() to release
+            raise
         if self._stopping:
             return []  # shutdown() releases what this claim took
         self._claiming = None
@@ -151,13 +242,16 @@ class Daemon:
             if claimed_at < stale_before:
                 self._spawn(self._release(state.source_id))
                 continue
-            host = host_of(state.url)
-            if self._per_host[host] >= self.settings.max_polls_per_host:
+            host = self.hosts.try_take(state.url)
+            if host is None:
                 # Its host has enough polls of ours; others go first, it keeps its place.
                 host_busy.append((state, claimed_at))
                 continue
-            self._per_host[host] += 1
-            source = self.sources[state.source_id]
+            source = self.sources.get(state.source_id)
+            if source is None:  # removed from the configuration since it was claimed
+                self.hosts.give_back(host)
+                self._spawn(self._release(state.source_id))
+                continue
             task = asyncio.create_task(self._poll_and_release(source, state, host))
             self.in_flight[source.id] = task
         self.queue.extendleft(reversed(host_busy))
@@ -175,9 +269,7 @@ class Daemon:
             return outcome
         finally:
             self.in_flight.pop(source.id, None)
-            self._per_host[host] -= 1
-            if not self._per_host[host]:
-                del self._per_host[host]
+            self.hosts.give_back(host)
             if not released:  # disabled, cancelled or the final write failed
                 await self._release(source.id)
             if not self._stopping:
@@ -191,9 +283,41 @@ class Daemon:
     async def _release(self, source_id: str) -> None:
         try:
             await asyncio.to_thread(self.store.release, source_id, self.owner)
+        except StorageError as exc:  # a full disk, a lost database: one line, not a traceback
+            logger.error(
+                "cannot release source=%s; its claim expires by itself: %s",
+                source_id,
+                str(exc).splitlines()[0],
+            )
         except Exception:
             # The lease still expires on its own; say so rather than hide it.
-            logger.exception("cannot release source %r; its claim expires by itself", source_id)
+            logger.exception("cannot release source=%s; its claim expires by itself", source_id)
+
+    async def replace_sources(self, sources: Sequence[Source]) -> None:
+        """Poll ``sources`` from now on (a reload): added ones are claimed when due,
+        removed ones are no longer claimed, changed ones are polled as they are now.
+
+        Polls already running finish as they started; a removed source's claims
+        still waiting in the queue are handed back.
+        """
+        enabled = {source.id: source for source in sources if source.enabled}
+        added = sorted(enabled.keys() - self.sources.keys())
+        removed = sorted(self.sources.keys() - enabled.keys())
+        changed = sorted(
+            source_id
+            for source_id in enabled.keys() & self.sources.keys()
+            if enabled[source_id] != self.sources[source_id]
+        )
+        await sync_sources(self.store, list(enabled.values()))
+        self.sources = enabled
+        self._all_claimed = False  # an added source may be due at once
+        logger.info(
+            "sources reloaded: %d polled; added %s; removed %s; changed %s",
+            len(enabled),
+            ", ".join(added) or "none",
+            ", ".join(removed) or "none",
+            ", ".join(changed) or "none",
+        )
 
     async def renew_leases(self) -> None:
         """Extend the claims of the polls still running, so none outlasts its lease."""
@@ -207,26 +331,36 @@ class Daemon:
             logger.error("cannot renew the leases of %d running polls: %s", len(running), exc)
             return
         for source_id in sorted(taken):
-            logger.warning(
-                "source %r: its lease ran out during the poll and another instance claimed "
-                "it; both may poll it this once (lease_seconds=%g)",
-                source_id,
-                self.lease.total_seconds(),
-            )
+            with log.bound(source_id, self.sources[source_id].url):
+                logger.warning(
+                    "its lease ran out during the poll and another instance claimed it; "
+                    "both may poll it this once (lease_seconds=%g)",
+                    self.lease.total_seconds(),
+                )
 
     async def prune(self) -> None:
-        now = datetime.now(UTC)
+        """Apply the retention the user set (none by default), logging per source
+        what went and what stayed."""
         per_source = {
             source.id: source.retention for source in self.sources.values() if source.retention
         }
-        removed = await asyncio.to_thread(
+        if self.settings.retention is None and not per_source:
+            return
+        report = await asyncio.to_thread(
             self.store.prune,
-            now=now,
-            default_retention=timedelta(days=self.settings.retention_days),
+            now=datetime.now(UTC),
+            default_retention=self.settings.retention,
             per_source=per_source,
         )
-        if removed:
-            logger.info("retention: pruned %d articles", len(removed))
+        for summary in report.sources:
+            if summary.pruned:
+                logger.info("retention: %s", summary.describe())
+        logger.info(
+            "retention: pruned %d articles from %d of %d sources",
+            report.pruned,
+            sum(1 for summary in report.sources if summary.pruned),
+            len(report.sources),
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll until ``stop`` is set, then let in-flight polls finish (bounded)."""
@@ -255,7 +389,8 @@ class Daemon:
             id="prune",
             max_instances=1,
             coalesce=True,
-            next_run_time=datetime.now(UTC) + timedelta(seconds=60),
+            next_run_time=datetime.now(UTC)
+            + timedelta(seconds=min(60, self.settings.prune_interval)),
         )
         self.scheduler.start()
         logger.info(

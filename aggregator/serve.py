@@ -25,11 +25,12 @@ import html
 import json
 import logging
 import re
+import socket
 import threading
 import time
 import zoneinfo
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, tzinfo
 from email.utils import format_datetime, parsedate_to_datetime
@@ -46,18 +47,27 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from . import health
 from . import metrics as metrics_module
-from .errors import QueryError, StorageError
-from .export.feeds import FORMATS, FeedFormat, FeedMeta, decode_cursor, encode_cursor
+from .errors import QueryError, ServiceError, StorageError
+from .export.feeds import FORMATS, FeedFormat, decode_cursor, encode_cursor, shortened
+from .export.site import FEED_PATHS, FeedSite, default_id_authority
+from .httpguard import HEAD_TIMEOUT, guarded_protocol
 from .search import Query, Topic, html_text, parse_query, snippet
 from .search.script import SCRIPTS, Script, chinese_script, convert, convert_html
 from .types import UTC, Cursor, Provenance, SourceState, StoredArticle
 
-__all__ = ["FEED_PATHS", "ArticleReader", "EmbeddedServer", "build_server", "create_app"]
+__all__ = [
+    "FEED_PATHS",
+    "ArticleReader",
+    "EmbeddedServer",
+    "SourceCatalog",
+    "build_server",
+    "create_app",
+]
 
 logger = logging.getLogger(__name__)
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _LIMIT_RE = re.compile(r"[0-9]{1,6}")
 # Bump when the rendered documents change shape, so caches drop old validators.
 _RENDER_VERSION = "1"
@@ -66,10 +76,9 @@ _RENDER_VERSION = "1"
 # the compression.  Bounded in entries and bytes; an entry lives at most max-age.
 _CACHE_ENTRIES = 64
 _CACHE_BYTES = 32 * 1024 * 1024
+MAX_PAGE_BYTES = 10 * 1024 * 1024  # a feed page is cut to fewer items above this
 _GZIP_MINIMUM = 500  # as the GZipMiddleware below: smaller bodies go as they are
 _GZIP_LEVEL = 5  # against 6: ~20% less CPU for a feed page, <1% larger
-#: Where each format is served; the CLI's file export links to the same pages.
-FEED_PATHS: Mapping[str, str] = {"rss": "/feed.xml", "atom": "/atom.xml", "json": "/feed.json"}
 _FEED_PATHS: Mapping[str, FeedFormat] = {path: FORMATS[name] for name, path in FEED_PATHS.items()}
 
 
@@ -116,24 +125,57 @@ class BadRequest(Exception):
     """A client mistake; the message is shown to the client, so keep it short and safe."""
 
 
-@dataclass(frozen=True)
-class _Site:
-    base_url: str
-    title: str
-    sources: Mapping[str, str]
-    default_limit: int
+class SourceCatalog(Mapping[str, str]):
+    """The configured sources as the service knows them (id -> display name), replaced
+    whole on a reload.
+
+    Requests read it from the server's threads while the daemon's loop replaces it,
+    so a reload swaps one tuple (atomic) rather than mutating a dict being iterated.
+    """
+
+    def __init__(self, names: Mapping[str, str], enabled: Iterable[str] | None = None) -> None:
+        self._view: tuple[Mapping[str, str], frozenset[str]] = ({}, frozenset())
+        self.replace(names, enabled)
+
+    def replace(self, names: Mapping[str, str], enabled: Iterable[str] | None = None) -> None:
+        """``names``: source id -> display name; ``enabled``: the ids polled (default all)."""
+        self._view = (dict(names), frozenset(names if enabled is None else enabled))
+
+    @property
+    def names(self) -> Mapping[str, str]:
+        return self._view[0]
+
+    @property
+    def enabled(self) -> frozenset[str]:
+        return self._view[1]
+
+    def __getitem__(self, source_id: str) -> str:
+        return self._view[0][source_id]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._view[0])
+
+    def __len__(self) -> int:
+        return len(self._view[0])
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Site(FeedSite):
+    """The feeds' addresses and names, and what only the service needs besides."""
+
+    catalog: SourceCatalog
     max_limit: int
-    id_authority: str
-    description: str
-    language: str | None
     cache_max_age: int
+    max_page_bytes: int
     metrics: metrics_module.Metrics = field(repr=False)
     topics: Mapping[str, Topic] = field(default_factory=dict)
     timezone: tzinfo = UTC  # the pages' times
 
-    def url(self, path: str, params: Sequence[tuple[str, str]] = ()) -> str:
-        query = urlencode(params)
-        return f"{self.base_url}{path}" + (f"?{query}" if query else "")
+    @property
+    def max_item_chars(self) -> int:
+        """The longest body served whole, so that any single item fits a page: escaping
+        (``&`` -> ``&amp;``) and UTF-8 (CJK) make a character at most about 6 bytes."""
+        return self.max_page_bytes // 8
 
 
 @dataclass(frozen=True)
@@ -399,31 +441,51 @@ def _render(
 ) -> bytes:
     # One extra row tells whether a next page exists without a second query.
     rows = _articles(reader, query, query.limit + 1)
-    page = [_in_script(stored, query.script) for stored in rows[: query.limit]]
-    next_token = encode_cursor(page[-1].cursor) if len(rows) > query.limit else None
-    meta = FeedMeta(
-        title=_feed_title(site, query),
-        self_url=site.url(path, query.params(site, before=query.before_token)),
-        first_url=site.url(path, query.params(site)),
-        next_url=site.url(path, query.params(site, before=next_token)) if next_token else None,
-        html_url=site.url("/", query.params(site)),
-        updated=last_updated or _EPOCH,
-        id_authority=site.id_authority,
-        description=site.description,
-        language=site.language,
-    )
-    return fmt.render(meta, page)
+    more = len(rows) > query.limit
+    page = [
+        shortened(_in_script(stored, query.script), site.max_item_chars)
+        for stored in rows[: query.limit]
+    ]
+    while True:
+        next_token = encode_cursor(page[-1].cursor) if more and page else None
+        # The site's metadata, with the title and links of this search's selection.
+        meta = replace(
+            site.meta(path, query.sources, query.limit, updated=last_updated),
+            title=_feed_title(site, query),
+            self_url=site.url(path, query.params(site, before=query.before_token)),
+            first_url=site.url(path, query.params(site)),
+            next_url=site.url(path, query.params(site, before=next_token)) if next_token else None,
+            html_url=site.url("/", query.params(site)),
+        )
+        body = fmt.render(meta, page)
+        if len(body) <= site.max_page_bytes or len(page) <= 1:
+            return body
+        # Fewer items, the rest on the next page (its link starts after the last kept).
+        page = page[: _fitting(page, len(body), site.max_page_bytes)]
+        more = True
 
 
 def _feed_title(site: _Site, query: _Query) -> str:
-    title = site.title
+    title = site.feed_title(query.sources)
     if query.topic is not None:
         title += f": {query.topic.title}"
-    if query.sources:
-        title += ": " + ", ".join(site.sources[source] for source in query.sources)
     if query.search is not None and query.topic is None:
         title += f" (search: {query.search})"
     return title
+
+
+def _fitting(page: Sequence[StoredArticle], rendered: int, bound: int) -> int:
+    """How many leading items of ``page`` should fit in ``bound`` bytes, given that all
+    of them rendered to ``rendered`` bytes; at least one, and fewer than all."""
+    weights = [len(stored.article.body) + len(stored.article.title) + 1024 for stored in page]
+    budget = bound * 0.9 * sum(weights) / rendered
+    kept, total = 0, 0
+    for weight in weights:
+        total += weight
+        if total > budget:
+            break
+        kept += 1
+    return min(max(kept, 1), len(page) - 1)
 
 
 # --- the HTML index ------------------------------------------------------------------
@@ -441,11 +503,13 @@ nav a {{ margin-right: .75rem; }} nav a.current {{ font-weight: bold; }}
 li {{ margin: .4rem 0; }} .meta {{ color: #666; font-size: .9em; }}
 form.search input {{ width: min(100%, 24rem); }} .snippet {{ margin: .2rem 0; }}
 mark {{ background: #fe6; color: inherit; }}
+.failing {{ color: #a00; }}
 </style>
 </head>
 <body>
 <h1>{title}</h1>
 <nav>{nav}</nav>
+{failing}
 {search}
 <p>Feeds: {feed_links}</p>
 <ol class="articles">
@@ -483,13 +547,17 @@ def _index_endpoint(reader: ArticleReader, site: _Site) -> Route:
             f'<a href="{_e(site.url(path, params))}">{fmt.name}</a>'
             for path, fmt in _FEED_PATHS.items()
         )
+        problems = {
+            problem.source_id: problem
+            for problem in health.failing(reader.states(), site.catalog.enabled)
+        }
         nav = [f'<a href="{_e(site.url("/"))}"{_current(not query.sources)}>All</a>']
         for source_id, name in site.sources.items():
             href = site.url("/", [("source", source_id)])
             label = f"{name} ({counts.get(source_id, 0)})"
-            nav.append(
-                f'<a href="{_e(href)}"{_current(query.sources == (source_id,))}>{_e(label)}</a>'
-            )
+            marked = ' class="failing" title="failing"' if source_id in problems else ""
+            current = _current(query.sources == (source_id,))
+            nav.append(f'<a href="{_e(href)}"{current}><span{marked}>{_e(label)}</span></a>')
         for topic in site.topics.values():
             href = site.url("/", [("topic", topic.id)])
             current = _current(query.topic is not None and query.topic.id == topic.id)
@@ -509,6 +577,7 @@ def _index_endpoint(reader: ArticleReader, site: _Site) -> Route:
             alternates=alternates,
             nav="\n".join(nav),
             search=_search_form(site, query),
+            failing=_failing_list(problems.values(), site.sources),
             feed_links=feed_links,
             items=items,
             older=older,
@@ -525,6 +594,26 @@ def _index_endpoint(reader: ArticleReader, site: _Site) -> Route:
         )
 
     return Route("/", endpoint, methods=["GET"], name="index")
+
+
+def _failing_list(problems: Iterable[health.Failing], names: Mapping[str, str]) -> str:
+    """The failing sources, each with since when and why, above the articles."""
+    rows = []
+    for problem in problems:
+        since = f"{problem.since:%Y-%m-%d %H:%M} UTC" if problem.since else "the last poll"
+        retry = (
+            f" (next try {problem.next_retry:%Y-%m-%d %H:%M} UTC)"
+            if problem.next_retry
+            else " (disabled)"
+        )
+        name = names.get(problem.source_id, problem.source_id)
+        rows.append(
+            f'<li class="failing"><b>{_e(name)}</b>: failing since {since}: '
+            f"{_e(problem.message[:300])}{retry}</li>"
+        )
+    if not rows:
+        return ""
+    return '<ul class="failing-sources">\n' + "\n".join(rows) + "\n</ul>"
 
 
 def _current(flag: bool) -> str:
@@ -698,17 +787,31 @@ def _article_endpoint(reader: ArticleReader, site: _Site) -> Route:
 
 
 def _state_json(state: SourceState, name: str | None) -> dict[str, object]:
-    def iso(moment: datetime | None) -> str | None:
-        return moment.isoformat() if moment else None
-
     return {
         "name": name,
-        "last_success": iso(state.last_success),
-        "last_attempt": iso(state.last_attempt),
-        "next_poll": iso(state.next_poll),
+        "last_success": _iso(state.last_success),
+        "last_attempt": _iso(state.last_attempt),
+        "next_poll": _iso(state.next_poll),
         "consecutive_failures": state.consecutive_failures,
         "last_error_kind": state.last_error_kind,
+        "last_error": state.last_error,
+        "failing_since": _iso(state.failing_since),
         "disabled": state.disabled_reason,
+    }
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+def _failing_json(problem: health.Failing) -> dict[str, object]:
+    return {
+        "source": problem.source_id,
+        "message": problem.message,
+        "kind": problem.kind,
+        "since": _iso(problem.since),
+        "next_retry": _iso(problem.next_retry),
+        "consecutive_failures": problem.failures,
     }
 
 
@@ -723,7 +826,15 @@ def _healthz_endpoint(reader: ArticleReader, site: _Site) -> Route:
             down = {"status": "unavailable", "database": "unreachable"}
             return JSONResponse(down, status_code=503, headers={"Cache-Control": "no-store"})
         sources = {s.source_id: _state_json(s, site.sources.get(s.source_id)) for s in states}
-        body: dict[str, object] = {"status": "ok", "database": "ok", "sources": sources}
+        problems = health.failing(states, site.catalog.enabled)
+        # A feed outage is "degraded" with 200, never 503: a health check that fails
+        # on it would get the container restarted, which mends no feed.
+        body: dict[str, object] = {
+            "status": "degraded" if problems else "ok",
+            "database": "ok",
+            "failing": [_failing_json(problem) for problem in problems],
+            "sources": sources,
+        }
         return _json(body, headers={"Cache-Control": "no-store"})
 
     return Route("/healthz", endpoint, methods=["GET"], name="healthz")
@@ -855,13 +966,14 @@ def create_app(
     *,
     base_url: str,
     title: str = "aggregator",
-    sources: Mapping[str, str] | None = None,
+    sources: Mapping[str, str] | SourceCatalog | None = None,
     default_limit: int = 50,
     max_limit: int = 500,
     id_authority: str | None = None,
     description: str = "",
     language: str | None = None,
     cache_max_age: int = 60,
+    max_page_bytes: int = MAX_PAGE_BYTES,
     metrics: metrics_module.Metrics | None = None,
     topics: Sequence[Topic] = (),
     display_timezone: str = "UTC",
@@ -872,9 +984,13 @@ def create_app(
     Args:
         base_url: the public absolute URL the service is reached at (every link and
             feed id is built from it, never from the request).
-        sources: source id -> display name; ``?source=`` accepts exactly these ids.
+        sources: source id -> display name; ``?source=`` accepts exactly these ids.  A
+            :class:`SourceCatalog` (which also knows which are enabled) can be
+            replaced while the app runs, when the daemon reloads its sources.
         id_authority: the ``host,year`` of the ``tag:`` item ids; defaults to the host
             of ``base_url`` and 2025.  Set it explicitly to keep ids when moving host.
+        max_page_bytes: a feed page larger than this is served with fewer items (the
+            rest on the next page), and a body too long for any page as its excerpt.
         metrics: defaults to :data:`aggregator.metrics.DEFAULT`, where the pipeline
             records polls.
         topics: saved searches, served at ``/topics/ID/feed.xml`` (and the other
@@ -887,16 +1003,19 @@ def create_app(
         raise ValueError(f"base_url must be an absolute http(s) URL, got {base_url!r}")
     if not 1 <= default_limit <= max_limit:
         raise ValueError("need 1 <= default_limit <= max_limit")
+    catalog = sources if isinstance(sources, SourceCatalog) else SourceCatalog(sources or {})
     site = _Site(
         base_url=base_url.rstrip("/"),
         title=title,
-        sources=dict(sources or {}),
+        sources=catalog,
+        catalog=catalog,
         default_limit=default_limit,
         max_limit=max_limit,
-        id_authority=id_authority or f"{parts.hostname},2025",
+        id_authority=id_authority or default_id_authority(base_url),
         description=description,
         language=language,
         cache_max_age=cache_max_age,
+        max_page_bytes=max_page_bytes,
         metrics=metrics or metrics_module.DEFAULT,
         topics={topic.id: topic for topic in topics},
         timezone=zoneinfo.ZoneInfo(display_timezone),
@@ -945,13 +1064,28 @@ class EmbeddedServer(uvicorn.Server):
         self.should_exit = True
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before the server starts.
+
+    uvicorn binds inside ``serve()`` and, when the port is taken, logs the error and
+    calls ``sys.exit(1)`` from within the event loop, which escaped the daemon as a
+    traceback.  Binding first turns it into one :class:`ServiceError` line.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as exc:
+        raise ServiceError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
 def build_server(
     app: Starlette,
     host: str = "127.0.0.1",
     port: int = 8080,
     *,
     max_header_bytes: int = 16 * 1024,
-    max_connections: int = 256,
+    max_connections: int = 1024,
+    head_timeout: float = HEAD_TIMEOUT,
     access_log: bool = True,
     graceful_timeout: int = 10,
 ) -> EmbeddedServer:
@@ -960,13 +1094,20 @@ def build_server(
     The h11 protocol is chosen explicitly because its ``h11_max_incomplete_event_size``
     caps the request line plus headers (httptools would ignore that option); lifespan
     is off because the app has no startup work, and ``log_config=None`` leaves logging
-    configuration to the CLI.
+    configuration to the CLI.  The protocol is h11 with a request-head deadline and
+    slow sockets closed first when the connection limit is reached
+    (:mod:`aggregator.httpguard`), so idle or trickling connections cannot lock out
+    real requests.  ``max_connections`` (uvicorn's ``limit_concurrency``: open
+    connections and requests in flight) is 1,024 rather than 256: an idle socket costs
+    a few KB, and below the limit no socket is closed early, while at it attackers
+    that reconnect at once turn eviction into a lottery (bench/flood.py: 600
+    reconnecting sockets against a limit of 256 failed 9 of 10 client requests).
     """
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
-        http="h11",
+        http=guarded_protocol(max_connections=max_connections, head_timeout=head_timeout),
         ws="none",
         lifespan="off",
         log_config=None,

@@ -8,12 +8,14 @@ a daemon that silently ignores a typo in a poll interval runs wrong for months.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
 import tomllib
 import zoneinfo
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -31,13 +33,25 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from aggregator.errors import ConfigError, QueryError
+from aggregator.log import LogFormat
 from aggregator.search import Topic, parse_query
 from aggregator.types import Source
 
-__all__ = ["DEFAULT_CONFIG_FILE", "Settings", "load_settings", "load_sources", "sources_to_toml"]
+__all__ = [
+    "DEFAULT_CONFIG_FILE",
+    "Explained",
+    "Settings",
+    "explain_settings",
+    "load_settings",
+    "load_sources",
+    "sources_to_toml",
+    "unknown_environment",
+]
 
 DEFAULT_CONFIG_FILE = Path("config/aggregator.toml")
 ENV_PREFIX = "AGGREGATOR_"
+# Read by the project's own tooling, not by Settings: the --config option and the tests.
+_OTHER_ENV = frozenset({"AGGREGATOR_CONFIG", "AGGREGATOR_TEST_DATABASE_URL"})
 
 DAY = 86400.0
 # Every duration is bounded on both sides: a zero interval is a hot loop, an infinite
@@ -59,6 +73,9 @@ class Settings(BaseSettings):
     )
     sources_file: Path = Field(Path("config/sources.toml"), description="the source list")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: LogFormat = Field(
+        "text", description="text (one line per event) or json (one object per line)"
+    )
     http_host: str = "127.0.0.1"
     http_port: int = Field(8080, ge=0, le=65535)
     base_url: str | None = Field(
@@ -108,8 +125,8 @@ class Settings(BaseSettings):
         -1,
         ge=-1,
         le=64,
-        description="processes that parse and clean fetched feeds: -1 one per CPU core "
-        "(when there are several), 0 none (a thread of the daemon)",
+        description="processes that parse and clean fetched feeds: -1 one per usable CPU "
+        "(affinity and container CPU quota; when there are several), 0 none (a thread)",
     )
     connect_timeout: Timeout = 5.0
     read_timeout: Timeout = 15.0
@@ -122,14 +139,23 @@ class Settings(BaseSettings):
         False, description="allow sources on private, loopback or link-local addresses"
     )
     backoff_cap: Seconds = Field(86400, ge=1, description="longest delay after failures")
-    retention_days: float = Field(
-        90, ge=0.01, le=36500, description="prune articles older than this"
+    retention_days: float | None = Field(
+        None,
+        ge=0,
+        le=36500,
+        description="delete articles this many days after they were first stored; "
+        "unset or 0 keeps every article",
     )
     prune_interval: Seconds = Field(3600 * 6, ge=1, description="how often retention runs")
     lease_seconds: Seconds = Field(
         300, description="how long an instance's claim on a source lasts (multi-instance)"
     )
     shutdown_grace: Timeout = Field(20, description="wait for in-flight polls on stop")
+
+    @property
+    def retention(self) -> timedelta | None:
+        """The default retention; ``None`` (the default) keeps every article."""
+        return timedelta(days=self.retention_days) if self.retention_days else None
 
     @classmethod
     def settings_customise_sources(
@@ -163,22 +189,50 @@ def _short(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _first_error(exc: ValidationError, file: str, *, prefix: str = "") -> ConfigError:
-    """The first problem as ``file:key: problem`` (the rest are counted, not hidden)."""
-    error = exc.errors()[0]
-    problem = error["msg"].removeprefix("Value error, ")
-    if error["type"] == "extra_forbidden":
-        problem = "unknown key"
-    elif "input" in error and error["type"] != "missing":
-        problem = f"{problem} (got {_short(repr(error['input']))})"
-    more = len(exc.errors()) - 1
-    if more:
-        problem += f" (and {more} more problem{'s' if more > 1 else ''})"
-    key = ".".join([prefix, *map(str, error["loc"])] if prefix else map(str, error["loc"]))
-    return ConfigError(problem, file=file, key=key or "?")
+Problem = tuple[str, str, str]  # (file or origin, key, what is wrong)
 
 
-def load_settings(config_file: Path | None = None) -> Settings:
+def _problems(
+    exc: ValidationError, origin: Callable[[str], str], *, prefix: str = ""
+) -> list[Problem]:
+    """Every problem pydantic found, as ``(origin, key, problem)``."""
+    found = []
+    for error in exc.errors():
+        problem = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            problem = "unknown key"
+        elif "input" in error and error["type"] != "missing":
+            problem = f"{problem} (got {_short(repr(error['input']))})"
+        loc = [str(part) for part in error["loc"]]
+        key = ".".join([prefix, *loc] if prefix else loc)
+        found.append((origin(loc[0] if loc else ""), key or "?", problem))
+    return found
+
+
+def _config_error(problems: Sequence[Problem]) -> ConfigError:
+    """One error naming every problem, one ``file:key: problem`` per line.
+
+    ``file`` and ``key`` are the first problem's; fixing a file one complaint per
+    start (the old "(and 2 more problems)") takes as many starts as there are typos.
+    """
+    (file, key, problem), *rest = problems
+    message = "\n".join([problem, *(f"{where}:{name}: {what}" for where, name, what in rest)])
+    return ConfigError(message, file=file, key=key)
+
+
+@dataclass(frozen=True)
+class Explained:
+    """Settings with where each value came from: ``default``, ``file PATH`` or ``environment``."""
+
+    settings: Settings
+    origins: Mapping[str, str]
+
+
+def _environment_name(field: str) -> str:
+    return ENV_PREFIX + field.upper()
+
+
+def explain_settings(config_file: Path | None = None) -> Explained:
     """Build :class:`Settings` from the file (explicit, else the default if present) and env."""
     path = config_file
     if path is None and DEFAULT_CONFIG_FILE.is_file():
@@ -186,16 +240,44 @@ def load_settings(config_file: Path | None = None) -> Settings:
     if config_file is not None and not config_file.is_file():
         raise ConfigError("settings file not found", file=str(config_file))
     values = _read_toml(path) if path is not None else {}
+    environment = {name.upper() for name in os.environ}
+
+    def origin(field: str) -> str:
+        if _environment_name(field) in environment:
+            return f"environment ${_environment_name(field)}"
+        return str(path) if path is not None else "built-in defaults"
+
     try:
-        return Settings(**values)
+        settings = Settings(**values)
     except ValidationError as exc:
-        loc = exc.errors()[0]["loc"]
-        env_name = ENV_PREFIX + str(loc[0]).upper() if loc else ""
-        if env_name in os.environ:
-            origin = f"environment ${env_name}"
-        else:
-            origin = str(path) if path is not None else "built-in defaults"
-        raise _first_error(exc, origin) from exc
+        raise _config_error(_problems(exc, origin)) from exc
+    origins = {
+        field: f"environment {_environment_name(field)}"
+        if _environment_name(field) in environment
+        else (f"file {path}" if field in values else "default")
+        for field in Settings.model_fields
+    }
+    return Explained(settings, origins)
+
+
+def load_settings(config_file: Path | None = None) -> Settings:
+    """Build :class:`Settings` from the file (explicit, else the default if present) and env."""
+    return explain_settings(config_file).settings
+
+
+def unknown_environment(environ: Mapping[str, str]) -> list[str]:
+    """``AGGREGATOR_*`` variables no setting reads, each with a guess at the one meant.
+
+    pydantic-settings ignores them silently, so ``AGGREGATOR_DATABSE_URL`` would leave
+    the daemon on its default database with nothing said.
+    """
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields} | _OTHER_ENV
+    unknown = []
+    for name in sorted(environ):
+        if name.upper().startswith(ENV_PREFIX) and name.upper() not in known:
+            close = difflib.get_close_matches(name.upper(), sorted(known), n=1, cutoff=0.8)
+            unknown.append(f"{name} (did you mean {close[0]}?)" if close else name)
+    return unknown
 
 
 # --------------------------------------------------------------------------- sources
@@ -297,6 +379,7 @@ def load_sources(settings: Settings, *, adapters: Sequence[str]) -> list[Source]
     if not isinstance(tables, list):
         raise ConfigError("expected [[source]] tables", file=file, key="source")
     sources: list[Source] = []
+    problems: list[Problem] = []
     seen: dict[str, int] = {}
     for index, table in enumerate(tables):
         where = f"source[{index}]"
@@ -305,21 +388,27 @@ def load_sources(settings: Settings, *, adapters: Sequence[str]) -> list[Source]
         try:
             config = SourceConfig.model_validate(table)
         except ValidationError as exc:
-            raise _first_error(exc, file, prefix=where) from exc
+            problems += _problems(exc, lambda _field: file, prefix=where)
+            continue
         if config.id in seen:
-            raise ConfigError(
-                f"duplicate source id {config.id!r} (first at source[{seen[config.id]}])",
-                file=file,
-                key=f"{where}.id",
+            problems.append(
+                (
+                    file,
+                    f"{where}.id",
+                    f"duplicate source id {config.id!r} (first at source[{seen[config.id]}])",
+                )
             )
+            continue
         if config.adapter not in adapters:
-            raise ConfigError(
-                f"unknown adapter {config.adapter!r} (known: {', '.join(sorted(adapters))})",
-                file=file,
-                key=f"{where}.adapter",
+            known = ", ".join(sorted(adapters))
+            problems.append(
+                (file, f"{where}.adapter", f"unknown adapter {config.adapter!r} (known: {known})")
             )
+            continue
         seen[config.id] = index
         sources.append(config.to_source(settings))
+    if problems:
+        raise _config_error(problems)
     return sources
 
 
@@ -334,21 +423,20 @@ class TopicConfig(BaseModel):
     sources: list[str] | None = None
 
 
-def load_topics(settings: Settings, sources: Sequence[Source]) -> list[Topic]:
+def load_topics(settings: Settings, known: Collection[str]) -> list[Topic]:
     """The ``[[topic]]`` tables of the sources file, each query parsed and each
-    source checked against ``sources``."""
+    source checked against the ``known`` source ids."""
     file = str(settings.sources_file)
     tables = _read_toml(settings.sources_file).get("topic", [])
     if not isinstance(tables, list):
         raise ConfigError("expected [[topic]] tables", file=file, key="topic")
-    known = {source.id for source in sources}
     topics: dict[str, Topic] = {}
     for index, table in enumerate(tables):
         where = f"topic[{index}]"
         try:
             config = TopicConfig.model_validate(table)
         except ValidationError as exc:
-            raise _first_error(exc, file, prefix=where) from exc
+            raise _config_error(_problems(exc, lambda _field: file, prefix=where)) from exc
         if config.id in topics:
             raise ConfigError(f"duplicate topic id {config.id!r}", file=file, key=f"{where}.id")
         try:

@@ -56,6 +56,7 @@ class DateSource(StrEnum):
     URL = "url"  # a timestamp embedded in the article URL (RFA, Zaobao, RFI, VOA slugs)
     FETCHED = "fetched"  # nothing usable: the time we first saw the entry
     ARCHIVE = "archive"  # read from a seed-format archive file
+    FRONT_MATTER = "front-matter"  # an archived post without a published line: its Jekyll date
     UNKNOWN = "unknown"  # no published time at all (archives only: ``<!--NaN-->``)
 
 
@@ -96,6 +97,15 @@ class Article:
             DateSource.ARCHIVE,
         ):
             object.__setattr__(self, "date_source", DateSource.UNKNOWN)
+
+    @property
+    def sort_time(self) -> datetime | None:
+        """When the article counts as having appeared: published, else first fetched.
+
+        The one rule of every newest-first order (feeds, pages, paging cursors,
+        retention, archive file names); ``None`` only for a bare archive's article.
+        """
+        return self.published or self.fetched
 
     @cached_property
     def fingerprint(self) -> str:
@@ -227,6 +237,8 @@ class SourceState:
     #: The configured URL this state was made for (``url`` may be a redirect target);
     #: ``None``: not known (made before it was recorded), taken to be the current one.
     configured_url: str | None = None
+    #: The first failed poll of the current run of failures; ``None`` while healthy.
+    failing_since: datetime | None = None
 
     @classmethod
     def fresh(cls, source: Source) -> SourceState:
@@ -269,9 +281,7 @@ class StoredArticle:
 
     @property
     def cursor(self) -> Cursor:
-        article = self.article
-        sort_time = article.published or article.fetched or self.updated
-        return Cursor(sort_time, self.id)
+        return Cursor(self.article.sort_time or self.updated, self.id)
 
 
 @dataclass(frozen=True)
@@ -283,6 +293,7 @@ class PollCounts:
     unchanged: int = 0
     merged: int = 0  # reached us through another source already: provenance added
     skipped: int = 0  # entries the adapter rejected
+    tombstoned: int = 0  # of ``skipped``: entries of articles pruned earlier
 
     def __add__(self, other: PollCounts) -> PollCounts:
         return PollCounts(
@@ -291,4 +302,5 @@ class PollCounts:
             self.unchanged + other.unchanged,
             self.merged + other.merged,
             self.skipped + other.skipped,
+            self.tombstoned + other.tombstoned,
         )

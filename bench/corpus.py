@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
+from typing import TypedDict
 
 __all__ = ["CORPUS_VERSION", "FeedSpec", "build_corpus", "feed_spec", "render_feed"]
 
@@ -278,12 +279,21 @@ def feed_ids(main: int, growth: int) -> list[str]:
     return [f"f{i:04d}" for i in range(main)] + [f"g{i:03d}" for i in range(growth)]
 
 
-def build_corpus(cache: Path, ids: list[str]) -> dict[str, dict[str, object]]:
+class ManifestEntry(TypedDict):
+    """One feed of the corpus, as ``manifest.json`` records it."""
+
+    kind: str
+    name: str
+    items: int
+    bytes: int
+
+
+def build_corpus(cache: Path, ids: list[str]) -> dict[str, ManifestEntry]:
     """Write (or reuse) ``<cache>/corpus-v<N>/<id>.xml.gz``; return the manifest."""
     folder = cache / f"corpus-v{CORPUS_VERSION}"
     folder.mkdir(parents=True, exist_ok=True)
     manifest_path = folder / "manifest.json"
-    manifest: dict[str, dict[str, object]] = {}
+    manifest: dict[str, ManifestEntry] = {}
     if manifest_path.exists():
         manifest = json.loads(manifest_path.read_text())
     changed = False

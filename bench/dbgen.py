@@ -27,6 +27,7 @@ import os
 import random
 import sqlite3
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -103,7 +104,7 @@ def _link(kind: str, serial: int, when: datetime) -> str:
 _NAMES = {"zaobao": "联合早报", "rfi": "法广", "voa": "美国之音", "rfa": "自由亚洲电台"}
 
 
-def _build(path: Path, count: int, log: callable) -> None:  # type: ignore[valid-type]
+def _build(path: Path, count: int, log: Callable[[str], None]) -> None:
     from aggregator.dedupe import link_key
     from aggregator.search import document_text, tokens
     from aggregator.store import Store, _search
@@ -149,6 +150,7 @@ def _build(path: Path, count: int, log: callable) -> None:  # type: ignore[valid
                         "sort_time": when,
                         "fetched": fetched,
                         "updated": fetched,
+                        "stored_at": fetched,
                         "fingerprint": digest.hexdigest(),
                         "hash_changes": 0,
                         "date_source": "feed",
@@ -200,7 +202,7 @@ def _build(path: Path, count: int, log: callable) -> None:  # type: ignore[valid
     log(f"  built {count:,} articles in {time.monotonic() - started:.0f} s")
 
 
-def ensure_db(cache: Path, key: str, count: int, log: callable) -> Path:  # type: ignore[valid-type]
+def ensure_db(cache: Path, key: str, count: int, log: Callable[[str], None]) -> Path:
     """The cached database of ``count`` bulk articles for schema ``key``; built if missing."""
     path = cache / f"db-{key}-{count}.sqlite"
     if path.exists():

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.corpus import build_corpus, feed_ids
+from bench.corpus import ManifestEntry, build_corpus, feed_ids
 from bench.dbgen import ensure_db, make_due, reset, schema_key
 
 # The searches: two-character CJK words (rare and common in real news; in the
@@ -62,7 +62,8 @@ def job(name: str, config: dict[str, Any], tag: str) -> dict[str, Any]:
     if done.returncode != 0:
         tail = (RUN / f"{tag}.log").read_text()[-3000:]
         raise RuntimeError(f"job {tag} failed ({done.returncode}):\n{tail}")
-    return json.loads(result_path.read_text())
+    result: dict[str, Any] = json.loads(result_path.read_text())
+    return result
 
 
 class FeedServer:
@@ -85,7 +86,8 @@ class FeedServer:
             data = b""
             while chunk := conn.recv(65536):
                 data += chunk
-        return json.loads(data.split(b"\r\n\r\n", 1)[1])
+        stats: dict[str, float] = json.loads(data.split(b"\r\n\r\n", 1)[1])
+        return stats
 
     def close(self) -> None:
         assert self.process.stdin is not None
@@ -113,10 +115,8 @@ def _rounds(result: dict[str, Any]) -> str:
     return ", ".join(f"{wall:.2f}" for wall in result["walls"]) + " s; first in a fresh process"
 
 
-def feeds_config(manifest: dict[str, dict[str, Any]], ids: list[str]) -> list[list[str]]:
-    return [
-        [feed_id, str(manifest[feed_id]["kind"]), str(manifest[feed_id]["name"])] for feed_id in ids
-    ]
+def feeds_config(manifest: dict[str, ManifestEntry], ids: list[str]) -> list[list[str]]:
+    return [[feed_id, manifest[feed_id]["kind"], manifest[feed_id]["name"]] for feed_id in ids]
 
 
 # --------------------------------------------------------------------------- phases
@@ -191,7 +191,7 @@ class Bench:
         return result
 
     def entries(self, ids: list[str]) -> int:
-        return sum(int(self.manifest[feed_id]["items"]) for feed_id in ids)
+        return sum(self.manifest[feed_id]["items"] for feed_id in ids)
 
     def run(self) -> None:
         RUN.mkdir(parents=True, exist_ok=True)
@@ -202,7 +202,7 @@ class Bench:
         growth_ids = feed_ids(0, self.growth)
         self.manifest = build_corpus(CACHE, main_ids + growth_ids)
         corpus_dir = CACHE / "corpus-v1"
-        total_bytes = sum(int(m["bytes"]) for m in self.manifest.values())
+        total_bytes = sum(m["bytes"] for m in self.manifest.values())
         self.notes.append(
             f"corpus: {len(main_ids)} + {len(growth_ids)} feeds, {self.entries(main_ids)} + "
             f"{self.entries(growth_ids)} items, {total_bytes / 1e6:.0f} MB of XML "

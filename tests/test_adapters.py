@@ -17,7 +17,7 @@ import pytest
 from aggregator.adapters import adapter_names, get_adapter, register
 from aggregator.adapters.generic import AdapterSpec, GenericAdapter, normalize_title
 from aggregator.adapters.zaobao import decode_data_s, restore_data_s_order
-from aggregator.clean import CleanSpec
+from aggregator.clean import CleanSpec, clean_html, text_content
 from aggregator.errors import AdapterError
 from aggregator.parse import parse_feed
 from aggregator.types import DateSource, RawEntry, Source
@@ -105,6 +105,7 @@ def test_no_unsafe_or_junk_survives(feed_path: Path, name: str) -> None:
 
 OWN_ADAPTER = {"zaobao": "zaobao", "seeds-zaobao": "zaobao", "rfa": "rfa", "seeds-rfa": "rfa"}
 OWN_ADAPTER |= {"voa": "voa", "seeds-voa": "voa", "seeds-rfi": "rfi", "other": "generic"}
+OWN_ADAPTER |= {"generic": "generic"}
 
 
 def _own_adapter(path: Path) -> str:
@@ -157,7 +158,10 @@ def test_missing_title_uses_body_text_and_empty_entry_is_rejected() -> None:
 @pytest.mark.parametrize(
     ("raw", "want"),
     [
-        ("  A &amp;amp; B\n\tC ", "A &amp; B C"),
+        # decoded until no entity is left, so a stored title reads back unchanged
+        ("  A &amp;amp; B\n\tC ", "A & B C"),
+        ("大&#22338;直美", "大坂直美"),  # a feed's &amp;#22338; after XML parsing
+        ("AT&T & R&D", "AT&T & R&D"),  # a bare & is text
         ("<b>Bold</b> &lt;tag&gt;", "Bold <tag>"),
         ("中文\u3000标题", "中文 标题"),
         (None, ""),
@@ -165,6 +169,28 @@ def test_missing_title_uses_body_text_and_empty_entry_is_rejected() -> None:
 )
 def test_normalize_title(raw: str | None, want: str) -> None:
     assert normalize_title(raw) == want
+
+
+@pytest.mark.parametrize(
+    ("adapter_name", "raw", "want"),
+    [
+        ("rfi", "英欧达成贸易协议 – 法国国际广播电台 - RFI", "英欧达成贸易协议"),
+        ("rfi", "英欧达成贸易协议 - RFI", "英欧达成贸易协议"),
+        ("rfi", "气候诉讼 - 今日经济", "气候诉讼 - 今日经济"),  # a programme, not the site
+        ("rfi", "RFI", "RFI"),  # all it says: kept
+        ("rfi", "SARS-RFI", "SARS-RFI"),
+        (
+            "generic",
+            "英欧达成贸易协议 – 法国国际广播电台 - RFI",
+            "英欧达成贸易协议 – 法国国际广播电台 - RFI",
+        ),
+    ],
+)
+def test_site_suffix_is_dropped_from_titles(adapter_name: str, raw: str, want: str) -> None:
+    source = Source(id="s", name="法广", url="https://www.rfi.fr/cn/feed")
+    entry = RawEntry(link="https://www.rfi.fr/cn/a/20200721-x", title=raw, content="<p>正文</p>")
+    article = get_adapter(adapter_name)(entry, source, FETCHED)
+    assert article.title == want
 
 
 def test_rfa_native_rdf_uses_dc_date_and_enclosure() -> None:
@@ -217,13 +243,9 @@ def test_decode_data_s() -> None:
 
 
 def test_reorder_only_when_every_block_decodes() -> None:
-    from bs4 import BeautifulSoup, Tag
-
     def run(html: str) -> str:
-        root = BeautifulSoup(f"<div>{html}</div>", "lxml").div
-        assert isinstance(root, Tag)
-        restore_data_s_order(root)
-        return "".join(p.get_text() for p in root.find_all("p"))
+        body = clean_html(html, spec=CleanSpec(reorder=restore_data_s_order))
+        return text_content(body).replace(" ", "")
 
     good = '<p data-s="xxxGI======">b</p><p data-s="xxxGE======">a</p><p data-s="xxxGM======">c</p>'
     assert run(good) == "abc"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -11,8 +12,11 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from aggregator.adapters import get_adapter
 from aggregator.archive import (
     ArchiveDocument,
+    as_fetched,
+    keep_archived,
     parse,
     post_filename,
     read_file,
@@ -21,7 +25,7 @@ from aggregator.archive import (
     write_archive,
 )
 from aggregator.errors import ArchiveError
-from aggregator.types import UTC, Article, DateSource
+from aggregator.types import UTC, Article, DateSource, Source
 
 SEEDS = sorted((Path(__file__).parent / "fixtures" / "seeds").glob("*.txt"))
 
@@ -69,6 +73,84 @@ def test_bare_layout() -> None:
     assert document.article.link.startswith("https://www.rfi.fr/cn/%E5%9B%BD%E9%99%85/")
 
 
+# Two real archive posts, cut short: an RTI title with brackets, and a Nei.st post
+# whose body follows the front matter without the published / title / rule header.
+BRACKETED = """---
+layout: post
+title: "[國際] 北京打壓香港 德國民眾對中國觀感明顯惡化"
+date: 2020-07-21T09:10:49.523Z
+author: RTI 中央廣播電臺
+from: https://www.rti.org.tw/news/view/id/2071722
+tags: [ RTI 中央廣播電臺 ]
+categories: [ RTI 中央廣播電臺 ]
+---
+<!--1595322649523-->
+[[國際] 北京打壓香港 德國民眾對中國觀感明顯惡化](https://www.rti.org.tw/news/view/id/2071722)
+------
+
+<div>body</div>
+"""
+HEADERLESS = """---
+layout: post
+title: "猪肉价格飙升增添中国政府烦恼"
+date: 2019-09-11T07:15:56+01:00
+author: Nei.st
+from: https://nei.st/medium/nytimes/chinas-leaders-are-penned-in
+tags: [ Nei.st ]
+categories: [ Nei.st ]
+---
+
+<article>
+ <p>虽然近几周来中国政府尝试了一系列举措</p>
+</article>
+"""
+
+
+def test_a_bracketed_title_is_read_whole() -> None:
+    article = parse(BRACKETED).article
+    assert article.title == "[國際] 北京打壓香港 德國民眾對中國觀感明顯惡化"
+    assert article.link == "https://www.rti.org.tw/news/view/id/2071722"
+    assert article.date_source is DateSource.ARCHIVE
+    # without front matter the line alone tells them apart, at its last "]("
+    bare = parse(BRACKETED[BRACKETED.index("<!--") :]).article
+    assert (bare.title, bare.link) == (article.title, article.link)
+
+
+def test_a_post_without_the_header_takes_its_time_from_the_front_matter() -> None:
+    document = parse(HEADERLESS)
+    article = document.article
+    assert document.layout == "post"
+    assert article.title == "猪肉价格飙升增添中国政府烦恼"
+    assert article.link == "https://nei.st/medium/nytimes/chinas-leaders-are-penned-in"
+    assert article.published == article.fetched == datetime(2019, 9, 11, 6, 15, 56, tzinfo=UTC)
+    assert article.date_source is DateSource.FRONT_MATTER
+    assert article.body == "<article>\n <p>虽然近几周来中国政府尝试了一系列举措</p>\n</article>"
+    # what we write of it has the header, and reads back the same
+    again = parse(render(article)).article
+    assert (again.title, again.link, again.body) == (article.title, article.link, article.body)
+    assert again.published == article.published
+
+
+def test_a_post_without_the_header_may_open_with_a_comment() -> None:
+    body = "<!-- wp:paragraph -->\n<p>x</p>"
+    article = parse(HEADERLESS.split("<article>")[0].rstrip("\n") + "\n" + body + "\n").article
+    assert article.body == body
+    assert article.date_source is DateSource.FRONT_MATTER
+    # a damaged header is still an error, not body text
+    damaged = BRACKETED.replace("<!--1595322649523-->", "<!--15953226x9523-->")
+    with pytest.raises(ArchiveError, match="epoch ms"):
+        parse(damaged)
+
+
+def test_a_post_without_the_header_needs_title_and_link() -> None:
+    with pytest.raises(ArchiveError, match="'from'"):
+        parse(
+            HEADERLESS.replace(
+                "from: https://nei.st/medium/nytimes/chinas-leaders-are-penned-in\n", ""
+            )
+        )
+
+
 def test_nan_is_written_only_for_unknown() -> None:
     article = read_file(SEEDS[0]).article
     assert "<!--NaN-->" not in render(article)
@@ -101,14 +183,18 @@ def test_reader_errors_name_file_line_and_expectation(text: str, line: int, word
     assert words in message
 
 
-def test_a_malformed_file_does_not_stop_a_batch(tmp_path: Path) -> None:
+def test_a_malformed_file_does_not_stop_a_batch(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     good = tmp_path / "good.md"
     good.write_bytes(SEEDS[1].read_bytes())
     bad = tmp_path / "bad.md"
     bad.write_text("---\nnot front matter\n")
     undecodable = tmp_path / "latin1.md"
     undecodable.write_bytes(b"<!--1-->\n[\xe9](x)\n")
-    results = dict(read_files([bad, good, undecodable, tmp_path / "missing.md"]))
+    with caplog.at_level(logging.DEBUG):
+        results = dict(read_files([bad, good, undecodable, tmp_path / "missing.md"]))
+    assert not caplog.records  # the caller reports a skipped file, once
     assert isinstance(results[good], ArchiveDocument)
     assert isinstance(results[bad], ArchiveError)
     assert "UTF-8" in str(results[undecodable])
@@ -270,3 +356,25 @@ def test_flow_sequence_values_that_pyyaml_splits_are_quoted(tag: str) -> None:
     """Found by hypothesis: in [ ... ] PyYAML ends a plain scalar at `?`."""
     article = dataclasses.replace(_article("t"), tags=(tag,), categories=(tag,))
     assert parse(render(article)).article.tags == (tag,)
+
+
+@pytest.mark.parametrize(
+    ("title", "want"),
+    [
+        ("大&amp;#22338;直美", "大坂直美"),  # double-escaped by the feed
+        ("谴责&quot;中国病毒&quot;说", '谴责"中国病毒"说'),  # as a real RFI post holds it
+        ("a <b> c & d", "a <b> c & d"),  # plain text that looks like a tag stays text
+    ],
+)
+def test_importing_an_export_changes_nothing(title: str, want: str) -> None:
+    source = Source(id="s", name="S", url="https://example.org/feed")
+    original = parse(render(dataclasses.replace(read_file(SEEDS[0]).article, title=title)))
+
+    def renormalized(article: Article) -> Article:
+        entry, fetched = as_fetched(article)
+        return keep_archived(get_adapter("generic")(entry, source, fetched), article)
+
+    first = renormalized(original.article)
+    assert first.title == want
+    second = renormalized(parse(render(first)).article)
+    assert render(second) == render(first)

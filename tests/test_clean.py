@@ -12,19 +12,10 @@ from lxml import etree
 
 from aggregator.adapters import get_adapter
 from aggregator.adapters.generic import GenericAdapter
-from aggregator.clean import (
-    _ALWAYS_DROP,
-    _TRANSLATOR,
-    CleanSpec,
-    _Compound,
-    _compound,
-    _LocalStep,
-    _parse,
-    clean_html,
-    extract_date_line,
-    sanitize,
-    text_content,
-)
+from aggregator.clean import CleanSpec, clean_html, extract_date_line, sanitize, text_content
+from aggregator.clean.selectors import TRANSLATOR, Compound, LocalStep, to_compound
+from aggregator.clean.steps import ALWAYS_DROP
+from aggregator.clean.tree import parse_body
 from aggregator.parse import parse_feed
 
 FEEDX_FOOTER = (
@@ -60,6 +51,40 @@ def _clean(html: str, **spec: object) -> str:
 def test_feedx_footer_cut_with_preceding_breaks() -> None:
     assert _clean("<p>body</p>" + FEEDX_FOOTER, cut_markers=("获取更多RSS",)) == "<p>body</p>"
     assert _clean("<p>a</p><br><p>b</p>", cut_markers=("获取更多RSS",)) == "<p>a</p><br><p>b</p>"
+
+
+@pytest.mark.parametrize(
+    ("html", "want"),
+    [
+        # The archive's layout: the footer inside the wrapper around the article.
+        (f"<div>\n<p>body</p>\n{FEEDX_FOOTER}\n</div>", "<div><p>body</p></div>"),
+        (
+            f"<article><div><p>a</p><p>b</p>{FEEDX_FOOTER}</div></article>",
+            "<div><p>a</p><p>b</p></div>",
+        ),
+        # Junk-only wrappers around the footer go with it; the article's stays.
+        (
+            f"<div><p>body</p><section><div>{FEEDX_FOOTER}</div></section></div>",
+            "<div><p>body</p></div>",
+        ),
+        # Text before the marker in the same paragraph is the article's.
+        ("<p>last words. 获取更多RSS：<a href='https://feedx.net'>x</a></p>", "<p>last words.</p>"),
+        # Every occurrence goes (a re-published item carries two footers).
+        (f"<div><p>a</p>{FEEDX_FOOTER}</div><p>b</p>{FEEDX_FOOTER}", "<div><p>a</p></div><p>b</p>"),
+    ],
+)
+def test_marker_cuts_the_trailer_never_its_container(html: str, want: str) -> None:
+    assert _clean(html, cut_markers=("获取更多RSS",)) == want
+
+
+def test_images_without_a_usable_src_are_dropped() -> None:
+    html = (
+        '<p>a<img alt="RFI Studio"><img src="data:image/gif;base64,R0lGOD" alt="x">'
+        '<img src=" "><img data-src="/lazy.jpg"><img src="/b.jpg"></p><div><img alt="only"></div>'
+    )
+    assert _clean(html) == (
+        '<p>a<img src="https://www.zaobao.com/lazy.jpg"><img src="https://www.zaobao.com/b.jpg"></p>'
+    )
 
 
 def test_drop_by_selector_and_text_marker_selector() -> None:
@@ -289,14 +314,14 @@ def _trees(draw: st.DrawFn, depth: int = 2) -> etree._Element:
     return root
 
 
-def _compounds(selectors: list[str]) -> list[_Compound]:
-    compounds = [_compound(parse(selector)[0].parsed_tree) for selector in selectors]
+def _compounds(selectors: list[str]) -> list[Compound]:
+    compounds = [to_compound(parse(selector)[0].parsed_tree) for selector in selectors]
     assert all(compounds), selectors
     return [compound for compound in compounds if compound is not None]
 
 
 def _xpath_selects(root: etree._Element, selectors: list[str]) -> list[etree._Element]:
-    union = " | ".join(_TRANSLATOR.css_to_xpath(s, prefix="descendant::") for s in selectors)
+    union = " | ".join(TRANSLATOR.css_to_xpath(s, prefix="descendant::") for s in selectors)
     found = etree.XPath(union)(root)
     assert isinstance(found, list)
     return [node for node in found if isinstance(node, etree._Element)]
@@ -307,7 +332,7 @@ def _xpath_selects(root: etree._Element, selectors: list[str]) -> list[etree._El
 def test_local_step_selects_what_cssselect_xpath_selects(
     root: etree._Element, selectors: list[str]
 ) -> None:
-    assert _LocalStep(_compounds(selectors)).select(root) == _xpath_selects(root, selectors)
+    assert LocalStep(_compounds(selectors)).select(root) == _xpath_selects(root, selectors)
 
 
 @pytest.mark.parametrize(
@@ -327,7 +352,7 @@ def test_local_step_selects_what_cssselect_xpath_selects(
 def test_local_step_edge_cases(attributes: dict[str, str], selector: str, selected: bool) -> None:
     root = etree.Element("div")
     node = etree.SubElement(root, "div", attributes)
-    assert _LocalStep(_compounds([selector])).select(root) == ([node] if selected else [])
+    assert LocalStep(_compounds([selector])).select(root) == ([node] if selected else [])
     assert _xpath_selects(root, [selector]) == ([node] if selected else [])
 
 
@@ -337,7 +362,7 @@ def test_local_step_edge_cases(attributes: dict[str, str], selector: str, select
 )
 def test_selectors_left_to_xpath(selector: str) -> None:
     """What the matcher does not model goes to XPath as a context step of its own."""
-    assert _compound(parse(selector)[0].parsed_tree) is None
+    assert to_compound(parse(selector)[0].parsed_tree) is None
 
 
 FIXTURE_FEEDS = sorted((Path(__file__).parent / "fixtures").glob("*/*.xml"))
@@ -347,13 +372,13 @@ FIXTURE_FEEDS = sorted((Path(__file__).parent / "fixtures").glob("*/*.xml"))
 def test_real_rules_select_on_real_bodies_what_cssselect_xpath_selects(name: str) -> None:
     adapter = get_adapter(name)
     assert isinstance(adapter, GenericAdapter)
-    rules = (*_ALWAYS_DROP, *adapter.spec.clean.drop)
-    local = [rule for rule in rules if _compound(parse(rule)[0].parsed_tree) is not None]
-    step = _LocalStep(_compounds(local))
+    rules = (*ALWAYS_DROP, *adapter.spec.clean.drop)
+    local = [rule for rule in rules if to_compound(parse(rule)[0].parsed_tree) is not None]
+    step = LocalStep(_compounds(local))
     selected = 0
     for path in FIXTURE_FEEDS:
         for entry in parse_feed(path.read_bytes(), url="https://feeds.example/").entries:
-            root = _parse(entry.content or entry.summary or "")
+            root = parse_body(entry.content or entry.summary or "")
             found = step.select(root)
             assert found == _xpath_selects(root, local), (path.name, entry.link)
             selected += len(found)
@@ -372,3 +397,32 @@ def test_a_stray_closing_tag_does_not_lose_the_rest_of_the_body(body: str, expec
     # The body is parsed inside a wrapper element; a stray </div> used to close it early
     # and everything after it was silently dropped.
     assert clean_html(body, base_url="https://example.org/") == expected
+
+
+# --- the package's layout: each module imports only what its docstring allows ---------
+
+#: Module -> the aggregator modules it may import (its docstring says why).
+_CLEAN_IMPORTS = {
+    "spec": set(),
+    "sanitizer": set(),
+    "tree": set(),
+    "text": {"aggregator.clean.tree"},
+    "selectors": {"aggregator.clean.tree"},
+    "steps": {"aggregator.clean.tree", "aggregator.clean.selectors", "aggregator.urls"},
+}
+
+
+@pytest.mark.parametrize("module", sorted(_CLEAN_IMPORTS))
+def test_clean_modules_import_only_downwards(module: str) -> None:
+    import ast
+
+    import aggregator.clean
+
+    path = Path(aggregator.clean.__file__).with_name(f"{module}.py")
+    imported = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module)
+        elif isinstance(node, ast.Import):
+            imported.update(alias.name for alias in node.names)
+    assert {name for name in imported if name.startswith("aggregator")} == _CLEAN_IMPORTS[module]

@@ -260,7 +260,7 @@ def test_a_poll_that_outlasts_its_lease_keeps_its_claim(server: FeedServer, tmp_
         database_url=url, tick_seconds=0.2, lease_seconds=0.5, jitter=0.0, shutdown_grace=5
     )
     source = Source("a", "A", server.url("/a.xml"), interval=timedelta(seconds=60))
-    rival_claims: list[list[str]] = []
+    rival_claims: list[list[SourceState]] = []
 
     async def rival_claims_during_the_poll() -> None:
         stop = asyncio.Event()
@@ -274,8 +274,8 @@ def test_a_poll_that_outlasts_its_lease_keeps_its_claim(server: FeedServer, tmp_
                 assert "a" in daemon.in_flight
                 rival_claims.append(
                     await asyncio.to_thread(
-                        store.claim_due,
-                        ["a"],
+                        store.claim_due_states,
+                        [source],
                         now=datetime.now(UTC),
                         owner="rival",
                         lease=timedelta(seconds=60),
@@ -669,11 +669,11 @@ def test_the_running_daemon_serves_what_it_polled(
 
     with httpx2.Client(base_url=daemon.url, timeout=10) as client:
         responses = {path: client.get(path) for path in ("/feed.xml", "/atom.xml", "/feed.json")}
-        for path, response in responses.items():
-            assert response.status_code == 200, path
+        for url_path, response in responses.items():
+            assert response.status_code == 200, url_path
             etag = response.headers["etag"]
-            again = client.get(path, headers={"If-None-Match": etag})
-            assert again.status_code == 304, path
+            again = client.get(url_path, headers={"If-None-Match": etag})
+            assert again.status_code == 304, url_path
             assert again.content == b""
         metrics = client.get("/metrics").text
         sources = health()
@@ -686,7 +686,7 @@ def test_the_running_daemon_serves_what_it_polled(
     from_atom = [
         (
             entry.findtext(f"{ATOM}id"),
-            entry.find(f"{ATOM}link[@rel='alternate']").get("href"),
+            next(link.get("href") for link in entry.iterfind(f"{ATOM}link[@rel='alternate']")),
             entry.findtext(f"{ATOM}title"),
         )
         for entry in atom.iter(f"{ATOM}entry")

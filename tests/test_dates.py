@@ -14,8 +14,16 @@ from aggregator.dates import DatePolicy, date_from_url, parse_date, resolve_publ
 from aggregator.types import DateSource
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+def utc(
+    year: int,
+    month: int,
+    day: int,
+    hour: int = 0,
+    minute: int = 0,
+    second: int = 0,
+    microsecond: int = 0,
+) -> datetime:
+    return datetime(year, month, day, hour, minute, second, microsecond, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(
@@ -130,6 +138,87 @@ def test_url_day_fallback_never_after_fetch() -> None:
 def test_naive_fetched_at_refused() -> None:
     with pytest.raises(ValueError, match="aware"):
         resolve_published(feed_dates=(), fetched_at=datetime(2024, 1, 1))
+
+
+# Zaobao items of the real archive (published as archived, fetched when first seen),
+# and what the story date in each URL makes of them.
+STORY_CASES = [
+    # Singapore 00:36 on the 22nd, story of the 21st, fetched at once: an 8-hour
+    # mislabel that no future check sees; re-read, it is 16:36 on the 21st.
+    (
+        "story20200721-1",
+        utc(2020, 7, 21, 16, 36),
+        utc(2020, 7, 21, 16, 36),
+        utc(2020, 7, 21, 8, 36),
+        DateSource.FEED_LOCAL,
+    ),
+    # The same item polled a week later: the gap to the fetch changes nothing.
+    (
+        "story20200721-1",
+        utc(2020, 7, 21, 16, 36),
+        utc(2020, 7, 28),
+        utc(2020, 7, 21, 8, 36),
+        DateSource.FEED_LOCAL,
+    ),
+    # On its story day either way: taken as sent (Singapore 07:30).
+    (
+        "story20200724-1",
+        utc(2020, 7, 23, 23, 30),
+        utc(2020, 7, 24),
+        utc(2020, 7, 23, 23, 30),
+        DateSource.FEED,
+    ),
+    # Singapore 08:58 on the 22nd, fetched 18:19 on the 21st: 14.6 hours in the future,
+    # still in the future when re-read: neither reading fits, the URL's day does.
+    (
+        "story20210121-1",
+        utc(2021, 1, 22, 0, 58),
+        utc(2021, 1, 21, 10, 19),
+        utc(2021, 1, 20, 16),
+        DateSource.URL,
+    ),
+    # Half an hour after the fetch is clock skew: kept on its day, brought back to the fetch.
+    (
+        "story20200724-1",
+        utc(2020, 7, 24, 2, 30),
+        utc(2020, 7, 24, 2),
+        utc(2020, 7, 24, 2),
+        DateSource.FEED,
+    ),
+]
+
+
+@pytest.mark.parametrize(("story", "sent", "fetched", "want", "source"), STORY_CASES)
+def test_zaobao_time_lands_on_its_story_date(
+    story: str, sent: datetime, fetched: datetime, want: datetime, source: DateSource
+) -> None:
+    got = resolve_published(
+        feed_dates=(sent.isoformat(),),
+        fetched_at=fetched,
+        policy=ZAOBAO.dates,
+        url=f"https://www.zaobao.com/realtime/china/{story}",
+    )
+    assert got == (want, source)
+
+
+@given(
+    st.datetimes(min_value=datetime(2001, 1, 1), max_value=datetime(2089, 1, 1)),
+    st.timedeltas(min_value=timedelta(hours=-30), max_value=timedelta(days=30)),
+)
+def test_zaobao_time_is_on_its_story_date_and_never_after_the_fetch(
+    sent: datetime, gap: timedelta
+) -> None:
+    sent = sent.replace(tzinfo=UTC)
+    fetched = sent + gap
+    story = fetched.astimezone(zone("Asia/Singapore")).date()
+    published, _ = resolve_published(
+        feed_dates=(sent.isoformat(),),
+        fetched_at=fetched,
+        policy=ZAOBAO.dates,
+        url=f"https://www.zaobao.com/realtime/china/story{story:%Y%m%d}-1",
+    )
+    assert published <= fetched
+    assert published.astimezone(zone("Asia/Singapore")).date() == story
 
 
 @settings(max_examples=100, deadline=None)

@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from email.utils import format_datetime
 from pathlib import Path
 
@@ -100,6 +100,11 @@ def _cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 POLL_STARTED = datetime.now(UTC)
+#: The live item's URL carries its Singapore day, as every Zaobao story URL does.
+LIVE_STORY = (
+    "https://www.zaobao.com/realtime/china/story"
+    f"{(POLL_STARTED - timedelta(minutes=10)).astimezone(timezone(timedelta(hours=8))):%Y%m%d}-1"
+)
 
 
 def _skewed_zaobao_feed() -> bytes:
@@ -108,7 +113,7 @@ def _skewed_zaobao_feed() -> bytes:
     return (
         '<?xml version="1.0" encoding="UTF-8"?><rss version="2.0"><channel><title>联合早报</title>'
         "<link>http://www.zaobao.com</link><description>d</description><item><title>时差</title>"
-        "<link>https://www.zaobao.com//realtime/china/story20991231-1?utm_source=x</link>"
+        f"<link>{LIVE_STORY.replace('.com/', '.com//')}?utm_source=x</link>"
         f"<description>&lt;p&gt;正文&lt;/p&gt;</description><pubDate>"
         f"{format_datetime(singapore_wall_clock).replace('-0000', '+0000')}</pubDate></item>"
         "</channel></rss>"
@@ -160,7 +165,8 @@ def test_poll_stores_every_source_once_and_cleanly(
     jiang = by_link["https://www.zaobao.com/realtime/china/story20221205-1340446"]
     assert jiang.published == datetime(2022, 12, 5, 8, 48, 9, tzinfo=UTC)
     # The Singapore wall-clock time sent as "+0000" (the seeds' 8-hour bug) is repaired.
-    live = by_link["https://www.zaobao.com/realtime/china/story20991231-1"]
+    live = by_link[LIVE_STORY]
+    assert live.published is not None
     assert abs(live.published - (POLL_STARTED - timedelta(minutes=10))) < timedelta(minutes=2)
     # RFA entries without a feed date get one from the URL (US Eastern), never NaN.
     rfa = by_link[

@@ -9,11 +9,18 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 
 from aggregator.migrations import MIGRATIONS, alembic_config
 from aggregator.store import Store
 from aggregator.store.tables import metadata
+
+
+def _head(store: Store) -> str | None:
+    """The newest revision the migration scripts define."""
+    with store.engine.connect() as conn:
+        return ScriptDirectory.from_config(alembic_config(conn)).get_current_head()
 
 
 def test_the_migrated_schema_equals_the_models(database_url: str) -> None:
@@ -32,7 +39,7 @@ def test_downgrade_to_nothing_and_back(database_url: str) -> None:
             assert set(inspect(conn).get_table_names()) <= {"alembic_version"}
         assert store.current_revision() is None
         store.migrate()
-        assert store.current_revision() == store.head_revision() is not None
+        assert store.current_revision() == _head(store) is not None
 
 
 def _open(url: str, barrier: object) -> str | None:
@@ -48,7 +55,7 @@ def test_processes_starting_together_migrate_once(database_url: str) -> None:
     with context.Pool(3) as pool:
         revisions = pool.starmap(_open, [(database_url, barrier)] * 3)
     with Store.open(database_url, migrate=False) as store:
-        assert revisions == [store.head_revision()] * 3
+        assert revisions == [_head(store)] * 3
 
 
 def test_revision_files_never_import_application_code() -> None:

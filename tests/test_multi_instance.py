@@ -1,6 +1,6 @@
 """Three ``aggregator run`` processes sharing one PostgreSQL database.
 
-The sources are split through leases in the database (``Store.claim_due``), so
+The sources are split through leases in the database (``Store.claim_due_states``), so
 every source must be fetched about once per interval *in total*, never by two
 instances at once, and articles that several feeds share, stored concurrently by
 different instances, must still be stored once.  A crashed instance's sources
@@ -112,7 +112,7 @@ def _too_close(times: dict[str, list[float]]) -> dict[str, float]:
 
 
 def _polled_sources(process: DaemonProcess) -> set[str]:
-    return set(re.findall(r"poll (?:ok|not-modified): source='([^']+)'", process.log()))
+    return set(re.findall(r"source=(\S+) url=\S+: poll (?:ok|not-modified):", process.log()))
 
 
 def _check_database(database_url: str) -> None:

@@ -10,14 +10,14 @@ import asyncio
 import dataclasses
 import logging
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from feedserver import FeedServer, redirect, reset, static, status, wrong_charset
 
-from aggregator.errors import StorageError
+from aggregator.errors import ParseError, StorageError
 from aggregator.fetch import Fetcher, FetchLimits
 from aggregator.pipeline import Poller, PollOutcome, _GroupCommit
 from aggregator.store import Store
@@ -114,7 +114,8 @@ def test_gone_disables_the_source_and_says_so(
     assert second.status == "disabled"
     assert len(server.requests("/gone")) == 1
     assert "410" in (store.get_state(source).disabled_reason or "")
-    assert any("disabled source 'gone'" in message for message in caplog.messages)
+    # The line names the source through log.bound (see test_log.py).
+    assert any("not polling a disabled source" in message for message in caplog.messages)
 
 
 def test_rate_limit_honours_retry_after(server: FeedServer, store: Store) -> None:
@@ -227,6 +228,37 @@ def test_a_process_pool_gives_the_same_articles_as_a_thread(
     assert results[0] == results[1]
 
 
+def test_a_non_feed_fails_with_the_same_one_line_error_in_a_process_pool_and_a_thread(
+    server: FeedServer, tmp_path: Path
+) -> None:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from aggregator.normalize import init_worker
+
+    markdown = b"# Notes\n\nNot a feed: *Markdown* with a [link](https://example.org).\n"
+    server.route("/notes.md", static(markdown, content_type="text/markdown"))
+    source = _source(server, "/notes.md", "notes", "generic")
+    errors = []
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(
+        1, mp_context=context, initializer=init_worker, initargs=("INFO",)
+    ) as pool:
+        for name, executor in (("thread", None), ("pool", pool)):
+            with Store.open(f"sqlite:///{tmp_path / name}.db") as store:
+                outcome = _poll_with(store, source, executor)
+                state = store.get_state(source)
+            assert outcome.status == "failed"
+            errors.append((type(outcome.error), str(outcome.error), state.last_error))
+    (thread_error, pool_error) = errors
+    assert pool_error == thread_error
+    kind, message, last_error = pool_error
+    assert kind is ParseError
+    assert last_error == message
+    assert "\n" not in message and "Traceback" not in message
+    assert message.startswith("not a readable feed: source='notes'")
+
+
 def test_a_broken_pool_falls_back_to_threads(server: FeedServer, store: Store) -> None:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
@@ -283,7 +315,7 @@ def test_ends_of_polls_are_written_in_batches_and_a_bad_row_fails_only_its_poll(
     batches: list[int] = []
     finish_polls = store.finish_polls
 
-    def recording(finished: list[tuple[SourceState, str | None]]) -> None:
+    def recording(finished: Sequence[tuple[SourceState, str | None]]) -> None:
         batches.append(len(finished))
         finish_polls(finished)
 

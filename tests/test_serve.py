@@ -11,6 +11,7 @@ import contextlib
 import json
 import re
 import socket
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,7 +27,8 @@ from starlette.testclient import TestClient
 from aggregator.errors import StorageError
 from aggregator.export import encode_cursor
 from aggregator.metrics import Metrics
-from aggregator.serve import build_server, create_app
+from aggregator.search import Query, document_text
+from aggregator.serve import SourceCatalog, build_server, create_app
 from aggregator.types import UTC, Article, Cursor, Provenance, SourceState, StoredArticle
 
 BASE = "https://news.example.org"
@@ -73,6 +75,22 @@ class FakeReader:
     def last_updated(self, sources: Sequence[str] | None = None) -> datetime | None:
         self._check()
         return max((s.updated for s in self._select(sources)), default=None)
+
+    def search(
+        self,
+        query: Query,
+        *,
+        sources: Sequence[str] | None = None,
+        limit: int = 50,
+        before: Cursor | None = None,
+    ) -> list[StoredArticle]:
+        rows = self.latest(sources=sources, limit=len(self.articles), before=before)
+        found = [s for s in rows if query.matches(document_text(s.article.title, s.article.body))]
+        return found[:limit]
+
+    def article(self, article_id: int) -> StoredArticle | None:
+        self._check()
+        return next((s for s in self.articles if s.id == article_id), None)
 
     def ping(self) -> None:
         self._check()
@@ -412,12 +430,24 @@ def test_healthz_reports_database_and_sources(client: TestClient) -> None:
     response = client.get("/healthz")
     assert response.status_code == 200
     body = response.json()
-    assert body["status"] == "ok" and body["database"] == "ok"
+    # rfa's last poll failed: degraded, still 200 (a feed outage is no reason to restart).
+    assert body["status"] == "degraded" and body["database"] == "ok"
+    assert [problem["source"] for problem in body["failing"]] == ["rfa"]
+    assert body["failing"][0]["since"] == T0.isoformat()
     assert body["sources"]["zaobao"]["last_success"] == T0.isoformat()
     assert body["sources"]["zaobao"]["name"] == "联合早报"
     assert body["sources"]["rfa"]["last_success"] is None
     assert body["sources"]["rfa"]["consecutive_failures"] == 3
     assert body["sources"]["rfa"]["last_error_kind"] == "timeout"
+
+
+def test_healthz_is_ok_when_no_enabled_source_fails(reader: FakeReader) -> None:
+    app = create_app(
+        reader, base_url=BASE, sources=SourceCatalog(SOURCES, enabled=["zaobao", "voa"])
+    )
+    body = TestClient(app).get("/healthz").json()
+    assert body["status"] == "ok"  # rfa fails, but it is not polled any more
+    assert body["failing"] == []
 
 
 def test_healthz_is_503_when_database_is_down(client: TestClient, reader: FakeReader) -> None:
@@ -550,3 +580,64 @@ def test_every_answer_carries_security_headers() -> None:
         response = client.get(path)
         assert response.headers["x-content-type-options"] == "nosniff", path
         assert "default-src 'none'" in response.headers["content-security-policy"], path
+
+
+# --- the response cache --------------------------------------------------------------
+
+
+def test_a_repeated_request_is_answered_from_the_cache(
+    client: TestClient, reader: FakeReader
+) -> None:
+    first = client.get("/atom.xml", headers={"Accept-Encoding": "identity"})
+    calls = reader.latest_calls
+    again = client.get("/atom.xml", headers={"Accept-Encoding": "identity"})
+    zipped = client.get("/atom.xml", headers={"Accept-Encoding": "gzip"})
+    assert reader.latest_calls == calls, "a cached page must not query the articles again"
+    assert again.content == first.content
+    assert zipped.headers["Content-Encoding"] == "gzip"
+    assert zipped.content == first.content  # the client inflated the cached gzip form
+
+
+def test_a_change_is_rendered_at_once_not_served_stale(
+    client: TestClient, reader: FakeReader
+) -> None:
+    before = client.get("/feed.json").json()
+    # Newer than everything: the selection's update time, and so its ETag, moves on.
+    reader.articles.append(make_article(7, "刚到的新闻", published=T0 + timedelta(minutes=5)))
+    after = client.get("/feed.json").json()
+    assert after["items"][0]["title"] == "刚到的新闻"
+    assert before["items"][0]["title"] != "刚到的新闻"
+
+
+def test_no_cache_when_max_age_is_zero(reader: FakeReader) -> None:
+    app = create_app(reader, base_url=BASE, sources=SOURCES, cache_max_age=0)
+    with TestClient(app) as client:
+        client.get("/feed.xml")
+        calls = reader.latest_calls
+        client.get("/feed.xml")
+    assert reader.latest_calls == calls + 1
+
+
+def test_the_cache_is_bounded_by_entries_bytes_and_age() -> None:
+    from aggregator.serve import _ResponseCache
+
+    by_count = _ResponseCache(ttl=60, entries=2, size=1000)
+    for key in ("a", "b", "c"):
+        by_count.put(key, b"x" * 10)
+    assert by_count.get("a") is None  # the least recently used went first
+    assert by_count.get("b") is not None and by_count.get("c") is not None
+
+    by_size = _ResponseCache(ttl=60, entries=10, size=100)
+    by_size.put("big", b"x" * 26)  # over a quarter of the budget: never kept
+    assert by_size.get("big") is None
+    for key in ("a", "b", "c", "d"):
+        by_size.put(key, b"x" * 25)
+    by_size.get("a")  # a is used again: b is now the oldest
+    by_size.put("e", b"x" * 25)
+    assert by_size.get("b") is None and by_size.get("a") is not None
+
+    short = _ResponseCache(ttl=0.05)
+    short.put("a", b"x")
+    assert short.get("a") is not None
+    time.sleep(0.1)
+    assert short.get("a") is None

@@ -41,6 +41,19 @@ def store(database_url: str) -> Iterator[Store]:
         yield opened
 
 
+def save_state(store: Store, state: SourceState) -> None:
+    store.finish_polls([(state, None)])
+
+
+def claim(
+    store: Store, ids: list[str], *, now: datetime, owner: str, lease: timedelta, limit: int
+) -> list[str]:
+    """The ids ``claim_due_states`` leased to ``owner``, in claim order."""
+    sources = [Source(id_, id_, f"https://{id_}.example/feed") for id_ in ids]
+    claimed = store.claim_due_states(sources, now=now, owner=owner, lease=lease, limit=limit)
+    return [state.source_id for state in claimed]
+
+
 def article(
     n: int,
     source: Source = A,
@@ -144,21 +157,60 @@ def test_import_twice_adds_nothing_and_dates_missing_fetch_times(store: Store) -
     assert {stored.article.fetched for stored in store.latest()} == {NOW}
 
 
-def test_prune_deletes_by_retention_and_pruned_articles_stay_gone(store: Store) -> None:
-    poll(store, A, article(1, published=T0), article(2, published=NOW))
-    poll(store, B, article(3, B, published=T0))
-    keep = {"b": timedelta(days=30)}
-    would = store.prune(
-        now=NOW, default_retention=timedelta(hours=1), per_source=keep, dry_run=True
-    )
-    assert [stored.article.title for stored in would] == ["Story 1"]
+def stored_at(store: Store) -> dict[str, datetime]:
+    with store.engine.connect() as conn:
+        return dict(conn.execute(select(articles.c.title, articles.c.stored_at)).all())
+
+
+def test_stored_at_is_the_first_store_and_survives_updates_and_renormalize(store: Store) -> None:
+    poll(store, A, article(1, published=T0 - timedelta(days=900)), now=NOW)
+    later = NOW + timedelta(days=3)
+    changed = article(1, body="Edited", published=T0 - timedelta(days=900))
+    assert poll(store, A, changed, now=later).updated == 1
+    poll(store, B, article(1, B), now=later)  # the same link through another source
+    ((_, raw, _),) = store.iter_raw([A.id])
+    store.replace_articles(A, [(raw, changed)], now=later + HOUR)
+    store.import_articles([article(2, fetched=T0 - timedelta(days=2000))], now=later)
+    assert stored_at(store) == {"Story 1": NOW, "Story 2": later}
+
+
+def test_prune_counts_from_the_first_store_never_from_the_published_date(store: Store) -> None:
+    ancient = T0 - timedelta(days=3650)  # an archive: published and fetched years ago
+    store.import_articles([article(1, published=ancient, fetched=ancient)], now=NOW)
+    poll(store, A, article(2, published=NOW), now=NOW - timedelta(days=40))
+    poll(store, B, article(3, B, published=NOW), now=NOW - timedelta(days=40))
+    keep = {"b": timedelta(days=60)}
+    month = timedelta(days=30)
+
+    would = store.prune(now=NOW, default_retention=month, per_source=keep, dry_run=True)
+
+    assert [stored.article.title for stored in would.articles] == ["Story 2"]
+    assert [tuple(summary) for summary in would.sources] == [
+        ("a", 1, 1, ancient, ancient),
+        ("b", 0, 1, NOW, NOW),
+    ]
     assert len(store.latest()) == 3
-    gone = store.prune(now=NOW, default_retention=HOUR, per_source=keep)
+    gone = store.prune(now=NOW, default_retention=month, per_source=keep)
     assert gone == would
-    assert sorted(s.article.title for s in store.latest()) == ["Story 2", "Story 3"]
-    assert sorted(raw.guid or "" for _, raw, _ in store.iter_raw()) == ["a-2", "b-3"]
-    assert poll(store, A, article(1, published=T0)).skipped == 1
-    assert poll(store, B, article(1, B, guid="other")).skipped == 1
+    assert sorted(s.article.title for s in store.latest()) == ["Story 1", "Story 3"]
+    assert sorted(raw.guid or "" for _, raw, _ in store.iter_raw()) == ["b-3"]
+    again = poll(store, A, article(2, published=NOW))
+    assert (again.skipped, again.tombstoned) == (1, 1)
+    assert poll(store, B, article(2, B, guid="other")).tombstoned == 1
+    assert store.prune(now=NOW, default_retention=None, per_source={}).sources == ()
+
+
+def test_an_import_reports_pruned_articles_and_restores_them_on_request(store: Store) -> None:
+    old = [article(n, fetched=T0) for n in range(3)]
+    store.import_articles(old, now=T0)
+    assert store.prune(now=NOW, default_retention=HOUR, per_source={}).pruned == 3
+
+    held = store.import_articles(old, now=NOW)
+    assert (held.new, held.tombstoned) == (0, 3)
+    back = store.import_articles(old[:2], now=NOW, restore=True)
+    assert (back.new, back.tombstoned) == (2, 0)
+    assert stored_at(store) == {"Story 0": NOW, "Story 1": NOW}  # kept for a full period again
+    assert store.import_articles(old, now=NOW).tombstoned == 1
 
 
 def test_renormalize_rewrites_from_raw_entries(store: Store) -> None:
@@ -177,8 +229,8 @@ def test_state_defaults_and_round_trips(store: Store) -> None:
     failed = SourceState(
         "a", A.url, consecutive_failures=3, last_error_kind="timeout", last_error="x"
     )
-    store.save_state(failed)
-    store.save_state(replace(failed, consecutive_failures=4))
+    save_state(store, failed)
+    save_state(store, replace(failed, consecutive_failures=4))
     assert store.states() == [replace(failed, consecutive_failures=4)]
 
 
@@ -197,7 +249,7 @@ def test_a_source_whose_configured_url_changed_starts_afresh(store: Store) -> No
     unchanged = replace(SourceState.fresh(A), etag='"a"', next_poll=NOW)
     legacy = replace(SourceState.fresh(B), configured_url=None, etag='"b"')  # before 0003
     for state in (gone, unchanged, legacy):
-        store.save_state(state)
+        save_state(store, state)
     edited = replace(old, url="https://new.example/feed")
 
     replaced = store.sync_sources([edited, A, B])
@@ -206,55 +258,55 @@ def test_a_source_whose_configured_url_changed_starts_afresh(store: Store) -> No
     assert store.get_state(edited) == SourceState.fresh(edited)
     assert store.get_state(A) == unchanged
     assert store.get_state(B) == replace(legacy, configured_url=B.url)  # adopted, kept
-    assert store.claim_due(["s"], now=NOW, owner="o", lease=timedelta(1), limit=1) == ["s"]
+    assert claim(store, ["s"], now=NOW, owner="o", lease=timedelta(1), limit=1) == ["s"]
     assert store.sync_sources([edited, A, B]) == []
 
 
 def test_claims_only_due_free_enabled_sources(store: Store) -> None:
-    store.save_state(SourceState("later", "u", next_poll=NOW + timedelta(minutes=1)))
-    store.save_state(SourceState("gone", "u", next_poll=T0, disabled_reason="HTTP 410"))
-    store.save_state(SourceState("due", "u", next_poll=NOW))
+    save_state(store, SourceState("later", "u", next_poll=NOW + timedelta(minutes=1)))
+    save_state(store, SourceState("gone", "u", next_poll=T0, disabled_reason="HTTP 410"))
+    save_state(store, SourceState("due", "u", next_poll=NOW))
     ids = ["later", "gone", "due", "never"]
 
-    def claim(owner: str) -> list[str]:
-        return store.claim_due(ids, now=NOW, owner=owner, lease=timedelta(minutes=5), limit=10)
+    def claim_as(owner: str) -> list[str]:
+        return claim(store, ids, now=NOW, owner=owner, lease=timedelta(minutes=5), limit=10)
 
-    assert claim("one") == ["never", "due"]
-    assert claim("two") == []
+    assert claim_as("one") == ["never", "due"]
+    assert claim_as("two") == []
     store.release("due", "two")  # not the holder: no effect
-    assert claim("two") == []
+    assert claim_as("two") == []
     store.release("due", "one")
-    assert claim("two") == ["due"]
+    assert claim_as("two") == ["due"]
 
 
 def test_an_expired_lease_can_be_claimed_again(store: Store) -> None:
     lease = timedelta(minutes=5)
-    assert store.claim_due(["s"], now=NOW, owner="crashed", lease=lease, limit=1) == ["s"]
+    assert claim(store, ["s"], now=NOW, owner="crashed", lease=lease, limit=1) == ["s"]
     soon = NOW + lease - timedelta(seconds=1)
-    assert store.claim_due(["s"], now=soon, owner="other", lease=lease, limit=1) == []
-    assert store.claim_due(["s"], now=NOW + lease, owner="other", lease=lease, limit=1) == ["s"]
+    assert claim(store, ["s"], now=soon, owner="other", lease=lease, limit=1) == []
+    assert claim(store, ["s"], now=NOW + lease, owner="other", lease=lease, limit=1) == ["s"]
 
 
 def test_renewing_extends_only_the_owners_leases_and_names_the_lost_ones(store: Store) -> None:
     lease = timedelta(minutes=5)
-    assert store.claim_due(["a", "b"], now=NOW, owner="me", lease=lease, limit=2) == ["a", "b"]
+    assert claim(store, ["a", "b"], now=NOW, owner="me", lease=lease, limit=2) == ["a", "b"]
     # "b" ran out and another instance claimed it; "c" was never ours.
-    assert store.claim_due(["b"], now=NOW + lease, owner="other", lease=lease, limit=1) == ["b"]
+    assert claim(store, ["b"], now=NOW + lease, owner="other", lease=lease, limit=1) == ["b"]
 
     taken = store.renew(["a", "b", "c"], "me", until=NOW + 3 * lease)
 
     assert taken == {"b"}
     # "a" is held past its first lease; "b" stays the other owner's until its own ends.
     later = NOW + 2 * lease
-    assert store.claim_due(["a", "b"], now=later, owner="third", lease=lease, limit=2) == ["b"]
-    assert store.claim_due(["a"], now=NOW + 3 * lease, owner="third", lease=lease, limit=1) == ["a"]
+    assert claim(store, ["a", "b"], now=later, owner="third", lease=lease, limit=2) == ["b"]
+    assert claim(store, ["a"], now=NOW + 3 * lease, owner="third", lease=lease, limit=1) == ["a"]
     assert store.renew([], "me", until=NOW) == set()
 
 
 def test_claim_limit_takes_the_most_overdue_first(store: Store) -> None:
     for n, source_id in enumerate(["c", "a", "b"]):
-        store.save_state(SourceState(source_id, "u", next_poll=T0 + timedelta(minutes=n)))
-    claimed = store.claim_due(["a", "b", "c"], now=NOW, owner="o", lease=timedelta(1), limit=2)
+        save_state(store, SourceState(source_id, "u", next_poll=T0 + timedelta(minutes=n)))
+    claimed = claim(store, ["a", "b", "c"], now=NOW, owner="o", lease=timedelta(1), limit=2)
     assert claimed == ["c", "a"]
 
 
@@ -309,13 +361,13 @@ def test_concurrent_claimers_never_share_a_source() -> None:
         barrier = threading.Barrier(6)
         claims: dict[str, list[str]] = {}
 
-        def claim(owner: str) -> None:
+        def claim_as(owner: str) -> None:
             barrier.wait()
-            claims[owner] = opened.claim_due(
-                ids, now=NOW, owner=owner, lease=timedelta(minutes=5), limit=10
+            claims[owner] = claim(
+                opened, ids, now=NOW, owner=owner, lease=timedelta(minutes=5), limit=10
             )
 
-        threads = [threading.Thread(target=claim, args=(f"o{n}",)) for n in range(6)]
+        threads = [threading.Thread(target=claim_as, args=(f"o{n}",)) for n in range(6)]
         for thread in threads:
             thread.start()
         for thread in threads:

@@ -30,9 +30,16 @@ __all__ = [
     "normalize_title",
 ]
 
+#: An image with neither a ``src`` nor a lazy-load attribute to promote into one
+#: (RFI's ``<img alt="RFI Studio"/>``): an empty box on every reader.
+_IMAGE_WITHOUT_SOURCE = "img" + "".join(
+    f":not([{attr}])" for attr in ("src", *CleanSpec().lazy_attrs)
+)
+
 #: Ads, paywall promos and share widgets seen across all four sources.
 COMMON_CLEAN = CleanSpec(
     drop=(
+        _IMAGE_WITHOUT_SOURCE,
         # ad slots
         "section#imu",
         "[id^=dfp-ad-]",
@@ -86,6 +93,9 @@ class AdapterSpec:
     start with a feedx date line to strip and use as a date fallback.
     ``site_hosts``: the publisher's own hosts, so an archived article whose file
     does not name its source (the bare layout) can still be given to its adapter.
+    ``title_site_names``: names of the site that feeds append to titles after a
+    dash or bar (RFI's `` – 法国国际广播电台 - RFI``); they are the site's, not the
+    article's, and only make titles longer and file names noisier.
     """
 
     clean: CleanSpec = COMMON_CLEAN
@@ -93,19 +103,42 @@ class AdapterSpec:
     host_aliases: Mapping[str, str] = field(default_factory=dict)
     body_date_line: bool = False
     site_hosts: tuple[str, ...] = ()
+    title_site_names: tuple[str, ...] = ()
 
 
 _SPACE = re.compile(r"\s+")
 
 
+def _decode_entities(text: str) -> str:
+    """Decode entities until none is left.
+
+    Feeds double-escape titles (``&amp;#22338;`` reaches us as ``&#22338;`` after
+    XML parsing), so one decoding is not always enough; and a title that still held
+    an entity would decode once more each time an export is imported again.  Each
+    decoding that changes the text shortens it, so the loop ends.
+    """
+    decoded = html.unescape(text)
+    while decoded != text:
+        text, decoded = decoded, html.unescape(decoded)
+    return text
+
+
 def normalize_title(raw: str | None) -> str:
-    """HTML-unescaped, tag-free, single-spaced title ('' if there is none)."""
+    """Plain, tag-free, single-spaced title with no entity left to decode ('' if none)."""
     if not raw:
         return ""
     # Tags are stripped before entities are decoded, so an escaped "&lt;tag&gt;" in a
     # title survives as text instead of being parsed away as markup.
-    text = text_content(raw) if "<" in raw else html.unescape(raw)
+    text = _decode_entities(text_content(raw) if "<" in raw else raw)
     return _SPACE.sub(" ", text.replace("\u3000", " ")).strip()
+
+
+def _site_suffix(names: tuple[str, ...]) -> re.Pattern[str] | None:
+    """A pattern for any run of `` – name`` / `` - name`` / `` | name`` at a title's end."""
+    if not names:
+        return None
+    alternatives = "|".join(re.escape(name) for name in names)
+    return re.compile(rf"(?:\s+[-–—|]\s+(?:{alternatives}))+$")
 
 
 class GenericAdapter:
@@ -113,6 +146,7 @@ class GenericAdapter:
 
     def __init__(self, spec: AdapterSpec | None = None) -> None:
         self.spec = spec or AdapterSpec()
+        self._site_suffix = _site_suffix(self.spec.title_site_names)
 
     def __repr__(self) -> str:
         return f"GenericAdapter({self.spec!r})"
@@ -121,6 +155,13 @@ class GenericAdapter:
         """Is ``link`` on one of this publisher's own hosts?"""
         host = (urlsplit(link).hostname or "").lower()
         return any(host == site or host.endswith("." + site) for site in self.spec.site_hosts)
+
+    def title(self, raw: str | None) -> str:
+        """The normalized title without the site's name; kept whole if that is all it says."""
+        title = normalize_title(raw)
+        if self._site_suffix is None:
+            return title
+        return self._site_suffix.sub("", title) or title
 
     def link(self, entry: RawEntry, source: Source) -> str | None:
         """The canonical http(s) article link; a URL guid stands in for a missing one.
@@ -149,7 +190,7 @@ class GenericAdapter:
         if self.spec.body_date_line:
             date_line, raw_body = extract_date_line(raw_body.lstrip())
         body = clean_html(raw_body, base_url=link, spec=self.spec.clean)
-        title = normalize_title(entry.title)
+        title = self.title(entry.title)
         if not title:
             # Normalized like a feed title, so feeding this article back changes nothing.
             title = normalize_title(html.escape(text_content(body)[:80], quote=False))

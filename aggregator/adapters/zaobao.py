@@ -13,14 +13,13 @@ import binascii
 import functools
 from typing import TypeVar
 
-from bs4 import Tag
 from lxml import etree
 
 from aggregator.adapters import register
 from aggregator.adapters.generic import FEEDX_CLEAN, AdapterSpec, GenericAdapter
 from aggregator.dates import DatePolicy, UrlDatePattern
 
-__all__ = ["SPEC", "decode_data_s", "restore_data_s_order", "zaobao"]
+__all__ = ["SPEC", "STORY_DATE", "decode_data_s", "restore_data_s_order", "zaobao"]
 
 #: Bare and short hosts of the same editions; zaobao.com (CN/HK) and zaobao.com.sg
 #: (SG) are different editions with different article ids, so they stay apart.
@@ -56,18 +55,15 @@ def _decode_rank(encoded: str) -> int | None:
     return int(text) if text.isdigit() else None
 
 
-def restore_data_s_order(root: etree._Element | Tag) -> None:
+def restore_data_s_order(root: etree._Element) -> None:
     """Put ``data-s`` blocks back in their true order, in the slots they occupy.
 
     Only when every ``data-s`` sibling under a parent decodes to a distinct rank:
     a partial or ambiguous decode would scramble a correct article, so it is left
     alone.  Siblings without ``data-s`` (feedx's empty leading ``<div>``) keep their
     positions, and so does the text between blocks.  ``root`` is the lxml element
-    :func:`~aggregator.clean.clean_html` hands its hook; a BeautifulSoup tag works too.
+    :func:`~aggregator.clean.clean_html` hands its hook.
     """
-    if isinstance(root, Tag):
-        _restore_in_soup(root)
-        return
     parents: dict[etree._Element, list[etree._Element]] = {}
     for block in root.iterfind(".//*[@data-s]"):
         parent = block.getparent()
@@ -97,28 +93,14 @@ def _ordered(blocks: list[B], values: list[str | None]) -> list[B] | None:
     return [block for _rank, block in sorted(zip(ranks, blocks, strict=True), key=_first)]
 
 
-def _restore_in_soup(root: Tag) -> None:
-    parents: dict[int, tuple[Tag, list[Tag]]] = {}
-    for tag in root.find_all(True, attrs={"data-s": True}):
-        parent = tag.parent
-        if parent is not None:
-            parents.setdefault(id(parent), (parent, []))[1].append(tag)
-    for _parent, blocks in parents.values():
-        ordered = _ordered(blocks, [str(block.get("data-s")) for block in blocks])
-        if ordered is None:
-            continue
-        placeholders = []
-        for block in blocks:
-            marker = Tag(name="aggregator-slot")
-            block.replace_with(marker)
-            placeholders.append(marker)
-        for marker, block in zip(placeholders, ordered, strict=True):
-            marker.replace_with(block)
-
-
 def _first(pair: tuple[int | None, object]) -> int:
     return pair[0] or 0
 
+
+#: The Singapore day of publication, in every article URL.
+STORY_DATE = UrlDatePattern(
+    r"story(?P<year>\d{4})(?P<month>\d{2})(?P<day>\d{2})-\d+", "Asia/Singapore"
+)
 
 SPEC = AdapterSpec(
     site_hosts=("zaobao.com", "zaobao.com.sg", "zaobao.sg"),
@@ -140,11 +122,8 @@ SPEC = AdapterSpec(
     dates=DatePolicy(
         timezone="Asia/Singapore",
         repair_future_skew=True,
-        url_patterns=(
-            UrlDatePattern(
-                r"story(?P<year>\d{4})(?P<month>\d{2})(?P<day>\d{2})-\d+", "Asia/Singapore"
-            ),
-        ),
+        url_patterns=(STORY_DATE,),
+        story_date=STORY_DATE,
     ),
     host_aliases=HOST_ALIASES,
 )

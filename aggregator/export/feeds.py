@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import html
 import json
 import re
@@ -60,6 +61,7 @@ __all__ = [
     "ATOM",
     "FORMATS",
     "JSON_FEED",
+    "MAX_TITLE_CHARS",
     "RSS",
     "FeedFormat",
     "FeedItem",
@@ -82,6 +84,7 @@ XML_NS: Final = "http://www.w3.org/XML/1998/namespace"
 JSON_FEED_VERSION: Final = "https://jsonfeed.org/version/1.1"
 GENERATOR: Final = "aggregator"
 SUMMARY_CHARS: Final = 280
+MAX_TITLE_CHARS: Final = 2048  # a served title is cut here (see shortened)
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -231,6 +234,29 @@ def item_id(authority: str, store_id: int) -> str:
 
 def _unique(values: Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(value for value in values if value))
+
+
+def shortened(stored: StoredArticle, max_chars: int) -> StoredArticle:
+    """``stored`` as one feed page can carry it: an over-long title or body is cut.
+
+    The store may hold anything (articles from before the entry limits, an import):
+    a 19 MB title once made every page 50 MB.  A body over ``max_chars`` is replaced
+    by its excerpt and a pointer to the article, since cutting HTML mid-markup would
+    serve broken markup; the stored article is untouched.
+    """
+    article = stored.article
+    title, body = article.title, article.body
+    if len(title) > MAX_TITLE_CHARS:
+        title = title[: MAX_TITLE_CHARS - 1] + "…"
+    if len(body) > max_chars:
+        body = (
+            f"<p>{html.escape(_excerpt(body))}</p>"
+            f"<p>(Too long to include here: {len(body):,} characters. "
+            f'<a href="{html.escape(article.link)}">Read the article</a>.)</p>'
+        )
+    if title is article.title and body is article.body:
+        return stored
+    return dataclasses.replace(stored, article=dataclasses.replace(article, title=title, body=body))
 
 
 def to_items(articles: Sequence[StoredArticle], *, id_authority: str) -> list[FeedItem]:

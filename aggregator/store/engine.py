@@ -16,21 +16,39 @@ from pathlib import Path
 from sqlalchemy import Connection, Engine, event
 from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
+
+from aggregator.errors import ConfigError, StorageError
 
 __all__ = ["BUSY_TIMEOUT_MS", "create_engine", "is_postgresql", "parse_url", "writing"]
 
 BUSY_TIMEOUT_MS = 30_000
 _WRITE = "aggregator_write"
+_BACKENDS = frozenset({"sqlite", "postgresql"})
 
 
 def parse_url(database_url: str) -> URL:
-    """A SQLAlchemy URL for ``database_url``, which may also be a plain file path."""
+    """A SQLAlchemy URL for ``database_url``, which may also be a plain file path.
+
+    Raises:
+        ConfigError: not a URL, or a database other than SQLite and PostgreSQL (a
+            ``mysql://`` URL used to end in a traceback about a missing driver).
+    """
     if "://" not in database_url:
         return URL.create("sqlite", database=str(Path(database_url).expanduser()))
-    url = make_url(database_url)
+    try:
+        url = make_url(database_url)
+    except ArgumentError as exc:
+        raise ConfigError("not a database URL", key="database_url") from exc
     if url.drivername in ("postgres", "postgresql"):
         url = url.set(drivername="postgresql+psycopg")
+    if url.get_backend_name() not in _BACKENDS:
+        raise ConfigError(
+            f"unsupported database {url.get_backend_name()!r}: use sqlite:///PATH or "
+            "postgresql+psycopg://...",
+            key="database_url",
+        )
     return url
 
 
@@ -54,7 +72,11 @@ def create_engine(database_url: str) -> Engine:
     in_memory = url.database in (None, "", ":memory:")
     if not in_memory:
         assert url.database is not None
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(url.database).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot create the database folder {str(folder)!r}") from exc
     engine = sa_create_engine(
         url,
         connect_args={"timeout": BUSY_TIMEOUT_MS / 1000},

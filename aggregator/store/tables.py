@@ -39,11 +39,12 @@ from sqlalchemy.types import DateTime, TypeDecorator
 from sqlmodel import Field, SQLModel
 
 from aggregator.dedupe import link_key
-from aggregator.types import Article, DateSource, Provenance, SourceState
+from aggregator.types import Article, DateSource, SourceState
 
 __all__ = [
     "ArticleRow",
     "LeaseRow",
+    "MetaRow",
     "ProvenanceRow",
     "RawEntryRow",
     "SearchPostingRow",
@@ -53,6 +54,7 @@ __all__ = [
     "article_values",
     "articles",
     "leases",
+    "meta",
     "metadata",
     "provenance",
     "raw_entries",
@@ -60,7 +62,6 @@ __all__ = [
     "source_state",
     "state_values",
     "to_article",
-    "to_provenance",
     "to_state",
     "tombstones",
 ]
@@ -126,6 +127,7 @@ class ArticleRow(SQLModel, table=True):
         Index("ix_articles_recent", "sort_time", "id"),
         Index("ix_articles_source_recent", "source_id", "sort_time", "id"),
         Index("ix_articles_updated", "updated"),
+        Index("ix_articles_stored_at", "stored_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -137,6 +139,9 @@ class ArticleRow(SQLModel, table=True):
     sort_time: datetime = Field(sa_type=UTCDateTime)  # published, else first fetched
     fetched: datetime = Field(sa_type=UTCDateTime)  # first fetched; kept across updates
     updated: datetime = Field(sa_type=UTCDateTime)  # last stored change, for Last-Modified
+    # First stored in this database; kept across updates.  Retention counts from it,
+    # never from ``published``: an imported archive is years old the day it arrives.
+    stored_at: datetime = Field(sa_type=UTCDateTime)
     fingerprint: str = Field(sa_type=KEY)
     hash_changes: int = Field(default=0, sa_type=Integer)
     date_source: str = Field(sa_type=String(16))
@@ -218,6 +223,16 @@ class SourceStateRow(SQLModel, table=True):
     next_poll: datetime | None = Field(default=None, sa_type=UTCDateTime)
     disabled_reason: str | None = Field(default=None, sa_type=Text)
     configured_url: str | None = Field(default=None, sa_type=Text)
+    failing_since: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class MetaRow(SQLModel, table=True):
+    """Facts about the database itself, fixed when it was made (see store/_meta.py)."""
+
+    __tablename__ = "meta"
+
+    key: str = Field(sa_type=String(64), primary_key=True)
+    value: str = Field(sa_type=Text)
 
 
 class LeaseRow(SQLModel, table=True):
@@ -267,6 +282,7 @@ source_state: Table = metadata.tables["source_state"]
 leases: Table = metadata.tables["leases"]
 tombstones: Table = metadata.tables["tombstones"]
 search_postings: Table = metadata.tables["search_postings"]
+meta: Table = metadata.tables["meta"]
 
 
 def article_values(article: Article, *, updated: datetime) -> dict[str, Any]:
@@ -312,16 +328,6 @@ def to_article(row: Mapping[Any, Any]) -> Article:
 
 def _json_tuple(text: str) -> tuple[str, ...]:
     return () if text == "[]" else tuple(json.loads(text))  # most articles have none
-
-
-def to_provenance(row: Mapping[Any, Any]) -> Provenance:
-    return Provenance(
-        source_id=row["source_id"],
-        source_name=row["source_name"],
-        link=row["link"],
-        guid=row["guid"],
-        first_seen=row["first_seen"],
-    )
 
 
 _STATE_FIELDS = tuple(SourceState.__dataclass_fields__)

@@ -1,6 +1,6 @@
 """XML entity attacks through :func:`aggregator.parse.parse_feed`.
 
-Decision (see parse.py's docstring): a feed with a DTD still parses, but no DTD is
+Decision (see :mod:`aggregator.parse.prolog`): a feed with a DTD still parses, but no DTD is
 ever processed.  Only entities that stand for one character are honoured; every
 other reference stays as literal ``&name;`` text, and a problem is recorded.  So
 billion laughs, quadratic blowup and XXE all end in bounded time and memory with
@@ -102,7 +102,7 @@ def test_entity_expansion_is_bounded_and_left_unexpanded(attack: str, sep: str) 
 
 
 def test_feedparser_alone_would_expand_it() -> None:
-    """Why parse.py neutralises DTDs: feedparser by itself expands a quadratic blowup."""
+    """Why aggregator.parse neutralises DTDs: feedparser by itself expands a quadratic blowup."""
     doc = quadratic(2_000, sep="\n")
     title = feedparser.parse(doc, sanitize_html=False).entries[0].title
     assert len(title) == 2_000 * 2_000  # 4 MB of text from an 8 KB document

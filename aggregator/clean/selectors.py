@@ -1,0 +1,246 @@
+"""The selector engine: a spec's CSS selectors compiled once into drop steps.
+
+cssselect parses and translates; element-local selectors (nearly all of them) are
+matched by an indexed Python walk, the rest by libxml2's XPath.  Imports only
+:mod:`.tree` (the seam mark that text matching must ignore).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from cssselect import HTMLTranslator, parse
+from cssselect.parser import Attrib, Class, Element, Function, Hash, Tree
+from cssselect.xpath import XPathExpr
+from lxml import etree
+
+from aggregator.clean.tree import SEAM
+
+__all__ = ["TRANSLATOR", "Compound", "LocalStep", "drop_steps", "to_compound"]
+
+
+class _Translator(HTMLTranslator):
+    """cssselect plus soupsieve's ``:-soup-contains()`` / ``:-soup-contains-own()``."""
+
+    def _contains_argument(self, function: Function) -> str:
+        if function.argument_types() not in (["STRING"], ["IDENT"]):
+            raise ValueError(f"expected one string argument, got {function.arguments!r}")
+        value = function.arguments[0].value
+        assert isinstance(value, str)  # a STRING or IDENT token
+        return self.xpath_literal(value)
+
+    def xpath__soup_contains_function(self, xpath: XPathExpr, function: Function) -> XPathExpr:
+        # Any descendant text, like soupsieve's get_text() (comments are not text in XPath).
+        text = f"translate(string(.), '{SEAM}', '')"
+        return xpath.add_condition(f"contains({text}, {self._contains_argument(function)})")
+
+    def xpath__soup_contains_own_function(self, xpath: XPathExpr, function: Function) -> XPathExpr:
+        # One of the element's own text nodes holds the text.
+        return xpath.add_condition(f"text()[contains(., {self._contains_argument(function)})]")
+
+
+TRANSLATOR = _Translator()
+
+#: A ``~=`` (or class) value holding one of these matches nothing in cssselect.
+_CSS_SPACE = re.compile("[ \t\r\n\f]")
+
+
+def _value_pattern(operator: str, expected: str) -> re.Pattern[str] | None:
+    """cssselect's XPath for an attribute operator, as a regex searched in the value.
+
+    Edge cases follow cssselect's translation, not the CSS specification: an empty
+    value matches nothing for ``^=``, ``$=`` and ``*=``, a value with whitespace
+    matches nothing for ``~=``, and ``~=`` splits the attribute on XPath's whitespace
+    only (``normalize-space()``: no ``\\f``, no no-break space).  ``None`` for
+    ``!=``, which also matches elements without the attribute.
+    """
+    literal = re.escape(expected)
+    match operator:
+        case "exists":
+            source = ""
+        case "=":
+            source = rf"\A{literal}\Z"
+        case "|=":
+            source = rf"\A{literal}(?:-|\Z)"
+        case "~=" if expected and not _CSS_SPACE.search(expected):
+            source = rf"(?<![^ \t\r\n]){literal}(?![^ \t\r\n])"
+        case "^=" if expected:
+            source = rf"\A{literal}"
+        case "$=" if expected:
+            source = rf"{literal}\Z"
+        case "*=" if expected:
+            source = literal
+        case "~=" | "^=" | "$=" | "*=":
+            source = "(?!)"  # never matches
+        case _:
+            return None
+    return re.compile(source)
+
+
+#: A test of one attribute: its name, and a regex its value must contain a match of.
+_Test = tuple[str, re.Pattern[str]]
+
+
+def _passes(node: etree._Element, tests: Iterable[_Test]) -> bool:
+    for name, pattern in tests:
+        value = node.get(name)
+        if value is None or not pattern.search(value):
+            return False
+    return True
+
+
+@dataclass(frozen=True)
+class Compound:
+    """A selector that looks at the element alone: a tag (``None``: any) and tests."""
+
+    tag: str | None
+    tests: tuple[_Test, ...]
+
+
+def to_compound(tree: Tree) -> Compound | None:
+    """``tree`` as a :class:`Compound`, or ``None`` if it is not one.
+
+    Matches do not depend on what else was dropped first, so a run of compounds can
+    share one walk of the tree.  Not compounds here, and so left to XPath: anything
+    with context (``:has()``, combinators, ``:first-of-type``, text), namespaces,
+    attribute flags, ``!=``, and a bare ``*`` (nothing to index it by).
+    """
+    tests: list[_Test] = []
+    node = tree
+    while not isinstance(node, Element):
+        if isinstance(node, Hash):
+            name, operator, expected = "id", "=", node.id
+        elif isinstance(node, Class):
+            name, operator, expected = "class", "~=", node.class_name
+        elif isinstance(node, Attrib) and node.namespace is None and node.flag is None:
+            value = node.value.value if node.value is not None else ""
+            assert isinstance(value, str)  # a STRING or IDENT token
+            name, operator, expected = node.attrib.lower(), node.operator, value
+        else:
+            return None
+        pattern = _value_pattern(operator, expected)
+        if pattern is None:
+            return None
+        tests.append((name, pattern))
+        node = node.selector
+    if node.namespace is not None or (node.element is None and not tests):
+        return None
+    tag = node.element.lower() if node.element is not None else None
+    return Compound(tag, tuple(reversed(tests)))
+
+
+class _Rule:
+    """The compounds of one tag (or of any tag) whose first test is on one attribute.
+
+    The one-test compounds (nearly all of them: ``a[href*=...]``, ``.cls``) share one
+    regex, so an element's attribute is searched once, however many rules it has.
+    """
+
+    def __init__(self, compounds: list[Compound]) -> None:
+        alone = [compound.tests[0][1].pattern for compound in compounds if len(compound.tests) == 1]
+        self._alone = re.compile("|".join(f"(?:{source})" for source in alone)) if alone else None
+        self._more = [compound.tests for compound in compounds if len(compound.tests) > 1]
+
+    def matches(self, node: etree._Element, value: str) -> bool:
+        """Does ``node``, whose rule attribute holds ``value``, match a compound?"""
+        if self._alone is not None and self._alone.search(value):
+            return True
+        return any(_passes(node, tests) for tests in self._more)
+
+
+class LocalStep:
+    """A run of :class:`Compound` selectors, matched in one Python walk of the body.
+
+    As one XPath union, libxml2 evaluated every selector on every element (about 5 µs
+    an element for the common rules).  Indexed by tag, and by the attribute a
+    selector tests first, an element is only tried against rules that could match it;
+    most elements cost a dict lookup or two.
+    """
+
+    def __init__(self, compounds: Iterable[Compound]) -> None:
+        self._tags: set[str] = set()  # tags matched by their name alone
+        grouped: dict[str, dict[str | None, list[Compound]]] = {}
+        for compound in compounds:
+            if compound.tests:
+                by_tag = grouped.setdefault(compound.tests[0][0], {})
+                by_tag.setdefault(compound.tag, []).append(compound)
+            else:
+                assert compound.tag is not None  # to_compound refuses a bare "*"
+                self._tags.add(compound.tag)
+        self._rules = {
+            name: {tag: _Rule(members) for tag, members in by_tag.items()}
+            for name, by_tag in grouped.items()
+        }
+
+    def select(self, root: etree._Element) -> list[etree._Element]:
+        """The matching elements below ``root``, in document order."""
+        return [
+            node
+            for node in root.iterdescendants()
+            if isinstance(node.tag, str) and self._matches(node, node.tag)
+        ]
+
+    def _matches(self, node: etree._Element, tag: str) -> bool:
+        if tag in self._tags:
+            return True
+        for name in node.keys():  # noqa: SIM118 (iterating an element yields its children)
+            rules = self._rules.get(name)
+            if rules is None:
+                continue
+            value = node.get(name)
+            assert value is not None  # one of its attributes
+            for rule in (rules.get(tag), rules.get(None)):
+                if rule is not None and rule.matches(node, value):
+                    return True
+        return False
+
+
+class _ContextStep:
+    """One selector that looks at context, as an XPath query on the whole document."""
+
+    def __init__(self, query: etree.XPath) -> None:
+        self._query = query
+
+    def select(self, root: etree._Element) -> list[etree._Element]:
+        """The matching elements below ``root``, in document order."""
+        found = self._query(root.getroottree().getroot())
+        assert isinstance(found, list)
+        outside = {root, *root.iterancestors()}
+        return [node for node in found if isinstance(node, etree._Element) and node not in outside]
+
+
+_DropStep = LocalStep | _ContextStep
+_STEP_CACHE: dict[tuple[str, ...], tuple[_DropStep, ...]] = {}
+
+
+def drop_steps(selectors: tuple[str, ...]) -> tuple[_DropStep, ...]:
+    """Compile ``selectors`` once into as few steps as keeps their meaning.
+
+    A run of compound selectors (the element alone) is one :class:`LocalStep`.  A
+    selector that looks at context (``:has()``, ``+``, ``:first-of-type``, text) runs
+    alone and after everything before it was dropped, as when selectors ran one by one.
+    """
+    steps = _STEP_CACHE.get(selectors)
+    if steps is not None:
+        return steps
+    built: list[_DropStep] = []
+    run: list[Compound] = []
+    for selector in selectors:
+        for parsed in parse(selector):
+            compound = to_compound(parsed.parsed_tree) if parsed.pseudo_element is None else None
+            if compound is not None:
+                run.append(compound)
+                continue
+            if run:
+                built.append(LocalStep(run))
+                run = []
+            xpath = TRANSLATOR.selector_to_xpath(parsed, prefix="descendant-or-self::")
+            built.append(_ContextStep(etree.XPath(xpath)))
+    if run:
+        built.append(LocalStep(run))
+    steps = tuple(built)
+    if len(_STEP_CACHE) < 256:
+        _STEP_CACHE[selectors] = steps
+    return steps
