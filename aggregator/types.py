@@ -129,9 +129,9 @@ class Article:
         unpickling a thousand small ones cost the daemon more than splitting one
         (130 against 40 us an article).  Imported here rather than at the top so
         that a process which never indexes does not load OpenCC."""
-        from aggregator.search.text import document_text, tokens
+        from aggregator.search.text import indexed_tokens
 
-        return "\n".join(tokens(document_text(self.title, self.body)))
+        return indexed_tokens(self.title, self.body)
 
 
 @dataclass(frozen=True)

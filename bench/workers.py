@@ -351,7 +351,7 @@ def search(config: dict[str, Any]) -> dict[str, Any]:
     """Latest 50 matches of each query: on a new connection and warm; and how much of
     the database file the search index takes."""
     from aggregator.search import parse_query
-    from aggregator.store import Store
+    from aggregator.store import Store, _search
 
     url = f"sqlite:///{config['db']}"
     Store.open(url).close()
@@ -374,7 +374,7 @@ def search(config: dict[str, Any]) -> dict[str, Any]:
     with sqlite3.connect(config["db"]) as conn:
         sizes = conn.execute("SELECT name, sum(pgsize) FROM dbstat GROUP BY name").fetchall()
     conn.close()
-    result["index_bytes"] = sum(size for name, size in sizes if "search_postings" in name)
+    result["index_bytes"] = sum(size for name, size in sizes if name.startswith(_search.TABLE))
     result["total_bytes"] = sum(size for _, size in sizes)
     return result
 

@@ -24,7 +24,15 @@ import unicodedata
 
 import opencc
 
-__all__ = ["WORD_TOKEN_MAX", "document_text", "fold", "html_text", "term_tokens", "tokens"]
+__all__ = [
+    "WORD_TOKEN_MAX",
+    "document_text",
+    "fold",
+    "html_text",
+    "indexed_tokens",
+    "term_tokens",
+    "tokens",
+]
 
 # Han (with extension A and the compatibility block), kana and the supplementary
 # ideograph planes: scripts written without spaces between words.
@@ -119,6 +127,12 @@ def tokens(folded: str) -> set[str]:
         found.update(map(str.__add__, run, run[1:]))
     found.update(word[:WORD_TOKEN_MAX] for word in _WORD.findall(folded))
     return found
+
+
+def indexed_tokens(title: str, body: str) -> str:
+    """An article's tokens as the index receives them: one per line (a line break is a
+    separator to SQLite's tokenizer and cheap to pickle and split)."""
+    return "\n".join(tokens(document_text(title, body)))
 
 
 def term_tokens(folded: str) -> frozenset[str]:

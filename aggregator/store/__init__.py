@@ -25,7 +25,6 @@ from aggregator.store._reads import ReadsMixin
 from aggregator.store._retention import PruneReport, RetentionMixin, SourcePrune
 from aggregator.store._state import StateMixin
 from aggregator.store.engine import create_engine, is_postgresql, writing
-from aggregator.store.tables import search_postings
 
 __all__ = ["PruneReport", "SourcePrune", "Store"]
 
@@ -79,7 +78,7 @@ class Store(StateMixin, ArticlesMixin, ReadsMixin, RetentionMixin):
                 connection.execute(
                     text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK}
                 )
-            indexed = inspect(connection).has_table(search_postings.name)
+            indexed = inspect(connection).has_table(_search.TABLE)
             upgrade(connection)
             if not indexed:
                 _search.rebuild(connection)

@@ -1,20 +1,23 @@
-"""The search index: postings of tokens per block of article ids, on both databases.
+"""The search index: which articles hold which tokens, kept by the database in C.
 
-One row per ``(token, block)`` whose ``bits`` say which of the block's 63 articles
-(ids ``block * 63`` to ``block * 63 + 62``) contain the token; 63 so the bits fit a
-signed 64-bit integer on both databases.  A token common to many articles then costs
-one row per 63 of them instead of one each, which keeps the index under the size of
-the articles it indexes, and a query reads a common token's postings as a few
-thousand rows, not hundreds of thousands.
+The parse workers compute each article's tokens (:func:`aggregator.search.tokens`:
+CJK characters and pairs, other words); the store hands them to the database as
+one string or array per article, and the database inverts them:
 
-Writes are plain ``INSERT ... ON CONFLICT DO UPDATE SET bits = bits | new`` and
-``UPDATE ... SET bits = bits & keep``: the same SQL on SQLite and PostgreSQL, atomic
-per row, so concurrent writers setting different bits of one row never lose one.
-Rows are written in key order, so two writers' row locks never deadlock.
+- SQLite: an FTS5 table, contentless (the tokens are not stored twice), without
+  positions or sizes (``detail=none``, ``columnsize=0``: candidates are verified
+  against the text anyway).  Its ``unicode61`` tokenizer counts every category but
+  separators and controls as a token character, so it splits the worker's
+  newline-joined string into exactly the worker's tokens, a CJK pair included.  A
+  contentless table forgets nothing by itself: an article leaves the index through
+  FTS5's ``delete`` command with the tokens it was indexed with, which its stored
+  title and body give again (SQLite before 3.43 has no ``contentless_delete``).
+- PostgreSQL: a side table of ``(article_id, tokens text[])`` with a GIN index;
+  a deleted article's row goes with it (``ON DELETE CASCADE``).
 
-The index only proposes candidates: :class:`aggregator.store.Store.search` verifies
-each against the article's text, so a row that is briefly stale can cost a wasted
-check but never a wrong result.
+A query asks the index for the ids holding every token of some term of each
+clause; :func:`newest_first` orders them and :meth:`Store.search` verifies each
+against its text, so the index only has to propose a superset.
 """
 
 from __future__ import annotations
@@ -23,14 +26,27 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, func, select, tuple_
+from sqlalchemy import (
+    Connection,
+    Text,
+    bindparam,
+    column,
+    func,
+    or_,
+    select,
+    table,
+    text,
+    tuple_,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 
-from aggregator.search import Query, Term, document_text, tokens
-from aggregator.store.tables import UTCDateTime, articles, provenance, search_postings
+from aggregator.search import Query, Term
+from aggregator.search.text import indexed_tokens
+from aggregator.store.tables import UTCDateTime, articles, provenance
 from aggregator.types import Article, Cursor
 
 __all__ = [
-    "BLOCK",
+    "TABLE",
     "add_tokens",
     "candidates",
     "index",
@@ -40,107 +56,88 @@ __all__ = [
     "unindex",
 ]
 
-BLOCK = 63
-_ALL = (1 << BLOCK) - 1
+#: The index's table on both databases (on SQLite FTS5 adds ``TABLE_*`` shadow tables).
+TABLE = "search_index"
 _BATCH = 500
 # Reading one candidate's position by id costs about as much as walking this many
 # rows of the newest-first index (measured on SQLite); see newest_first.
 _LOOKUP_COST = 4
 _WALK_PAGE_MAX = 5000
 
-Blocks = dict[int, int]  # block -> bits: a set of article ids
+_pg_index = table(TABLE, column("article_id"), column("tokens", ARRAY(Text)))
 
-
-def _tokens(article: Article) -> list[str]:
-    return article.search_tokens.split("\n") if article.search_tokens else []
-
-
-def _postings(docs: Iterable[tuple[int, Iterable[str]]]) -> list[tuple[str, int, int]]:
-    """``(token, block, bits)`` rows in key order: two writers' row locks never
-    deadlock, and SQLite fills its pages instead of splitting them half empty.
-    Merged per block first, as one poll's articles mostly share one."""
-    blocks: dict[int, dict[str, int]] = {}
-    for article_id, found in docs:
-        block, bit = divmod(article_id, BLOCK)
-        mask = 1 << bit
-        merged = blocks.setdefault(block, {})
-        get = merged.get
-        for token in found:
-            merged[token] = get(token, 0) | mask
-    rows = [
-        (token, block, bits) for block, merged in blocks.items() for token, bits in merged.items()
-    ]
-    rows.sort()
-    return rows
-
-
-# The writes run through the driver's executemany with plain tuples: a poll writes a
-# few hundred rows per article, and SQLAlchemy's per-row parameter handling cost
-# several times what the database spends on them.  Plain SQL, the same on both.
-_UPSERT = (
-    "INSERT INTO search_postings (token, block, bits) VALUES ({0}, {0}, {0}) "
-    "ON CONFLICT (token, block) DO UPDATE SET bits = search_postings.bits | excluded.bits"
-)
-_CLEAR = "UPDATE search_postings SET bits = bits & {0} WHERE token = {0} AND block = {0}"
-_DROP_EMPTY = "DELETE FROM search_postings WHERE token = {0} AND block = {0} AND bits = 0"
-_READ = select(search_postings.c.block, search_postings.c.bits).where(
-    search_postings.c.token == bindparam("t")
+# Plain SQL through the driver's executemany: SQLAlchemy's per-row parameter
+# handling costs more than the database's work on a poll's few rows.
+_SQLITE_ADD = f"INSERT INTO {TABLE} (rowid, tokens) VALUES (?, ?)"
+_SQLITE_DELETE = f"INSERT INTO {TABLE} ({TABLE}, rowid, tokens) VALUES ('delete', ?, ?)"
+_PG_SET = (
+    f"INSERT INTO {TABLE} (article_id, tokens) VALUES (%s, %s) "
+    "ON CONFLICT (article_id) DO UPDATE SET tokens = excluded.tokens"
 )
 
 
-def _run(conn: Connection, statement: str, rows: list[tuple[Any, ...]]) -> None:
-    marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    conn.exec_driver_sql(statement.format(marker), rows)
+def _sqlite(conn: Connection) -> bool:
+    return conn.dialect.name == "sqlite"
 
 
-def add_tokens(conn: Connection, docs: Iterable[tuple[int, Iterable[str]]]) -> None:
-    """Set the postings of ``(article id, tokens)`` pairs: the write behind
-    :func:`index`, also for bulk loaders that tokenize each distinct text once."""
-    if rows := _postings(docs):
-        _run(conn, _UPSERT, rows)
+def add_tokens(conn: Connection, docs: Iterable[tuple[int, str]]) -> None:
+    """Index ``(article id, newline-joined tokens)`` pairs (new ids, or ids whose old
+    tokens were just removed): the write behind :func:`index`, also for bulk loaders
+    that tokenize each distinct text once."""
+    if _sqlite(conn):
+        rows: list[tuple[int, Any]] = [(id_, found) for id_, found in docs]
+        statement = _SQLITE_ADD
+    else:
+        rows = [(id_, found.split("\n") if found else []) for id_, found in docs]
+        statement = _PG_SET
+    if rows:
+        conn.exec_driver_sql(statement, rows)
 
 
-def _remove(conn: Connection, docs: Iterable[tuple[int, Iterable[str]]]) -> None:
-    if rows := _postings(docs):
-        _run(conn, _CLEAR, [(_ALL ^ bits, token, block) for token, block, bits in rows])
-        _run(conn, _DROP_EMPTY, [(token, block) for token, block, _ in rows])
+def _forget(conn: Connection, docs: Iterable[tuple[int, str]]) -> None:
+    """Take articles out of the SQLite index, given the tokens they were indexed with."""
+    if rows := list(docs):
+        conn.exec_driver_sql(_SQLITE_DELETE, rows)
 
 
 def index(conn: Connection, added: Mapping[int, Article]) -> None:
     """Index articles just inserted."""
-    add_tokens(conn, ((id_, _tokens(article)) for id_, article in added.items()))
+    add_tokens(conn, ((id_, article.search_tokens) for id_, article in added.items()))
 
 
 def unindex(conn: Connection, gone: Mapping[int, Article]) -> None:
-    """Clear the bits of articles about to be deleted (their ids may be reused)."""
-    _remove(conn, ((id_, _tokens(article)) for id_, article in gone.items()))
+    """Forget articles about to be deleted (their ids may be reused).  PostgreSQL's
+    rows go with the articles."""
+    if _sqlite(conn):
+        _forget(conn, ((id_, article.search_tokens) for id_, article in gone.items()))
 
 
 def reindex(conn: Connection, changed: Iterable[tuple[int, Article, Article]]) -> None:
-    """Follow ``(id, old, new)`` rewrites: set the new tokens, clear the dropped ones."""
-    added: list[tuple[int, set[str]]] = []
-    dropped: list[tuple[int, set[str]]] = []
-    for id_, old, new in changed:
-        if (old.title, old.body) == (new.title, new.body):
-            continue
-        before, after = set(_tokens(old)), set(_tokens(new))
-        added.append((id_, after - before))
-        dropped.append((id_, before - after))
-    add_tokens(conn, added)
-    _remove(conn, dropped)
+    """Follow ``(id, old, new)`` rewrites whose text changed."""
+    rewritten = [
+        (id_, old, new)
+        for id_, old, new in changed
+        if (old.title, old.body) != (new.title, new.body)
+    ]
+    if _sqlite(conn):
+        _forget(conn, ((id_, old.search_tokens) for id_, old, _ in rewritten))
+    add_tokens(conn, ((id_, new.search_tokens) for id_, _, new in rewritten))
 
 
 def rebuild(conn: Connection) -> int:
     """Index every stored article from scratch (the migration that adds the index);
     read in keyset pages so memory stays flat.  Returns the number indexed."""
-    conn.execute(delete(search_postings))
+    if _sqlite(conn):
+        conn.exec_driver_sql(f"INSERT INTO {TABLE} ({TABLE}) VALUES ('delete-all')")
+    else:
+        conn.exec_driver_sql(f"DELETE FROM {TABLE}")
     a = articles.c
     last, count = 0, 0
     while True:
         page = conn.execute(
             select(a.id, a.title, a.body).where(a.id > last).order_by(a.id).limit(_BATCH)
         ).all()
-        add_tokens(conn, ((id_, tokens(document_text(title, body))) for id_, title, body in page))
+        add_tokens(conn, ((id_, indexed_tokens(title, body)) for id_, title, body in page))
         count += len(page)
         if len(page) < _BATCH:
             return count
@@ -150,60 +147,31 @@ def rebuild(conn: Connection) -> int:
 # -- querying -------------------------------------------------------------------------
 
 
-def _intersect(left: Blocks, right: Blocks) -> Blocks:
-    if len(right) < len(left):
-        left, right = right, left
-    both = ((block, bits & right.get(block, 0)) for block, bits in left.items())
-    return {block: bits for block, bits in both if bits}
+def _fts_term(term: Term) -> str:
+    quoted = ('"' + token.replace('"', '""') + '"' for token in sorted(term.tokens))
+    return "(" + " AND ".join(quoted) + ")"
 
 
-def _union(left: Blocks, right: Blocks) -> Blocks:
-    merged = dict(left)
-    for block, bits in right.items():
-        merged[block] = merged.get(block, 0) | bits
-    return merged
-
-
-def candidates(conn: Connection, query: Query) -> Blocks:
+def candidates(conn: Connection, query: Query) -> set[int]:
     """Every article that has all tokens of some term of each clause."""
-    read: dict[str, Blocks] = {}
-
-    def postings(token: str) -> Blocks:
-        if token not in read:
-            read[token] = dict(conn.execute(_READ, {"t": token}).all())
-        return read[token]
-
-    def term(item: Term) -> Blocks:
-        found: Blocks | None = None
-        for token in sorted(item.tokens):
-            found = postings(token) if found is None else _intersect(found, postings(token))
-            if not found:
-                return {}
-        return found or {}
-
-    result: Blocks | None = None
-    for clause in query.clauses:
-        either: Blocks = {}
-        for item in clause:
-            either = _union(either, term(item))
-        result = either if result is None else _intersect(result, either)
-        if not result:
-            return {}
-    return result or {}
-
-
-def _ids(found: Blocks) -> list[int]:
-    return [
-        block * BLOCK + bit
-        for block, bits in found.items()
-        for bit in range(bits.bit_length())
-        if bits >> bit & 1
-    ]
+    clauses = [[term for term in clause if term.tokens] for clause in query.clauses]
+    if not clauses or not all(clauses):
+        return set()
+    if _sqlite(conn):
+        match = " AND ".join("(" + " OR ".join(map(_fts_term, c)) + ")" for c in clauses)
+        found = conn.execute(
+            text(f"SELECT rowid FROM {TABLE} WHERE {TABLE} MATCH :match"), {"match": match}
+        )
+    else:
+        contains = _pg_index.c.tokens.contains
+        rule = [or_(*(contains(sorted(term.tokens)) for term in clause)) for clause in clauses]
+        found = conn.execute(select(_pg_index.c.article_id).where(*rule))
+    return {row_id for (row_id,) in found}
 
 
 def newest_first(
     conn: Connection,
-    found: Blocks,
+    found: set[int],
     *,
     sources: Sequence[str] | None,
     before: Cursor | None,
@@ -216,7 +184,7 @@ def newest_first(
     (cheap when there are few: a rare word), or walk the newest-first index and keep
     the candidates met (cheap when they are dense: a common word is met every few rows).
     """
-    count = sum(bits.bit_count() for bits in found.values())
+    count = len(found)
     if not count:
         return
     total = conn.scalar(select(func.max(articles.c.id))) or 1
@@ -225,7 +193,7 @@ def newest_first(
     if single and limit * rows_per_hit < _LOOKUP_COST * count:
         yield from _walk(conn, found, sources, before, limit, rows_per_hit)
     else:
-        yield from _looked_up(conn, _ids(found), sources, before, limit)
+        yield from _looked_up(conn, sorted(found), sources, before, limit)
 
 
 def _looked_up(
@@ -253,7 +221,7 @@ def _looked_up(
 
 def _walk(
     conn: Connection,
-    found: Blocks,
+    found: set[int],
     sources: Sequence[str] | None,
     before: Cursor | None,
     limit: int,
@@ -272,9 +240,7 @@ def _walk(
         if cursor is not None:
             query = query.where(tuple_(sort_time, id_) < _cursor(cursor))
         rows = conn.execute(query.order_by(sort_time.desc(), id_.desc()).limit(page)).all()
-        hits = [
-            row_id for _, row_id in rows if found.get(row_id // BLOCK, 0) >> (row_id % BLOCK) & 1
-        ]
+        hits = [row_id for _, row_id in rows if row_id in found]
         if hits:
             yield hits
         if len(rows) < page:

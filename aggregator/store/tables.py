@@ -24,7 +24,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger,
     ForeignKey,
     Index,
     Integer,
@@ -47,7 +46,6 @@ __all__ = [
     "MetaRow",
     "ProvenanceRow",
     "RawEntryRow",
-    "SearchPostingRow",
     "SourceStateRow",
     "TombstoneRow",
     "UTCDateTime",
@@ -58,7 +56,6 @@ __all__ = [
     "metadata",
     "provenance",
     "raw_entries",
-    "search_postings",
     "source_state",
     "state_values",
     "to_article",
@@ -261,19 +258,6 @@ class TombstoneRow(SQLModel, table=True):
     pruned_at: datetime = Field(sa_type=UTCDateTime)
 
 
-class SearchPostingRow(SQLModel, table=True):
-    """Which articles of one block of ids contain one search token (see
-    :mod:`aggregator.store._search`): bit ``n`` of ``bits`` is article
-    ``block * 63 + n``.  Without rowid on SQLite, so the primary key is the table."""
-
-    __tablename__ = "search_postings"
-    __table_args__ = {"sqlite_with_rowid": False}
-
-    token: str = Field(sa_type=String(128), primary_key=True)
-    block: int = Field(sa_type=Integer, primary_key=True, sa_column_kwargs={"autoincrement": False})
-    bits: int = Field(sa_type=BigInteger)
-
-
 metadata: MetaData = SQLModel.metadata
 articles: Table = metadata.tables["articles"]
 provenance: Table = metadata.tables["provenance"]
@@ -281,7 +265,6 @@ raw_entries: Table = metadata.tables["raw_entries"]
 source_state: Table = metadata.tables["source_state"]
 leases: Table = metadata.tables["leases"]
 tombstones: Table = metadata.tables["tombstones"]
-search_postings: Table = metadata.tables["search_postings"]
 meta: Table = metadata.tables["meta"]
 
 
