@@ -256,3 +256,18 @@ def test_snippets_mark_matches_in_the_original_text() -> None:
     assert [part for part, marked in pieces if marked] == ["防長", "Defence   Minister"]
     assert "".join(part for part, _ in pieces) in text
     assert snippet("nothing here", parse_query("香港")) == [("nothing here", False)]
+
+
+def test_the_index_keeps_each_cjk_pair_one_token(database_url: str) -> None:
+    """The database's tokenizer must not split the worker's pairs: an article with
+    长 and 防 but never 防长 is not a candidate for 防长."""
+    pair, apart = (
+        Article("a", "A", title, f"https://a.example/{n}", "<p>x</p>", NOW, NOW)
+        for n, title in enumerate(["中俄防长", "长城 国防"])
+    )
+    with Store.open(database_url) as store:
+        store.import_articles([pair, apart], now=NOW)
+        ids = {item.article.title: item.id for item in store.latest()}
+        with store.engine.connect() as conn:
+            assert _search.candidates(conn, parse_query("防长")) == {ids["中俄防长"]}
+            assert _search.candidates(conn, parse_query("长")) == set(ids.values())
