@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import importlib.util
 import json
 import logging
@@ -43,6 +44,7 @@ from aggregator.errors import (
     AggregatorError,
     ArchiveError,
     ConfigError,
+    QueryError,
     RateLimitedError,
 )
 from aggregator.export.feeds import FORMATS
@@ -54,12 +56,14 @@ from aggregator.parse import EntryLimits
 from aggregator.pipeline import Poller, PollOutcome
 from aggregator.reload import SourcesReloader
 from aggregator.scheduler import Daemon, HostSlots, sync_sources
+from aggregator.search import Topic, parse_query
 from aggregator.serve import SourceCatalog, build_server, create_app, listen
 from aggregator.settings import (
     Explained,
     Settings,
     explain_settings,
     load_sources,
+    load_topics,
     sources_to_toml,
     unknown_environment,
 )
@@ -337,6 +341,9 @@ def _http_app(settings: Settings, catalog: SourceCatalog, store: Store) -> Starl
         default_limit=site.default_limit,
         max_limit=settings.feed_max_limit,
         id_authority=site.id_authority,
+        topics=load_topics(settings, catalog),
+        display_timezone=settings.display_timezone,
+        feed_token=settings.feed_token.get_secret_value() if settings.feed_token else None,
     )
 
 
@@ -728,6 +735,9 @@ def export(
     format: Annotated[ExportFormat, typer.Option("--format", "-f", help="Output format.")],
     source: SourceOption = None,
     limit: Annotated[int, typer.Option(min=1, help="Newest N articles (feeds).")] = 50,
+    topic: Annotated[
+        str | None, typer.Option("--topic", "-t", help="A [[topic]] id: its matching articles.")
+    ] = None,
     out_path: Annotated[
         Path | None,
         typer.Option(
@@ -738,8 +748,12 @@ def export(
     """Write the merged (or per-source) feed as a file, or the seed-format archive (jekyll)."""
     with _reported():
         settings = CONTEXT.settings()
-        chosen = _pick(_sources(settings), source) if source else None
+        configured = _sources(settings)
+        chosen = _pick(configured, source) if source else None
         ids = [item.id for item in chosen] if chosen else None
+        picked = _topic(settings, configured, topic) if topic else None
+        if picked is not None and ids is None and picked.sources is not None:
+            ids = list(picked.sources)
         with _store(settings) as store:
             if format is ExportFormat.jekyll:
                 if out_path is None:
@@ -747,23 +761,65 @@ def export(
                 written = _export_jekyll(store, ids, out_path)
                 console.print(f"{written.written} written, {written.unchanged} unchanged")
                 return
-            rows = store.latest(sources=ids, limit=limit + 1)
+            if picked is not None:
+                rows = store.search(picked.query, sources=ids, limit=limit + 1)
+                path = f"/topics/{picked.id}{FEED_PATHS[format.value]}"
+            else:
+                rows = store.latest(sources=ids, limit=limit + 1)
+                path = FEED_PATHS[format.value]
             items = rows[:limit]
             # A snapshot of the first page; its next link continues on the HTTP service.
             meta = _feed_site(
                 settings, {item.id: item.name for item in _sources(settings)}, store
             ).meta(
-                FEED_PATHS[format.value],
+                path,
                 ids or [],
                 limit,
                 updated=store.last_updated(ids),
                 next_page=items[-1].cursor if len(rows) > limit else None,
             )
+            if picked is not None:
+                meta = dataclasses.replace(meta, title=f"{meta.title}: {picked.title}")
             payload = FORMATS[format.value].render(meta, items)
     if out_path is None:
         sys.stdout.buffer.write(payload)
     else:
         out_path.write_bytes(payload)
+
+
+def _topic(settings: Settings, sources: Sequence[Source], topic_id: str) -> Topic:
+    for topic in load_topics(settings, {source.id for source in sources}):
+        if topic.id == topic_id:
+            return topic
+    raise ConfigError(f"no [[topic]] with id {topic_id!r}", key="--topic")
+
+
+@app.command()
+def search(
+    query: Annotated[
+        str, typer.Argument(help='Terms (all must match), "phrase", -excluded, a OR b.')
+    ],
+    source: SourceOption = None,
+    limit: Annotated[int, typer.Option(min=1, help="Newest N matches.")] = 20,
+) -> None:
+    """Print the newest articles matching QUERY: date, sources, title and link."""
+    with _reported():
+        settings = CONTEXT.settings()
+        chosen = _pick(_sources(settings), source) if source else None
+        try:
+            parsed = parse_query(query)
+        except QueryError as exc:
+            raise ConfigError(exc.message, key="QUERY") from exc
+        with _store(settings) as store:
+            found = store.search(
+                parsed, sources=[s.id for s in chosen] if chosen else None, limit=limit
+            )
+    for stored in found:
+        names = ", ".join(dict.fromkeys(route.source_name for route in stored.provenance))
+        moment = stored.cursor.sort_time
+        out.print(f"{moment:%Y-%m-%d %H:%M}  {names}  {stored.article.title}", highlight=False)
+        out.print(f"    {stored.article.link}", highlight=False, soft_wrap=True)
+    console.print(f"{len(found)} matches")
 
 
 def _export_jekyll(store: Store, ids: list[str] | None, folder: Path) -> archive.WriteCounts:
@@ -1020,7 +1076,13 @@ def opml_export(
     """Write the configured sources as OPML 2.0."""
     with _reported():
         settings = CONTEXT.settings()
-        payload = opml.export_opml(_sources(settings), title=settings.feed_title)
+        sources = _sources(settings)
+        payload = opml.export_opml(
+            sources,
+            title=settings.feed_title,
+            topics=load_topics(settings, {source.id for source in sources}),
+            base_url=_base_url(settings),
+        )
     if out_path is None:
         sys.stdout.buffer.write(payload)
     else:

@@ -6,6 +6,7 @@ Every error says *which* thing failed and *why*, so one log line is enough::
     ├── ConfigError (also ValueError)       file, key, problem
     ├── ArchiveError (also ValueError)      file, line, what was expected
     ├── StorageError                        the database failed or refused
+    ├── QueryError (also ValueError)        a search query that cannot be run
     ├── ServiceError                        the HTTP service cannot start (port in use)
     └── SourceError                         source id + URL
         ├── FetchError                      the network leg
@@ -205,3 +206,10 @@ class ParseError(SourceError):
 class AdapterError(SourceError):
     default_message = "entry could not be normalized"
     kind = "adapter"
+
+
+class QueryError(AggregatorError, ValueError):
+    """A search query that cannot be run (nothing to look for, a dangling OR)."""
+
+    default_message = "invalid search query"
+    kind = "query"

@@ -13,7 +13,8 @@ import json
 import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping, Sequence
+import zoneinfo
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -25,14 +26,16 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from aggregator.errors import ConfigError
+from aggregator.errors import ConfigError, QueryError
 from aggregator.log import LogFormat
+from aggregator.search import Topic, parse_query
 from aggregator.types import Source
 
 __all__ = [
@@ -85,6 +88,26 @@ class Settings(BaseSettings):
     feed_title: str = "aggregator"
     feed_limit: int = Field(50, ge=1, le=1000, description="items per feed page by default")
     feed_max_limit: int = Field(500, ge=1, le=5000, description="cap on ?limit=")
+    display_timezone: str = Field(
+        "UTC", description="IANA time zone the pages show times in (e.g. Asia/Shanghai)"
+    )
+    feed_token: SecretStr | None = Field(
+        None,
+        min_length=16,
+        max_length=200,
+        description="when set, feeds, pages and /metrics need ?token= or an "
+        "Authorization: Bearer header with it (/healthz stays open)",
+    )
+
+    @field_validator("display_timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError("not a known IANA time zone") from None
+        return value
+
     default_interval: Seconds = Field(1800, ge=1, description="poll interval, seconds")
     jitter: float = Field(0.1, ge=0, le=1, description="random extra delay, fraction of interval")
     tick_seconds: Seconds = Field(
@@ -411,7 +434,7 @@ def load_sources(settings: Settings, *, adapters: Sequence[str]) -> list[Source]
     path = settings.sources_file
     file = str(path)
     data = _read_toml(path)
-    unknown = set(data) - {"source"}
+    unknown = set(data) - {"source", "topic"}
     if unknown:
         raise ConfigError("unknown key (expected [[source]] tables)", file=file, key=min(unknown))
     tables = data.get("source", [])
@@ -449,6 +472,47 @@ def load_sources(settings: Settings, *, adapters: Sequence[str]) -> list[Source]
     if problems:
         raise _config_error(problems)
     return sources
+
+
+class TopicConfig(BaseModel):
+    """One ``[[topic]]`` table: a saved search served as feeds of its own."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
+    title: Annotated[str, AfterValidator(_check_name)] = Field(min_length=1, max_length=200)
+    query: str = Field(min_length=1, max_length=500)
+    sources: list[str] | None = None
+
+
+def load_topics(settings: Settings, known: Collection[str]) -> list[Topic]:
+    """The ``[[topic]]`` tables of the sources file, each query parsed and each
+    source checked against the ``known`` source ids."""
+    file = str(settings.sources_file)
+    tables = _read_toml(settings.sources_file).get("topic", [])
+    if not isinstance(tables, list):
+        raise ConfigError("expected [[topic]] tables", file=file, key="topic")
+    topics: dict[str, Topic] = {}
+    for index, table in enumerate(tables):
+        where = f"topic[{index}]"
+        try:
+            config = TopicConfig.model_validate(table)
+        except ValidationError as exc:
+            raise _config_error(_problems(exc, lambda _field: file, prefix=where)) from exc
+        if config.id in topics:
+            raise ConfigError(f"duplicate topic id {config.id!r}", file=file, key=f"{where}.id")
+        try:
+            query = parse_query(config.query)
+        except QueryError as exc:
+            raise ConfigError(str(exc), file=file, key=f"{where}.query") from exc
+        for source_id in config.sources or ():
+            if source_id not in known:
+                raise ConfigError(
+                    f"unknown source {_short(source_id)!r}", file=file, key=f"{where}.sources"
+                )
+        chosen = tuple(sorted(set(config.sources))) if config.sources is not None else None
+        topics[config.id] = Topic(config.id, config.title, query, chosen)
+    return list(topics.values())
 
 
 def sources_to_toml(sources: Sequence[Source]) -> str:

@@ -30,6 +30,10 @@ from bench.flood import run_flood
 from bench.hostile import TARGET_MB as HOSTILE_TARGET_MB
 from bench.hostile import run_hostile
 
+# The searches: two-character CJK words (rare and common in real news; in the
+# generated corpus, uniform random characters, all pairs are about equally common)
+# and a Latin word.
+SEARCHES = {"防长": "CJK word", "香港": "CJK word", "covid": "Latin word"}
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 CACHE = BENCH / ".cache"
@@ -423,8 +427,38 @@ class Bench:
                 f"{figures['warm'] * 1000:.2f} ms "
                 f"(+ last_updated {figures['last_updated'] * 1000:.2f} ms)",
             )
+        self.search(big, label)
         self.http(big, label)
         self.growth_cost(dbs)
+
+    def search(self, db: Path, label: str) -> None:
+        log(f"search in the {label}-article database ...")
+        result = job("search", {"db": str(db), "queries": list(SEARCHES)}, "search")
+        self.raw["search"] = result
+        for text, kind in SEARCHES.items():
+            figures = result[text]
+            first_ms, warm_ms = figures["first"] * 1000, figures["warm"] * 1000
+            self.add(
+                f"Search {text} ({kind}) in {label} articles, latest 50: warm",
+                f"{warm_ms:.1f} ms p50 ({figures['found']} found)",
+                "<= 50 ms",
+                warm_ms <= 50,
+            )
+            self.add(
+                f"Search {text} ({kind}) in {label} articles, latest 50: new connection",
+                f"{first_ms:.1f} ms p50",
+                "<= 200 ms",
+                first_ms <= 200,
+            )
+        index, total = result["index_bytes"], result["total_bytes"]
+        share = index / max(1, total - index)
+        self.add(
+            f"Search index size in the {label}-article database",
+            f"{index / 1e6:,.0f} MB against {(total - index) / 1e6:,.0f} MB for the rest "
+            f"(+{share:.0%})",
+            "<= +100% (at most doubles the database)",
+            share <= 1.0,
+        )
 
     def http(self, db: Path, label: str) -> None:
         log("HTTP /feed.xml through uvicorn ...")
@@ -493,6 +527,7 @@ class Bench:
         entries = self.entries(growth_ids)
         walls: dict[int, list[float]] = {size: [] for size in dbs}
         cpus: dict[int, list[float]] = {size: [] for size in dbs}
+        index_shares: list[float] = []  # search-index writes / the rest of the daemon CPU
         # Interleaved rounds (10k, 100k, 1M, 10k, ...), medians: one ~3 s poll per size
         # compared sizes measured minutes apart, and the VM's speed drifts that much.
         for turn in range(1 if self.quick else GROWTH_ROUNDS):
@@ -508,6 +543,7 @@ class Bench:
                     reset(db)
                 walls[size].append(result["wall"] / entries)
                 cpus[size].append(result["cpu"] / entries)
+                index_shares.append(result["index_cpu"] / (result["cpu"] - result["index_cpu"]))
         per_entry = {
             size: (statistics.median(walls[size]), statistics.median(cpus[size])) for size in dbs
         }
@@ -524,6 +560,14 @@ class Bench:
                 f"<= 1.2x the {smallest // 1000}k cost" if is_last else "",
                 ratio <= 1.2 if is_last else None,
             )
+        share = statistics.median(index_shares)
+        self.add(
+            "Search index writes in a full poll (store thread CPU, all sizes)",
+            f"+{share:.0%} of the daemon's other CPU per entry "
+            "(tokens are computed in the parse workers, not counted here)",
+            "<= +25%",
+            share <= 0.25,
+        )
 
     # -- output --------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import pstats
+import sqlite3
 import statistics
 import sys
 import time
@@ -137,6 +138,7 @@ def poll_ours(config: dict[str, Any]) -> dict[str, Any]:
         for feed_id, kind, name in config["feeds"]
     ]
     store = Store.open(settings.database_url)
+    index_cpu = _time_index_writes()
     limits = _limits(settings)
     fetcher_class = _local_pages(Fetcher, config["base_url"]) if fulltext else Fetcher
     profiles = _Profiles() if config.get("profile") else None
@@ -173,6 +175,7 @@ def poll_ours(config: dict[str, Any]) -> dict[str, Any]:
                     if main_profile is not None:
                         main_profile.enable()
                     wall, cpu = time.perf_counter(), _cpu()
+                    index_cpu[0] = 0.0
                     while True:
                         claimed = await daemon.poll_due()
                         while busy():
@@ -182,6 +185,7 @@ def poll_ours(config: dict[str, Any]) -> dict[str, Any]:
                     await poller.wait_for_pages(3600)  # full text: every page upgraded
                     walls.append(time.perf_counter() - wall)
                     cpus.append(_cpu() - cpu)
+                    index_cpus.append(index_cpu[0])
                     if main_profile is not None:
                         main_profile.disable()
 
@@ -198,6 +202,7 @@ def poll_ours(config: dict[str, Any]) -> dict[str, Any]:
     workers: list[int] = []  # VmHWM of each parse-pool process
     walls: list[float] = []  # per round
     cpus: list[float] = []
+    index_cpus: list[float] = []  # of cpus, spent writing the search index
     children_before = _children_cpu()
     outcomes = asyncio.run(run())
     wall, cpu = walls[0], cpus[0]
@@ -218,6 +223,8 @@ def poll_ours(config: dict[str, Any]) -> dict[str, Any]:
         "cpu": cpu,
         "walls": walls,
         "cpus": cpus,
+        "index_cpu": index_cpus[0],
+        "index_cpus": index_cpus,
         "polls": len(outcomes),
         "statuses": statuses,
         "counts": counts,
@@ -244,6 +251,28 @@ def _local_pages(base: Any, base_url: str) -> Any:
             return await super().fetch_page(local, **options)
 
     return LocalPages
+
+
+def _time_index_writes() -> list[float]:
+    """Count the CPU the store's search-index writes take (a one-item list, reset by
+    the caller): the index's share of a poll, without a second daemon lacking it."""
+    from aggregator.store import _search
+
+    spent = [0.0]
+
+    def timed(write: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            started = time.thread_time()
+            try:
+                return write(*args, **kwargs)
+            finally:
+                spent[0] += time.thread_time() - started
+
+        return wrapper
+
+    _search.index = timed(_search.index)
+    _search.reindex = timed(_search.reindex)
+    return spent
 
 
 def _children() -> list[int]:
@@ -338,6 +367,44 @@ def export(config: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def _timed_search(store: Any, query: Any) -> float:
+    started = time.perf_counter()
+    store.search(query, limit=50)
+    return time.perf_counter() - started
+
+
+def search(config: dict[str, Any]) -> dict[str, Any]:
+    """Latest 50 matches of each query: on a new connection and warm; and how much of
+    the database file the search index takes."""
+    from aggregator.search import parse_query
+    from aggregator.store import Store, _search
+
+    url = f"sqlite:///{config['db']}"
+    Store.open(url).close()
+    result: dict[str, Any] = {}
+    store = Store.open(url, migrate=False)
+    for text in config["queries"]:
+        timed = partial(_timed_search, store, parse_query(text))
+        found = len(store.search(parse_query(text), limit=50))  # statements compiled
+        new_connection = []
+        for _ in range(config.get("cold_repeats", 5)):
+            store.engine.dispose()  # the daemon's case: the pool opens a new connection
+            new_connection.append(timed())
+        warm = [timed() for _ in range(config.get("warm_repeats", 20))]
+        result[text] = {
+            "found": found,
+            "first": statistics.median(new_connection),
+            "warm": statistics.median(warm),
+        }
+    store.close()
+    with sqlite3.connect(config["db"]) as conn:
+        sizes = conn.execute("SELECT name, sum(pgsize) FROM dbstat GROUP BY name").fetchall()
+    conn.close()
+    result["index_bytes"] = sum(size for name, size in sizes if name.startswith(_search.TABLE))
+    result["total_bytes"] = sum(size for _, size in sizes)
+    return result
+
+
 def serve_http(config: dict[str, Any]) -> dict[str, Any]:
     """Run the real uvicorn server from serve.build_server until stdin closes."""
     _daemon_logging()
@@ -368,6 +435,7 @@ JOBS = {
     "poll_ours": poll_ours,
     "poll_reader": poll_reader,
     "export": export,
+    "search": search,
     "serve_http": serve_http,
 }
 

@@ -27,6 +27,7 @@ from starlette.testclient import TestClient
 from aggregator.errors import StorageError
 from aggregator.export import encode_cursor
 from aggregator.metrics import Metrics
+from aggregator.search import Query, document_text
 from aggregator.serve import SourceCatalog, build_server, create_app
 from aggregator.types import (
     UTC,
@@ -94,6 +95,22 @@ class FakeReader:
     def last_updated(self, sources: Sequence[str] | None = None) -> datetime | None:
         self._check()
         return max((s.updated for s in self._select(sources)), default=None)
+
+    def search(
+        self,
+        query: Query,
+        *,
+        sources: Sequence[str] | None = None,
+        limit: int = 50,
+        before: Cursor | None = None,
+    ) -> list[StoredArticle]:
+        rows = self.latest(sources=sources, limit=len(self.articles), before=before)
+        found = [s for s in rows if query.matches(document_text(s.article.title, s.article.body))]
+        return found[:limit]
+
+    def article(self, article_id: int) -> StoredArticle | None:
+        self._check()
+        return next((s for s in self.articles if s.id == article_id), None)
 
     def ping(self) -> None:
         self._check()

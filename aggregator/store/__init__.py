@@ -16,10 +16,10 @@ from __future__ import annotations
 from types import TracebackType
 
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import select, text
+from sqlalchemy import inspect, select, text
 
 from aggregator.migrations import upgrade
-from aggregator.store import _meta
+from aggregator.store import _meta, _search
 from aggregator.store._articles import ArticlesMixin
 from aggregator.store._pages import PagesMixin
 from aggregator.store._reads import ReadsMixin
@@ -72,14 +72,17 @@ class Store(StateMixin, PagesMixin, ArticlesMixin, ReadsMixin, RetentionMixin):
 
         The whole upgrade is one transaction holding a lock (an advisory lock on
         PostgreSQL, SQLite's write lock), so the second process waits and then finds
-        nothing to do.
+        nothing to do.  The upgrade that creates the search index also fills it.
         """
         with self._errors("migrate the database"), writing(self._engine) as connection:
             if is_postgresql(self._engine):
                 connection.execute(
                     text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK}
                 )
+            indexed = inspect(connection).has_table(_search.TABLE)
             upgrade(connection)
+            if not indexed:
+                _search.rebuild(connection)
 
     def current_revision(self) -> str | None:
         """The schema revision the database is at; ``None`` before any migration."""

@@ -24,6 +24,7 @@ from sqlalchemy import Connection, bindparam, delete, or_, select, update
 from aggregator import dedupe
 from aggregator.dedupe import AddProvenance, Insert, Mode, Plan, Record, Update
 from aggregator.errors import StorageError
+from aggregator.store import _search
 from aggregator.store._base import BATCH, StoreBase, clock, dialect_insert
 from aggregator.store._reads import routes_of
 from aggregator.store._state import release_lease, save_states
@@ -164,6 +165,7 @@ class _Execution:
         self.conn = conn
         self.plan = plan
         self.entries = entries
+        self.records = records
         self.now = now
         # Where each touched article sorts, after this plan: provenance copies it.
         self.sort_times = {id_: _sort_time(record.article) for id_, record in records.items()}
@@ -189,6 +191,9 @@ class _Execution:
             )
         lost += self._add_routes()
         self._save_raws()
+        _search.index(self.conn, {id_: intent.article for id_, intent in self.inserted.items()})
+        changed = [i for i in intents if isinstance(i, Update)]
+        _search.reindex(self.conn, ((i.id, self.records[i.id].article, i.article) for i in changed))
         return lost
 
     def _insert(self, inserts: Sequence[Insert]) -> list[Insert]:
@@ -272,6 +277,8 @@ class _Execution:
         }
         if orphans:
             self.conn.execute(delete(articles).where(articles.c.id.in_(orphans)))
+            for id_ in orphans:
+                del self.inserted[id_]
             self.raws = [row for row in self.raws if row["article_id"] not in orphans]
         return list(orphans.values())
 

@@ -28,6 +28,8 @@ from sqlalchemy import (
     union_all,
 )
 
+from aggregator.search import Query, document_text
+from aggregator.store import _search
 from aggregator.store._base import BATCH, StoreBase, at, chunks
 from aggregator.store.tables import UTCDateTime, articles, provenance, raw_entries, to_article
 from aggregator.types import Cursor, Provenance, RawEntry, ReadBound, StoredArticle
@@ -145,6 +147,43 @@ class ReadsMixin(StoreBase):
             rows, more = _within(ordered, bound.page_chars, limit)
             grouped = routes_of(conn, {row["id"]: row["source_id"] for row in rows})
             return _stored(rows, grouped), more
+
+    def search(
+        self,
+        query: Query,
+        *,
+        sources: Sequence[str] | None = None,
+        limit: int = 50,
+        before: Cursor | None = None,
+    ) -> list[StoredArticle]:
+        """The newest ``limit`` articles matching ``query`` (older than ``before``),
+        newest first, as :meth:`latest` orders and filters them.
+
+        The index proposes candidates in order; each is checked against its folded
+        text, so the answer is exactly the articles that match.
+        """
+        if limit <= 0:
+            return []
+        found: list[StoredArticle] = []
+        with self._errors("search", query=str(query)), self._engine.connect() as conn:
+            blocks = _search.candidates(conn, query)
+            ordered = _search.newest_first(
+                conn, blocks, sources=sources, before=before, limit=limit
+            )
+            for ids in ordered:
+                for stored in load(conn, ids):
+                    article = stored.article
+                    if query.matches(document_text(article.title, article.body)):
+                        found.append(stored)
+                        if len(found) == limit:
+                            return found
+        return found
+
+    def article(self, article_id: int) -> StoredArticle | None:
+        """One article by its id (the page's ``/articles/ID``), ``None`` if not stored."""
+        with self._errors("read an article", id=article_id), self._engine.connect() as conn:
+            found = load(conn, [article_id])
+        return found[0] if found else None
 
     def last_updated(self, sources: Sequence[str] | None = None) -> datetime | None:
         """When anything shown in a feed of ``sources`` (all when ``None``) last changed.

@@ -19,6 +19,7 @@ from typing import NamedTuple
 from sqlalchemy import ColumnElement, Connection, and_, delete, func, not_, or_, select
 
 from aggregator import dedupe
+from aggregator.store import _search
 from aggregator.store._base import BATCH, StoreBase, at, chunks, dialect_insert
 from aggregator.store._reads import load
 from aggregator.store.engine import writing
@@ -97,6 +98,7 @@ class RetentionMixin(StoreBase):
             remaining = {row[0]: row for row in conn.execute(kept)}
             if gone and not dry_run:
                 _bury(conn, gone, now)
+                _search.unindex(conn, {stored.id: stored.article for stored in gone})
                 for chunk in chunks(ids, BATCH):
                     # Provenance and raw entries go with them (ON DELETE CASCADE).
                     conn.execute(delete(articles).where(a.id.in_(chunk)))

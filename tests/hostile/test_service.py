@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 import pytest
 from starlette.testclient import TestClient
 
+from aggregator.search import Query, document_text
 from aggregator.serve import create_app
 from aggregator.types import Article, Cursor, Provenance, ReadBound, SourceState, StoredArticle
 
@@ -53,6 +54,21 @@ class TinyReader:
 
     def last_updated(self, sources: Sequence[str] | None = None) -> datetime | None:
         return NOW
+
+    def search(
+        self,
+        query: Query,
+        *,
+        sources: Sequence[str] | None = None,
+        limit: int = 50,
+        before: Cursor | None = None,
+    ) -> list[StoredArticle]:
+        rows = self.latest(limit=len(self.rows), before=before)
+        found = [r for r in rows if query.matches(document_text(r.article.title, r.article.body))]
+        return found[:limit]
+
+    def article(self, article_id: int) -> StoredArticle | None:
+        return next((row for row in self.rows if row.id == article_id), None)
 
     def ping(self) -> None:
         return None
