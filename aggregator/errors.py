@@ -23,6 +23,8 @@ reader's ``_FancyExceptionBase``); ``kind`` is the short stable name stored in t
 source state and used as a metrics label.  Both survive pickling: an error raised in
 a parse-pool worker reaches the daemon with its class, context and one-line cause,
 never the pool's remote traceback.
+
+Imports from the package: nothing of the package (stages: ARCHITECTURE.md).
 """
 
 from __future__ import annotations

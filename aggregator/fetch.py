@@ -24,6 +24,9 @@ Pydantic team; Starlette's test client already prefers it).  Its connection pool
 (httpcore2) assigns requests in one linear pass; httpcore 1.0's pass was quadratic in
 the pool size and was half the CPU of a 304 poll.  Measured on loopback, 16
 connections: 1.19 ms of CPU per conditional GET with httpx 0.28, 0.64 ms with httpx2.
+
+Imports from the package: ``netguard``, ``errors``, ``types`` (and the package's
+``__version__``) (stages: ARCHITECTURE.md).
 """
 
 from __future__ import annotations

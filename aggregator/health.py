@@ -5,6 +5,8 @@ from the stored source states, so the three never disagree.  A source is
 *failing* when it is configured, enabled, and its last poll failed (or the server
 disabled it with a 410); a source never polled, or one whose feed had a minor
 problem but was read, is not.
+
+Imports from the package: ``types`` only (stages: ARCHITECTURE.md).
 """
 
 from __future__ import annotations

@@ -17,6 +17,8 @@ A traceback is written only at DEBUG: at other levels an exception logged with
 ``logger.exception`` adds its type and message to the line instead, because a
 40-line traceback in a months-long log buries the one line an operator needs.
 Noisy libraries are held at WARNING: their per-request INFO lines would drown ours.
+
+Imports from the package: nothing of the package (stages: ARCHITECTURE.md).
 """
 
 from __future__ import annotations

@@ -3,6 +3,9 @@
 Kept apart from :mod:`aggregator.pipeline` (which also knows the network and the
 database) so that a parse-pool worker process imports only what it runs: the
 parser, the adapters and the cleaner, not httpx, SQLAlchemy or uvicorn.
+
+Imports from the package: ``adapters``, ``parse``, ``log``, ``errors``, ``types``: what a
+parse worker runs, no database and no network (stages: ARCHITECTURE.md).
 """
 
 from __future__ import annotations

@@ -9,6 +9,10 @@ Network I/O runs on the event loop.  Parsing and cleaning (the CPU-bound
 middle, :mod:`aggregator.normalize`) run in a process pool when there is one,
 else in a thread, and the database transaction runs in a thread, so the HTTP
 service sharing the loop stays responsive during a large poll.
+
+Imports from the package: ``fetch``, ``normalize``, ``store``, ``metrics``, ``log``,
+``timing``, ``errors``, ``types``; never the scheduler or the CLI above it (stages:
+ARCHITECTURE.md).
 """
 
 from __future__ import annotations

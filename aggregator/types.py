@@ -5,6 +5,8 @@ once, in :mod:`aggregator.dates`, and never leak past the adapter.  Timestamps a
 kept to millisecond precision because that is what the archive format (epoch ms,
 ``...387Z``) and the feeds we export can carry; truncating at construction time
 means an article read back from any of them compares equal to the original.
+
+Imports from the package: nothing of the package (stages: ARCHITECTURE.md).
 """
 
 from __future__ import annotations
