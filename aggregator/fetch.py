@@ -387,24 +387,18 @@ class Fetcher:
                 async with asyncio.timeout(self.limits.total_timeout):
                     result = await self._follow(attempt, headers, state, started)
             except TimeoutError as exc:
-                logger.debug(
-                    "fetch exceeded the %.1f s total deadline: source=%s url=%s",
-                    self.limits.total_timeout,
-                    source.id,
-                    attempt.url,
-                )
+                logger.debug("fetch exceeded the %.1f s total deadline", self.limits.total_timeout)
                 raise FetchTimeoutError(
                     f"no complete answer within the {self.limits.total_timeout:g} s deadline",
                     **attempt.error_context(),
                 ) from exc
         # DEBUG: the pipeline logs each poll's outcome once; this is the network detail.
+        # The poll's log lines already start with its source and URL (log.bound).
         logger.debug(
-            "fetched status=%d bytes=%s in %.2f s: source=%s url=%s",
+            "fetched status=%d bytes=%s in %.2f s",
             result.status,
             "-" if result.content is None else len(result.content),
             result.elapsed,
-            source.id,
-            result.url,
         )
         return result
 
@@ -445,22 +439,14 @@ class Fetcher:
                     f"more than {self.limits.max_redirects} redirects", **attempt.error_context()
                 )
             attempt.permanent = attempt.permanent and status in _PERMANENT_REDIRECTS
-            logger.debug(
-                "following %d redirect to %s: source=%s url=%s",
-                status,
-                target,
-                attempt.source.id,
-                attempt.url,
-            )
+            logger.debug("following %d redirect from %s to %s", status, attempt.url, target)
             attempt.url = target
 
     @staticmethod
     def _check_scheme(attempt: _Attempt) -> None:
         scheme = attempt.url.partition(":")[0].lower() if ":" in attempt.url else ""
         if scheme not in _ALLOWED_SCHEMES:
-            logger.debug(
-                "refusing URL scheme %r: source=%s url=%s", scheme, attempt.source.id, attempt.url
-            )
+            logger.debug("refusing URL scheme %r of %s", scheme, attempt.url)
             raise BlockedURLError(
                 f"scheme {scheme or '(none)'!r} is not http or https", **attempt.error_context()
             )
@@ -582,7 +568,7 @@ async def _close(response: httpx2.Response) -> None:
                     break
     except httpx2.HTTPError as exc:
         # Only the connection's reuse is lost; the answer was already taken.
-        logger.debug("connection not reusable (%s): url=%s", exc, response.request.url)
+        logger.debug("connection to %s not reusable (%s)", response.request.url, exc)
     finally:
         await response.aclose()
 
@@ -627,10 +613,10 @@ class _translate:
                 **context,
             ) from exc
         if isinstance(exc, httpx2.TimeoutException):
-            logger.debug("%s: source=%s url=%s", type(exc).__name__, attempt.source.id, attempt.url)
+            logger.debug("%s from %s", type(exc).__name__, attempt.url)
             raise FetchTimeoutError(f"timed out ({type(exc).__name__})", **context) from exc
         # DEBUG: the error is raised with the same context and the pipeline logs it once.
-        logger.debug("network error %s: source=%s url=%s", exc, attempt.source.id, attempt.url)
+        logger.debug("network error from %s: %s", attempt.url, exc)
         raise FetchError(f"network error ({type(exc).__name__})", **context) from exc
 
 

@@ -209,7 +209,7 @@ class Poller:
             # reader, an OverflowError on a header) is still this source's failure: it is
             # recorded and backed off like any other, or the source would be claimed again
             # every tick.  The traceback is for debugging, not for every poll at INFO.
-            logger.debug("unexpected error polling source %r", source.id, exc_info=True)
+            logger.debug("unexpected error polling", exc_info=True)
             detail = " ".join(str(exc).split())[:200]
             error = SourceError(
                 f"unexpected {type(exc).__name__}: {detail}", source=source.id, url=attempt.url
