@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import json
 import logging
-import multiprocessing
 import os
 import signal
 import sys
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -36,7 +34,6 @@ from starlette.applications import Starlette
 
 from aggregator import __version__, archive, health, log, opml
 from aggregator.adapters import adapter_names, get_adapter
-from aggregator.cpus import available_cpus
 from aggregator.errors import (
     AdapterError,
     AggregatorError,
@@ -47,7 +44,7 @@ from aggregator.errors import (
 from aggregator.export.feeds import FORMATS
 from aggregator.export.site import FEED_PATHS, FeedSite, default_id_authority
 from aggregator.fetch import Fetcher, FetchLimits
-from aggregator.normalize import init_worker, normalize_entries, warm_up
+from aggregator.normalize import normalize_entries
 from aggregator.pipeline import Poller, PollOutcome
 from aggregator.reload import SourcesReloader
 from aggregator.scheduler import Daemon, HostSlots, sync_sources
@@ -63,6 +60,7 @@ from aggregator.settings import (
 from aggregator.store import Store
 from aggregator.store.engine import is_postgresql, parse_url
 from aggregator.types import Article, PollCounts, RawEntry, Source, SourceState
+from aggregator.workers import parse_pool
 
 __all__ = ["app", "main"]
 
@@ -216,51 +214,6 @@ def _database_threads(store: Store) -> int:
     return 4 if is_postgresql(store.engine) else 2
 
 
-@contextlib.contextmanager
-def _parse_pool(settings: Settings) -> Iterator[Executor]:
-    """Processes for the CPU-bound parse-and-clean step, or one thread of our own.
-
-    Spawned, not forked: the daemon has threads (database, HTTP) by then, and a
-    fork copies their locks in whatever state they are.  Without processes, parsing
-    gets its own thread rather than the database's: it would hold those threads
-    while claims and stores waited.
-    """
-    workers = settings.parse_processes
-    if workers < 0:
-        workers = available_cpus()  # the container's CPU quota, not the host's cores
-        workers = workers if workers > 1 else 0
-    if workers == 0:
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="parse") as thread:
-            yield thread
-        return
-    _keep_main_out_of_workers()
-    pool = ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=init_worker,
-        initargs=(settings.log_level, settings.log_format),
-    )
-    try:
-        list(pool.map(warm_up, range(workers)))
-        yield pool
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _keep_main_out_of_workers() -> None:
-    """Spare each spawned parse worker a run of the daemon's main module.
-
-    ``spawn`` re-imports the parent's ``__main__`` in every child: by module name
-    when it has one, by path otherwise.  The console script pip writes has no name,
-    so every worker ran it and imported the whole CLI (SQLAlchemy, uvicorn, alembic:
-    90 MB per idle worker instead of 27 MB).  Named as ``python -m aggregator``'s main,
-    which ``spawn`` never re-imports, it stays out; the workers' tasks and
-    initializer live in :mod:`aggregator.normalize` and never need it.
-    """
-    main = sys.modules["__main__"]
-    main.__spec__ = importlib.util.find_spec("aggregator.__main__")
-
-
 def _poller(
     settings: Settings, store: Store, fetcher: Fetcher, executor: Executor | None
 ) -> Poller:
@@ -368,7 +321,7 @@ async def _serve_until_signalled(
         )
     try:
         if poll:
-            with _parse_pool(settings) as pool:
+            with parse_pool(settings) as pool:
                 async with Fetcher(_limits(settings)) as fetcher:
                     poller = _poller(settings, store, fetcher, pool)
                     daemon = Daemon(settings, sources, store, poller)
@@ -442,7 +395,7 @@ async def _poll_once(
     limit = asyncio.Semaphore(settings.max_concurrent_polls)
     hosts = HostSlots(settings.max_polls_per_host)
     # One-shot polls of a few feeds would spend longer starting a pool than using it.
-    pool = _parse_pool(settings) if len(sources) > 4 else contextlib.nullcontext()
+    pool = parse_pool(settings) if len(sources) > 4 else contextlib.nullcontext()
     with pool as executor:
         async with Fetcher(_limits(settings)) as fetcher:
             poller = _poller(settings, store, fetcher, executor)
