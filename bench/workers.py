@@ -103,7 +103,7 @@ class _Profiles:
 
 def poll_ours(config: dict[str, Any]) -> dict[str, Any]:
     _daemon_logging()
-    from aggregator.cli import (
+    from aggregator.cli._wiring import (
         _database_threads,
         _limits,
         _poller,
