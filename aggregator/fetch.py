@@ -24,6 +24,9 @@ Pydantic team; Starlette's test client already prefers it).  Its connection pool
 (httpcore2) assigns requests in one linear pass; httpcore 1.0's pass was quadratic in
 the pool size and was half the CPU of a 304 poll.  Measured on loopback, 16
 connections: 1.19 ms of CPU per conditional GET with httpx 0.28, 0.64 ms with httpx2.
+
+Imports from the package: ``netguard``, ``errors``, ``types`` (and the package's
+``__version__``) (stages: ARCHITECTURE.md).
 """
 
 from __future__ import annotations
@@ -419,7 +422,6 @@ class Fetcher:
         return await self._fetch(attempt, state)
 
     async def _fetch(self, attempt: _Attempt, state: SourceState | None) -> FetchResult:
-        source = attempt.source
         headers: dict[str, str] = {}
         # Validated again: a state written before the check (or by hand) may hold any text.
         etag = _validator(state.etag) if state is not None else None
@@ -434,24 +436,18 @@ class Fetcher:
                 async with asyncio.timeout(self.limits.total_timeout):
                     result = await self._follow(attempt, headers, state, started)
             except TimeoutError as exc:
-                logger.debug(
-                    "fetch exceeded the %.1f s total deadline: source=%s url=%s",
-                    self.limits.total_timeout,
-                    source.id,
-                    attempt.url,
-                )
+                logger.debug("fetch exceeded the %.1f s total deadline", self.limits.total_timeout)
                 raise FetchTimeoutError(
                     f"no complete answer within the {self.limits.total_timeout:g} s deadline",
                     **attempt.error_context(),
                 ) from exc
         # DEBUG: the pipeline logs each poll's outcome once; this is the network detail.
+        # The poll's log lines already start with its source and URL (log.bound).
         logger.debug(
-            "fetched status=%d bytes=%s in %.2f s: source=%s url=%s",
+            "fetched status=%d bytes=%s in %.2f s",
             result.status,
             "-" if result.content is None else len(result.content),
             result.elapsed,
-            source.id,
-            result.url,
         )
         return result
 
@@ -492,22 +488,14 @@ class Fetcher:
                     f"more than {self.limits.max_redirects} redirects", **attempt.error_context()
                 )
             attempt.permanent = attempt.permanent and status in _PERMANENT_REDIRECTS
-            logger.debug(
-                "following %d redirect to %s: source=%s url=%s",
-                status,
-                target,
-                attempt.source.id,
-                attempt.url,
-            )
+            logger.debug("following %d redirect from %s to %s", status, attempt.url, target)
             attempt.url = target
 
     @staticmethod
     def _check_scheme(attempt: _Attempt) -> None:
         scheme = attempt.url.partition(":")[0].lower() if ":" in attempt.url else ""
         if scheme not in _ALLOWED_SCHEMES:
-            logger.debug(
-                "refusing URL scheme %r: source=%s url=%s", scheme, attempt.source.id, attempt.url
-            )
+            logger.debug("refusing URL scheme %r of %s", scheme, attempt.url)
             raise BlockedURLError(
                 f"scheme {scheme or '(none)'!r} is not http or https", **attempt.error_context()
             )
@@ -630,7 +618,7 @@ async def _close(response: httpx2.Response) -> None:
                     break
     except httpx2.HTTPError as exc:
         # Only the connection's reuse is lost; the answer was already taken.
-        logger.debug("connection not reusable (%s): url=%s", exc, response.request.url)
+        logger.debug("connection to %s not reusable (%s)", response.request.url, exc)
     finally:
         await response.aclose()
 
@@ -675,10 +663,10 @@ class _translate:
                 **context,
             ) from exc
         if isinstance(exc, httpx2.TimeoutException):
-            logger.debug("%s: source=%s url=%s", type(exc).__name__, attempt.source.id, attempt.url)
+            logger.debug("%s from %s", type(exc).__name__, attempt.url)
             raise FetchTimeoutError(f"timed out ({type(exc).__name__})", **context) from exc
         # DEBUG: the error is raised with the same context and the pipeline logs it once.
-        logger.debug("network error %s: source=%s url=%s", exc, attempt.source.id, attempt.url)
+        logger.debug("network error from %s: %s", attempt.url, exc)
         raise FetchError(f"network error ({type(exc).__name__})", **context) from exc
 
 

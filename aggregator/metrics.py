@@ -8,6 +8,8 @@ one process would collide), and cannot be reset.  ``Metrics()`` gives an isolate
 
 Labels are source ids and short error kinds (:attr:`AggregatorError.kind`), both from
 small closed sets, so cardinality stays bounded; article ids or URLs never become labels.
+
+Imports from the package: ``types`` only (stages: ARCHITECTURE.md).
 """
 
 from __future__ import annotations

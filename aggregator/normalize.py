@@ -3,6 +3,9 @@
 Kept apart from :mod:`aggregator.pipeline` (which also knows the network and the
 database) so that a parse-pool worker process imports only what it runs: the
 parser, the adapters and the cleaner, not httpx, SQLAlchemy or uvicorn.
+
+Imports from the package: ``adapters``, ``parse``, ``log``, ``errors``, ``types``: what a
+parse worker runs, no database and no network (stages: ARCHITECTURE.md).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from aggregator.adapters import get_adapter
 from aggregator.errors import AdapterError, ParseError
 from aggregator.parse import EntryLimits, parse_feed
 from aggregator.parse.limits import DEFAULT_LIMITS, MAX_TITLE_BYTES, cut_bytes, cut_problem
-from aggregator.search.text import fold
+from aggregator.search.text import article_tokens, fold
 from aggregator.types import Article, RawEntry, Source
 
 __all__ = [
@@ -135,7 +138,7 @@ def _fingerprinted(article: Article) -> Article:
     does not spend its time hashing and tokenizing bodies that many workers could.
     """
     article.fingerprint  # noqa: B018 - computed for its cache
-    article.search_tokens  # noqa: B018 - computed for its cache
+    article_tokens(article)  # computed for its cache, pickled with the article
     return article
 
 

@@ -14,6 +14,8 @@ sources to poll.
 Import treats the file as hostile: OPML files are downloaded from anywhere and shared
 around.  defusedxml refuses DTDs outright (OPML never needs one), which rules out
 entity expansion bombs and external entities, and nothing is ever fetched.
+
+Imports from the package: ``errors`` and ``types`` (stages: ARCHITECTURE.md).
 """
 
 from __future__ import annotations

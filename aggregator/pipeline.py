@@ -9,6 +9,10 @@ Network I/O runs on the event loop.  Parsing and cleaning (the CPU-bound
 middle, :mod:`aggregator.normalize`) run in a process pool when there is one,
 else in a thread, and the database transaction runs in a thread, so the HTTP
 service sharing the loop stays responsive during a large poll.
+
+Imports from the package: ``fetch``, ``normalize``, ``store``, ``metrics``, ``log``,
+``timing``, ``errors``, ``types``; never the scheduler or the CLI above it (stages:
+ARCHITECTURE.md).
 """
 
 from __future__ import annotations
@@ -172,7 +176,7 @@ def _unexpected(exc: Exception, source: Source, url: str) -> SourceError:
     reader, an OverflowError on a header) is still this source's failure: it is
     recorded and backed off like any other, or the source would be claimed again
     every tick.  The traceback is for debugging, not for every poll at INFO."""
-    logger.debug("unexpected error polling source %r", source.id, exc_info=exc)
+    logger.debug("unexpected error polling", exc_info=exc)
     detail = " ".join(str(exc).split())[:200]
     return SourceError(f"unexpected {type(exc).__name__}: {detail}", source=source.id, url=url)
 

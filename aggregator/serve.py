@@ -13,6 +13,10 @@ Conditional requests: the validator is a *weak* ETag (the same document is sent 
 or not, which a strong ETag would have to tell apart) derived from the selection's
 newest update time plus the normalised query, so a 304 costs one indexed query and no
 rendering.  ``If-None-Match`` wins over ``If-Modified-Since`` (RFC 9110 section 13.1.3).
+
+Imports from the package: ``export``, ``health``, ``metrics``, ``httpguard``, ``errors``,
+``types``; never ``store`` (it reads through the ``ArticleReader`` protocol) nor the poll
+(stages: ARCHITECTURE.md).
 """
 
 from __future__ import annotations

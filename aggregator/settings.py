@@ -4,6 +4,9 @@ Precedence: environment variables ``AGGREGATOR_<NAME>`` over the settings file
 (``--config``, default ``config/aggregator.toml`` when present) over built-in
 defaults.  Every problem is reported as ``file:key: problem`` and stops the start:
 a daemon that silently ignores a typo in a poll interval runs wrong for months.
+
+Imports from the package: ``log`` (its formats), ``errors``, ``types`` (stages:
+ARCHITECTURE.md).
 """
 
 from __future__ import annotations

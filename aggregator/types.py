@@ -5,6 +5,8 @@ once, in :mod:`aggregator.dates`, and never leak past the adapter.  Timestamps a
 kept to millisecond precision because that is what the archive format (epoch ms,
 ``...387Z``) and the feeds we export can carry; truncating at construction time
 means an article read back from any of them compares equal to the original.
+
+Imports from the package: nothing of the package (stages: ARCHITECTURE.md).
 """
 
 from __future__ import annotations
@@ -125,19 +127,6 @@ class Article:
             digest.update(part.encode("utf-8", "surrogatepass"))
             digest.update(b"\x00")
         return digest.hexdigest()
-
-    @cached_property
-    def search_tokens(self) -> str:
-        """The search index's tokens of title and body, one per line.
-
-        Cached, and so pickled with the article like :attr:`fingerprint`: the parse
-        workers compute them, not the daemon's one store thread.  One string, because
-        unpickling a thousand small ones cost the daemon more than splitting one
-        (130 against 40 us an article).  Imported here rather than at the top so
-        that a process which never indexes does not load OpenCC."""
-        from aggregator.search.text import indexed_tokens
-
-        return indexed_tokens(self.title, self.body)
 
 
 @dataclass(frozen=True)

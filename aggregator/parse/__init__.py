@@ -9,6 +9,8 @@ One job per module, each importing only those below it:
 * :mod:`.xmlfeed`: every XML feed, through the fast path or feedparser;
 * :mod:`.jsonfeed`: JSON Feed;
 * :mod:`.limits`: what one entry may carry, applied to every reader's result.
+
+Imports from the package: ``errors`` and ``types`` (stages: ARCHITECTURE.md).
 """
 
 from __future__ import annotations

@@ -9,6 +9,9 @@ of its domain; this module keeps only opening, closing and the schema.
 
 Every database failure leaves as :class:`~aggregator.errors.StorageError` naming
 what was being done.
+
+Imports from the package: ``dedupe``, ``migrations``, ``errors``, ``types`` (and
+SQLAlchemy); never the pipeline that calls it (stages: ARCHITECTURE.md).
 """
 
 from __future__ import annotations

@@ -307,7 +307,7 @@ class _Execution:
 
 
 def _sort_time(article: Article) -> datetime:
-    sort_time = article.published or article.fetched
+    sort_time = article.sort_time
     assert sort_time is not None  # stored articles always have a first-fetched time
     return sort_time
 

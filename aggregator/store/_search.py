@@ -41,7 +41,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from aggregator.search import Query, Term
-from aggregator.search.text import indexed_tokens
+from aggregator.search.text import article_tokens, indexed_tokens
 from aggregator.store.tables import UTCDateTime, articles, provenance
 from aggregator.types import Article, Cursor
 
@@ -102,14 +102,14 @@ def _forget(conn: Connection, docs: Iterable[tuple[int, str]]) -> None:
 
 def index(conn: Connection, added: Mapping[int, Article]) -> None:
     """Index articles just inserted."""
-    add_tokens(conn, ((id_, article.search_tokens) for id_, article in added.items()))
+    add_tokens(conn, ((id_, article_tokens(article)) for id_, article in added.items()))
 
 
 def unindex(conn: Connection, gone: Mapping[int, Article]) -> None:
     """Forget articles about to be deleted (their ids may be reused).  PostgreSQL's
     rows go with the articles."""
     if _sqlite(conn):
-        _forget(conn, ((id_, article.search_tokens) for id_, article in gone.items()))
+        _forget(conn, ((id_, article_tokens(article)) for id_, article in gone.items()))
 
 
 def reindex(conn: Connection, changed: Iterable[tuple[int, Article, Article]]) -> None:
@@ -120,8 +120,8 @@ def reindex(conn: Connection, changed: Iterable[tuple[int, Article, Article]]) -
         if (old.title, old.body) != (new.title, new.body)
     ]
     if _sqlite(conn):
-        _forget(conn, ((id_, old.search_tokens) for id_, old, _ in rewritten))
-    add_tokens(conn, ((id_, new.search_tokens) for id_, _, new in rewritten))
+        _forget(conn, ((id_, article_tokens(old)) for id_, old, _ in rewritten))
+    add_tokens(conn, ((id_, article_tokens(new)) for id_, _, new in rewritten))
 
 
 def rebuild(conn: Connection) -> int:

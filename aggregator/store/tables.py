@@ -312,7 +312,7 @@ def article_values(article: Article, *, updated: datetime) -> dict[str, Any]:
         "title": article.title,
         "body": article.body,
         "published": article.published,
-        "sort_time": article.published or article.fetched,
+        "sort_time": article.sort_time,
         "fetched": article.fetched,
         "updated": updated,
         "fingerprint": article.fingerprint,
