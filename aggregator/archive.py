@@ -38,6 +38,9 @@ holds.  Front-matter values are written plain when YAML would read them back
 unchanged and double-quoted with escapes otherwise; the title is always quoted,
 as in the seeds.  The ``[title](link)`` line backslash-escapes the characters
 that would end it early.
+
+Imports from the package: ``errors`` and ``types``; the CLI brings the adapters and the
+store (stages: ARCHITECTURE.md).
 """
 
 from __future__ import annotations

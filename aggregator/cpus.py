@@ -7,6 +7,8 @@ each with its own memory.  The limit lives in the cgroup: ``cpu.max`` (v2,
 ``"QUOTA PERIOD"`` or ``"max PERIOD"``) or ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``
 (v1, quota ``-1`` for none).  ``sched_getaffinity`` covers ``--cpuset-cpus`` and
 ``taskset``.
+
+Imports from the package: nothing of the package (stages: ARCHITECTURE.md).
 """
 
 from __future__ import annotations

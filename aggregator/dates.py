@@ -5,6 +5,8 @@ localised strings, feedx's ``DD/MM/YYYY - HH:MM`` body lines) and some lie about
 their offset (Zaobao's Singapore wall-clock time labelled UTC).  Everything is
 converted to aware UTC here, once, together with a :class:`DateSource` saying which
 fallback produced it, so no repair is ever silent and no article is ever NaN.
+
+Imports from the package: ``types`` only (stages: ARCHITECTURE.md).
 """
 
 from __future__ import annotations

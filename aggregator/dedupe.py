@@ -32,6 +32,8 @@ Identity rules:
 
 Every incoming entry ends up in exactly one intent, so the counts of a plan add
 up to the size of the batch.
+
+Imports from the package: ``types`` only (stages: ARCHITECTURE.md).
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ Every error says *which* thing failed and *why*, so one log line is enough::
     ├── ConfigError (also ValueError)       file, key, problem
     ├── ArchiveError (also ValueError)      file, line, what was expected
     ├── StorageError                        the database failed or refused
+    ├── QueryError (also ValueError)        a search query that cannot be run
     ├── ServiceError                        the HTTP service cannot start (port in use)
     └── SourceError                         source id + URL
         ├── FetchError                      the network leg
@@ -18,15 +19,18 @@ Every error says *which* thing failed and *why*, so one log line is enough::
         ├── ParseError                      not a feed we can read at all
         └── AdapterError                    one entry could not be normalized (entry guid)
 
-``str(error)`` renders as ``message: key='value' ...: CauseType: cause`` (after
+``str(error)`` renders as ``message: key=value ...: CauseType: cause`` (after
 reader's ``_FancyExceptionBase``); ``kind`` is the short stable name stored in the
 source state and used as a metrics label.  Both survive pickling: an error raised in
 a parse-pool worker reaches the daemon with its class, context and one-line cause,
 never the pool's remote traceback.
+
+Imports from the package: nothing of the package (stages: ARCHITECTURE.md).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar
 
 
@@ -43,9 +47,20 @@ class AggregatorError(Exception):
         super().__init__(self.message)
 
     def __str__(self) -> str:
+        return self.render()
+
+    def render(self, known: Mapping[str, object] | None = None) -> str:
+        """The one line, leaving out context that ``known`` already names with the same
+        value: a log line bound to a source (:func:`aggregator.log.bound`) starts with
+        ``source=ID url=URL``, and the error need not say it again."""
         parts = [self.message]
-        if self.context:
-            parts.append(" ".join(f"{key}={value!r}" for key, value in self.context.items()))
+        shown = {
+            key: value
+            for key, value in self.context.items()
+            if known is None or known.get(key) != value
+        }
+        if shown:
+            parts.append(" ".join(f"{key}={_value(value)}" for key, value in shown.items()))
         cause = self._cause()
         if cause is not None:
             parts.append(cause)
@@ -64,6 +79,15 @@ class AggregatorError(Exception):
         # and the cause as its one line: the cause object itself may not pickle.
         state = dict(self.__dict__, _pickled_cause=self._cause())
         return (_rebuild, (type(self), self.args), state)
+
+
+def _value(value: object) -> str:
+    """``source=voa``, as log lines spell it; quoted only where a value holds a space or
+    a quote (a guid, a title), so the line still splits into ``key=value`` pairs."""
+    text = str(value)
+    if text and not any(char.isspace() or char in "'\"" for char in text):
+        return text
+    return repr(text)
 
 
 def _rebuild(cls: type[AggregatorError], args: tuple[object, ...]) -> AggregatorError:
@@ -189,6 +213,14 @@ class BlockedURLError(FetchError):
     kind = "blocked"
 
 
+class MirrorsFailedError(SourceError):
+    """Every URL of a source with mirrors failed in one poll; each URL's own error is
+    in the source's state."""
+
+    default_message = "every URL failed"
+    kind = "mirrors"
+
+
 class ParseError(SourceError):
     default_message = "not a readable feed"
     kind = "parse"
@@ -197,3 +229,10 @@ class ParseError(SourceError):
 class AdapterError(SourceError):
     default_message = "entry could not be normalized"
     kind = "adapter"
+
+
+class QueryError(AggregatorError, ValueError):
+    """A search query that cannot be run (nothing to look for, a dangling OR)."""
+
+    default_message = "invalid search query"
+    kind = "query"

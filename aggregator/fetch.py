@@ -24,6 +24,9 @@ Pydantic team; Starlette's test client already prefers it).  Its connection pool
 (httpcore2) assigns requests in one linear pass; httpcore 1.0's pass was quadratic in
 the pool size and was half the CPU of a 304 poll.  Measured on loopback, 16
 connections: 1.19 ms of CPU per conditional GET with httpx 0.28, 0.64 ms with httpx2.
+
+Imports from the package: ``netguard``, ``errors``, ``types`` (and the package's
+``__version__``) (stages: ARCHITECTURE.md).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from types import TracebackType
+from urllib.parse import urlsplit
 
 import httpcore2
 import httpx2
@@ -78,7 +82,13 @@ _ALLOWED_SCHEMES = frozenset({"http", "https"})
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _PERMANENT_REDIRECTS = frozenset({301, 308})
 _INFLATE_CHUNK = 64 * 1024  # the most zlib may hand back per call
-_POLICY_EXTENSION = "aggregator.allow_private"  # request extension read by _PolicyRouter
+_POLICY_EXTENSION = "aggregator.policy"  # request extension read by _PolicyRouter
+# The pools by address policy: private addresses allowed; the configured policy (the
+# settings' allow_private_addresses and exact networks); public addresses only (an
+# article page off the source's own feed hosts: a source allowed on the intranet must
+# not be a way to read other intranet hosts through its article links).
+_LAX, _STRICT, _PUBLIC = "lax", "strict", "public"
+PAGE_ACCEPT = "text/html, application/xhtml+xml;q=0.9, */*;q=0.5"
 _DRAIN_LIMIT = 64 * 1024  # an unread body worth reading to keep its connection alive
 _VALIDATOR_MAX = 1024  # longer ETags / Last-Modified values are not sent back
 RETRY_AFTER_MAX = 366 * 24 * 3600.0  # a longer Retry-After counts as a year
@@ -237,24 +247,21 @@ def _chain(inflater: _Inflater, pieces: Iterable[bytes]) -> Iterator[bytes]:
 class _PolicyRouter(httpx2.AsyncBaseTransport):
     """Sends each request through the connection pool matching its address policy.
 
-    Two pools rather than one guard consulting per-request state: a keep-alive
+    A pool per policy rather than one guard consulting per-request state: a keep-alive
     connection opened for a source allowed on a private address must never be
     reused by a source that is not (the guard only runs when a connection is made).
     """
 
-    def __init__(self, strict: httpx2.AsyncBaseTransport, lax: httpx2.AsyncBaseTransport) -> None:
-        self._strict = strict
-        self._lax = lax
+    def __init__(self, pools: dict[str, httpx2.AsyncBaseTransport]) -> None:
+        self._pools = pools
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        transport = self._lax if request.extensions.get(_POLICY_EXTENSION) else self._strict
+        transport = self._pools[request.extensions.get(_POLICY_EXTENSION, _STRICT)]
         return await transport.handle_async_request(request)
 
     async def aclose(self) -> None:
-        try:
-            await self._strict.aclose()
-        finally:
-            await self._lax.aclose()
+        for transport in self._pools.values():
+            await transport.aclose()
 
 
 def _guarded_transport(
@@ -288,9 +295,20 @@ class _Attempt:
     allow_private: bool
     hops: int = 0
     permanent: bool = True
+    #: For an article page: the hosts allowed on private addresses (the source's feed
+    #: hosts, when it may live there); ``None`` for a feed, where ``allow_private`` rules.
+    private_hosts: frozenset[str] | None = None
+    accept: str = ACCEPT
 
     def error_context(self) -> dict[str, str]:
         return {"source": self.source.id, "url": self.url}
+
+    def policy(self, host: str) -> str:
+        """The pool for a request to ``host``: chosen per hop, so a page's redirect to
+        another private host is refused even when the first hop was allowed."""
+        if self.private_hosts is None:
+            return _LAX if self.allow_private else _STRICT
+        return _LAX if host.lower() in self.private_hosts else _PUBLIC
 
 
 class Fetcher:
@@ -314,6 +332,7 @@ class Fetcher:
         strict = AddressPolicy(
             allow_private=limits.allow_private, allow_networks=limits.allow_networks
         )
+        public = AddressPolicy(allow_private=False, allow_networks=limits.allow_networks)
         # The transport, not an httpx2.AsyncClient: redirects are followed by hand (each
         # hop checked), and no auth, cookie jar or event hooks are wanted, yet the client
         # runs them on every request (about 0.14 ms of CPU each, a sixth of a 304 poll).
@@ -322,9 +341,12 @@ class Fetcher:
         # SSL_CERT_FILE / SSL_CERT_DIR are honoured (a private CA); proxies are not
         # (the transports' trust_env=False), since a proxy would bypass the SSRF guard.
         ssl_context = httpx2.create_ssl_context()
+        lax = AddressPolicy(allow_private=True)
         self._transport = _PolicyRouter(
-            strict=_guarded_transport(strict, pool_limits, ssl_context),
-            lax=_guarded_transport(AddressPolicy(allow_private=True), pool_limits, ssl_context),
+            {
+                name: _guarded_transport(policy, pool_limits, ssl_context)
+                for name, policy in ((_STRICT, strict), (_LAX, lax), (_PUBLIC, public))
+            }
         )
         self._timeout = httpx2.Timeout(
             connect=limits.connect_timeout,
@@ -370,6 +392,36 @@ class Fetcher:
             url=state.url if state is not None else source.url,
             allow_private=source.allow_private or self.limits.allow_private,
         )
+        return await self._fetch(attempt, state)
+
+    async def fetch_page(
+        self,
+        url: str,
+        *,
+        source: Source,
+        etag: str | None = None,
+        last_modified: str | None = None,
+    ) -> FetchResult:
+        """One conditional GET of an article page of ``source`` (full text).
+
+        The same limits and errors as :meth:`fetch`, with one difference in where it
+        may go: a source allowed on private addresses is allowed there only on the
+        hosts of its own feed URLs; any other private, loopback or link-local
+        address, on any hop, is refused (:class:`BlockedURLError`).
+        """
+        allowed = source.allow_private or self.limits.allow_private
+        hosts = {urlsplit(feed).hostname or "" for feed in source.urls} if allowed else set()
+        attempt = _Attempt(
+            source=source,
+            url=url,
+            allow_private=False,
+            private_hosts=frozenset(host.lower() for host in hosts if host),
+            accept=PAGE_ACCEPT,
+        )
+        state = SourceState(source.id, url, etag=etag, last_modified=last_modified)
+        return await self._fetch(attempt, state)
+
+    async def _fetch(self, attempt: _Attempt, state: SourceState | None) -> FetchResult:
         headers: dict[str, str] = {}
         # Validated again: a state written before the check (or by hand) may hold any text.
         etag = _validator(state.etag) if state is not None else None
@@ -384,24 +436,18 @@ class Fetcher:
                 async with asyncio.timeout(self.limits.total_timeout):
                     result = await self._follow(attempt, headers, state, started)
             except TimeoutError as exc:
-                logger.debug(
-                    "fetch exceeded the %.1f s total deadline: source=%s url=%s",
-                    self.limits.total_timeout,
-                    source.id,
-                    attempt.url,
-                )
+                logger.debug("fetch exceeded the %.1f s total deadline", self.limits.total_timeout)
                 raise FetchTimeoutError(
                     f"no complete answer within the {self.limits.total_timeout:g} s deadline",
                     **attempt.error_context(),
                 ) from exc
         # DEBUG: the pipeline logs each poll's outcome once; this is the network detail.
+        # The poll's log lines already start with its source and URL (log.bound).
         logger.debug(
-            "fetched status=%d bytes=%s in %.2f s: source=%s url=%s",
+            "fetched status=%d bytes=%s in %.2f s",
             result.status,
             "-" if result.content is None else len(result.content),
             result.elapsed,
-            source.id,
-            result.url,
         )
         return result
 
@@ -442,22 +488,14 @@ class Fetcher:
                     f"more than {self.limits.max_redirects} redirects", **attempt.error_context()
                 )
             attempt.permanent = attempt.permanent and status in _PERMANENT_REDIRECTS
-            logger.debug(
-                "following %d redirect to %s: source=%s url=%s",
-                status,
-                target,
-                attempt.source.id,
-                attempt.url,
-            )
+            logger.debug("following %d redirect from %s to %s", status, attempt.url, target)
             attempt.url = target
 
     @staticmethod
     def _check_scheme(attempt: _Attempt) -> None:
         scheme = attempt.url.partition(":")[0].lower() if ":" in attempt.url else ""
         if scheme not in _ALLOWED_SCHEMES:
-            logger.debug(
-                "refusing URL scheme %r: source=%s url=%s", scheme, attempt.source.id, attempt.url
-            )
+            logger.debug("refusing URL scheme %r of %s", scheme, attempt.url)
             raise BlockedURLError(
                 f"scheme {scheme or '(none)'!r} is not http or https", **attempt.error_context()
             )
@@ -467,14 +505,15 @@ class Fetcher:
             request = httpx2.Request(
                 "GET",
                 _parsed_url(attempt.url),
-                headers={**self._headers, **headers},
-                extensions={_POLICY_EXTENSION: attempt.allow_private, "timeout": self._timeout},
+                headers={**self._headers, "Accept": attempt.accept, **headers},
+                extensions={"timeout": self._timeout},
             )
         except (httpx2.InvalidURL, ValueError) as exc:  # UnicodeError (IDNA) too
             raise FetchError("invalid URL", **attempt.error_context()) from exc
         if not request.url.host:
             # ``http:/path`` and the like: nothing to connect to.
             raise FetchError("invalid URL: no host", **attempt.error_context())
+        request.extensions[_POLICY_EXTENSION] = attempt.policy(request.url.host)
         with _translate(attempt):
             response = await self._transport.handle_async_request(request)
         response.request = request
@@ -579,7 +618,7 @@ async def _close(response: httpx2.Response) -> None:
                     break
     except httpx2.HTTPError as exc:
         # Only the connection's reuse is lost; the answer was already taken.
-        logger.debug("connection not reusable (%s): url=%s", exc, response.request.url)
+        logger.debug("connection to %s not reusable (%s)", response.request.url, exc)
     finally:
         await response.aclose()
 
@@ -624,10 +663,10 @@ class _translate:
                 **context,
             ) from exc
         if isinstance(exc, httpx2.TimeoutException):
-            logger.debug("%s: source=%s url=%s", type(exc).__name__, attempt.source.id, attempt.url)
+            logger.debug("%s from %s", type(exc).__name__, attempt.url)
             raise FetchTimeoutError(f"timed out ({type(exc).__name__})", **context) from exc
         # DEBUG: the error is raised with the same context and the pipeline logs it once.
-        logger.debug("network error %s: source=%s url=%s", exc, attempt.source.id, attempt.url)
+        logger.debug("network error from %s: %s", attempt.url, exc)
         raise FetchError(f"network error ({type(exc).__name__})", **context) from exc
 
 

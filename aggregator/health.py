@@ -5,6 +5,8 @@ from the stored source states, so the three never disagree.  A source is
 *failing* when it is configured, enabled, and its last poll failed (or the server
 disabled it with a 410); a source never polled, or one whose feed had a minor
 problem but was read, is not.
+
+Imports from the package: ``types`` only (stages: ARCHITECTURE.md).
 """
 
 from __future__ import annotations
@@ -57,16 +59,21 @@ def failing(states: Iterable[SourceState], enabled: Collection[str]) -> list[Fai
 def cause_first(message: str, state: SourceState) -> str:
     """A stored error message as a person reads it: the underlying cause first.
 
-    Stored messages read ``what failed: source='id' url='…': CauseType: cause``.
+    Stored messages read ``what failed: source=id url=…: CauseType: cause`` (quoted,
+    ``source='id'``, when stored by an earlier version).
     Where the source's id and URL are shown anyway, they only push the cause out of
     sight, so they are dropped; the cause (``DNS lookup of 'feedx.net' failed``) then
     leads, and our summary (``network error``) follows in parentheses.
     """
-    shown = (f"source={state.source_id!r}", f"url={state.url!r}")
+    shown = re.compile(
+        "|".join(
+            rf"(?<!\S){key}=(?:{re.escape(value)}|{re.escape(repr(value))})(?!\S)"
+            for key, value in (("source", state.source_id), ("url", state.url))
+        )
+    )
     parts = []
     for part in message.split(": "):
-        for value in shown:
-            part = part.replace(value, "")
+        part = shown.sub("", part)
         if part.strip():
             parts.append(" ".join(part.split()))
     summary, rest = (parts[0], ": ".join(parts[1:])) if parts else (message, "")

@@ -20,6 +20,8 @@ resets it; granian has a header-read timeout but runs its own runtime and worker
 and this service must share the daemon's asyncio loop (``aggregator run``); a reverse
 proxy is a deployment choice the service cannot count on.  This is about sixty lines
 over uvicorn, which the service already uses.
+
+Imports from the package: nothing of the package (stages: ARCHITECTURE.md).
 """
 
 from __future__ import annotations

@@ -17,6 +17,9 @@ A traceback is written only at DEBUG: at other levels an exception logged with
 ``logger.exception`` adds its type and message to the line instead, because a
 40-line traceback in a months-long log buries the one line an operator needs.
 Noisy libraries are held at WARNING: their per-request INFO lines would drown ours.
+An error of ours on a bound line leaves out the source and URL the line starts with.
+
+Imports from the package: ``errors`` only (stages: ARCHITECTURE.md).
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from datetime import datetime
 from typing import Literal
 
 from pythonjsonlogger.json import JsonFormatter
+
+from aggregator.errors import AggregatorError
 
 __all__ = ["LogFormat", "bound", "setup"]
 
@@ -64,9 +69,16 @@ def _prepared(record: logging.LogRecord, *, tracebacks: bool) -> logging.LogReco
     binding = _bound.get()
     if binding is not None and not hasattr(record, "source"):
         brief.source, brief.url = binding
+    known = {"source": getattr(brief, "source", None), "url": getattr(brief, "url", None)}
+    if known["source"] is not None and isinstance(record.args, tuple):
+        # Our errors leave out the source and URL the line already starts with.
+        brief.args = tuple(
+            arg.render(known) if isinstance(arg, AggregatorError) else arg for arg in record.args
+        )
     if record.exc_info and record.exc_info[1] is not None and not tracebacks:
         error = record.exc_info[1]
-        brief.msg = f"{record.getMessage()}: {type(error).__name__}: {error}"
+        text = error.render(known) if isinstance(error, AggregatorError) else str(error)
+        brief.msg = f"{brief.getMessage()}: {type(error).__name__}: {text}"
         brief.args = None
         brief.exc_info = brief.exc_text = brief.stack_info = None
     return brief

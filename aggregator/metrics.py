@@ -8,6 +8,8 @@ one process would collide), and cannot be reset.  ``Metrics()`` gives an isolate
 
 Labels are source ids and short error kinds (:attr:`AggregatorError.kind`), both from
 small closed sets, so cardinality stays bounded; article ids or URLs never become labels.
+
+Imports from the package: ``types`` only (stages: ARCHITECTURE.md).
 """
 
 from __future__ import annotations
@@ -94,6 +96,19 @@ class Metrics:
             "1 when the last scrape could read the database.",
             registry=reg,
         )
+        self.url_failures = Counter(
+            "aggregator_source_url_failures",
+            "Failed attempts of one URL of a source with mirrors, by error kind.",
+            ["source", "url", "kind"],
+            registry=reg,
+        )
+        self.url_up = Gauge(
+            "aggregator_source_url_up",
+            "For a source with mirrors: 1 when the URL's last attempt answered, 0 when it "
+            "failed or is retired (HTTP 410).",
+            ["source", "url"],
+            registry=reg,
+        )
         self.source_disabled = Gauge(
             "aggregator_source_disabled",
             "1 when polling of the source is stopped (e.g. HTTP 410).",
@@ -120,6 +135,10 @@ class Metrics:
         per_source.new.inc(max(new, 0))
         per_source.updated.inc(max(updated, 0))
         per_source.duration.observe(max(duration, 0.0))
+
+    def record_url_failure(self, source_id: str, url: str, kind: str) -> None:
+        """Count one failed attempt of one of a source's URLs (the configured URL)."""
+        self.url_failures.labels(source=source_id, url=url, kind=kind).inc()
 
     # ``labels()`` validates and locks on every call, a noticeable share of a 304 poll's
     # CPU; the labelled children never change, so each is looked up once.
@@ -153,6 +172,9 @@ class Metrics:
             self.last_success.labels(source=source).set(success)
             self.consecutive_failures.labels(source=source).set(state.consecutive_failures)
             self.source_disabled.labels(source=source).set(1 if state.disabled_reason else 0)
+            for record in state.url_states:
+                up = record.gone is None and record.error is None and record.last_attempt
+                self.url_up.labels(source=source, url=record.configured).set(1 if up else 0)
 
     def render(self) -> tuple[bytes, str]:
         """The text exposition payload and its content type."""

@@ -26,6 +26,8 @@ explicitly configured to live on the intranet) or the address is inside one of
 ``allow_networks`` (an exact allow-list, matched against the literal address:
 allowing ``127.0.0.1/32`` does *not* allow ``::ffff:127.0.0.1``).  The same policy
 applies to every hop of a redirect chain.
+
+Imports from the package: nothing of the package (stages: ARCHITECTURE.md).
 """
 
 from __future__ import annotations

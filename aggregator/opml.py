@@ -5,9 +5,17 @@ Export writes what every feed reader understands (``type="rss"``, ``text``, ``ti
 private namespace, so a round trip through this module loses nothing while other
 readers simply ignore them.
 
+Topics (saved searches) are exported too, in a folder of their own: each is an ``rss``
+outline whose ``xmlUrl`` is the topic's feed on this service (``/topics/ID/feed.xml``),
+so a feed reader subscribes to the search as to any feed, and whose private attributes
+keep its id, query and sources.  Import skips them: they are our own feeds, not
+sources to poll.
+
 Import treats the file as hostile: OPML files are downloaded from anywhere and shared
 around.  defusedxml refuses DTDs outright (OPML never needs one), which rules out
 entity expansion bombs and external entities, and nothing is ever fetched.
+
+Imports from the package: ``errors`` and ``types`` (stages: ARCHITECTURE.md).
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from defusedxml import DefusedXmlException
 from lxml import etree
 
 from .errors import ConfigError
+from .search import Topic
 from .types import UTC, Source
 
 __all__ = ["AGGREGATOR_NS", "export_opml", "parse_opml"]
@@ -43,9 +52,15 @@ def _agg(name: str) -> str:
 
 
 def export_opml(
-    sources: Iterable[Source], *, title: str = "aggregator sources", created: datetime | None = None
+    sources: Iterable[Source],
+    *,
+    title: str = "aggregator sources",
+    created: datetime | None = None,
+    topics: Iterable[Topic] = (),
+    base_url: str = "",
 ) -> bytes:
-    """OPML 2.0 for ``sources``; ``created`` (if given) becomes ``dateCreated``.
+    """OPML 2.0 for ``sources`` and ``topics`` (whose feeds are under ``base_url``);
+    ``created`` (if given) becomes ``dateCreated``.
 
     The time is a parameter, not read from the clock, so the output is reproducible.
     """
@@ -73,7 +88,25 @@ def export_opml(
             outline.set(_agg("retention"), str(int(source.retention.total_seconds())))
         if source.allow_private:
             outline.set(_agg("allow-private"), "true")
+    _export_topics(body, list(topics), base_url.rstrip("/"))
     return etree.tostring(root, xml_declaration=True, encoding="utf-8", pretty_print=True)
+
+
+def _export_topics(body: etree._Element, topics: list[Topic], base_url: str) -> None:
+    if not topics:
+        return
+    folder = etree.SubElement(body, "outline", {"text": "Topics", "title": "Topics"})
+    for topic in topics:
+        outline = etree.SubElement(folder, "outline")
+        outline.set("type", "rss")
+        outline.set("text", topic.title)
+        outline.set("title", topic.title)
+        outline.set("xmlUrl", f"{base_url}/topics/{topic.id}/feed.xml")
+        outline.set("htmlUrl", f"{base_url}/?topic={topic.id}")
+        outline.set(_agg("topic"), topic.id)
+        outline.set(_agg("query"), str(topic.query))
+        if topic.sources:
+            outline.set(_agg("sources"), " ".join(topic.sources))
 
 
 def parse_opml(data: bytes, *, file: str | None = None) -> list[Source]:
@@ -104,6 +137,8 @@ def parse_opml(data: bytes, *, file: str | None = None) -> list[Source]:
     ids: set[str] = set()
     urls: set[str] = set()
     for outline in root.iter("outline"):
+        if outline.get(_agg("topic")) is not None:
+            continue  # one of our topic feeds: polling it would feed us our own articles
         url = (outline.get("xmlUrl") or outline.get("xmlurl") or "").strip()
         if not url:
             continue  # a folder or a plain text outline

@@ -10,6 +10,9 @@ microseconds; a file-system watcher would add a dependency and miss bind mounts.
 A file that does not validate is not applied: every problem is logged, one line
 each, and the sources in use stay, so a typo never stops the polling of the
 others.
+
+Imports from the package: ``errors`` and ``types``; only the CLI imports it (stages:
+ARCHITECTURE.md).
 """
 
 from __future__ import annotations

@@ -15,6 +15,9 @@ the poll ends.  Because of that
 * each source keeps its own interval and jitter (``timing.after_success``);
 * at most ``max_polls_per_host`` polls talk to one host at once: a claimed source
   whose host is busy waits in the queue while sources of other hosts go ahead.
+
+Imports from the package: ``pipeline``, ``settings``, ``store`` and what lies below them
+(``log``, ``errors``, ``types``); only the CLI imports it (stages: ARCHITECTURE.md).
 """
 
 from __future__ import annotations

@@ -13,13 +13,19 @@ Conditional requests: the validator is a *weak* ETag (the same document is sent 
 or not, which a strong ETag would have to tell apart) derived from the selection's
 newest update time plus the normalised query, so a 304 costs one indexed query and no
 rendering.  ``If-None-Match`` wins over ``If-Modified-Since`` (RFC 9110 section 13.1.3).
+
+Imports from the package: ``export``, ``health``, ``metrics``, ``httpguard``, ``errors``,
+``types``; never ``store`` (it reads through the ``ArticleReader`` protocol) nor the poll
+(stages: ARCHITECTURE.md).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gzip
 import hashlib
+import hmac
 import html
 import json
 import logging
@@ -27,16 +33,18 @@ import re
 import socket
 import threading
 import time
+import zoneinfo
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import datetime, tzinfo
 from email.utils import format_datetime, parsedate_to_datetime
 from typing import Protocol
 from urllib.parse import urlencode, urlsplit
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.datastructures import MutableHeaders
 from starlette.middleware import Middleware
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
@@ -46,11 +54,21 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import health
 from . import metrics as metrics_module
-from .errors import ServiceError, StorageError
-from .export.feeds import FORMATS, FeedFormat, decode_cursor, encode_cursor, shortened
+from .errors import QueryError, ServiceError, StorageError
+from .export.feeds import (
+    EXCERPT_HEAD_CHARS,
+    FORMATS,
+    MAX_TITLE_CHARS,
+    FeedFormat,
+    decode_cursor,
+    encode_cursor,
+    shortened,
+)
 from .export.site import FEED_PATHS, FeedSite, default_id_authority
 from .httpguard import HEAD_TIMEOUT, guarded_protocol
-from .types import UTC, Cursor, SourceState, StoredArticle
+from .search import Query, Topic, html_text, parse_query, snippet
+from .search.script import SCRIPTS, Script, chinese_script, convert, convert_html
+from .types import UTC, Cursor, Provenance, ReadBound, SourceState, StoredArticle, UrlState
 
 __all__ = [
     "FEED_PATHS",
@@ -90,8 +108,34 @@ class ArticleReader(Protocol):
         """Newest first by ``(sort_time, id)``, strictly older than ``before``."""
         ...
 
+    def feed_page(
+        self,
+        *,
+        sources: Sequence[str] | None = None,
+        limit: int = 50,
+        before: Cursor | None = None,
+        bound: ReadBound,
+    ) -> tuple[list[StoredArticle], bool]:
+        """As :meth:`latest`, read within ``bound``, and whether a next page exists."""
+        ...
+
     def last_updated(self, sources: Sequence[str] | None = None) -> datetime | None:
         """The newest ``updated`` among the selected articles; ``None`` if there are none."""
+        ...
+
+    def search(
+        self,
+        query: Query,
+        *,
+        sources: Sequence[str] | None = None,
+        limit: int = 50,
+        before: Cursor | None = None,
+    ) -> list[StoredArticle]:
+        """The articles matching ``query``, ordered and paged as :meth:`latest`."""
+        ...
+
+    def article(self, article_id: int) -> StoredArticle | None:
+        """One article by id, ``None`` when there is none."""
         ...
 
     def ping(self) -> None: ...
@@ -148,12 +192,26 @@ class _Site(FeedSite):
     cache_max_age: int
     max_page_bytes: int
     metrics: metrics_module.Metrics = field(repr=False)
+    topics: Mapping[str, Topic] = field(default_factory=dict)
+    timezone: tzinfo = UTC  # the pages' times
 
     @property
     def max_item_chars(self) -> int:
         """The longest body served whole, so that any single item fits a page: escaping
         (``&`` -> ``&amp;``) and UTF-8 (CJK) make a character at most about 6 bytes."""
         return self.max_page_bytes // 8
+
+    @property
+    def read_bound(self) -> ReadBound:
+        """What a feed page may read: every character is at least a byte once served,
+        so rows past ``max_page_bytes`` characters could never be on the page; a body
+        served as its excerpt needs only its head; a title only enough to be cut."""
+        return ReadBound(
+            page_chars=self.max_page_bytes,
+            body_chars=self.max_item_chars,
+            head_chars=EXCERPT_HEAD_CHARS,
+            title_chars=MAX_TITLE_CHARS + 1,
+        )
 
 
 @dataclass(frozen=True)
@@ -164,14 +222,35 @@ class _Query:
     limit: int
     before: Cursor | None
     before_token: str | None
+    search: Query | None = None
+    topic: Topic | None = None
+    script: Script | None = None
+
+    @property
+    def selection(self) -> list[str] | None:
+        """The sources to read from: those asked for, else the topic's, else all."""
+        if self.sources:
+            return list(self.sources)
+        return list(self.topic.sources) if self.topic and self.topic.sources else None
 
     def params(self, site: _Site, *, before: str | None = None) -> list[tuple[str, str]]:
-        return site.selection(self.sources, self.limit, before=before)
+        params = [("source", source) for source in self.sources]
+        if self.topic is not None:
+            params.append(("topic", self.topic.id))
+        elif self.search is not None:
+            params.append(("q", str(self.search)))
+        if self.script is not None:
+            params.append(("script", self.script))
+        if self.limit != site.default_limit:
+            params.append(("limit", str(self.limit)))
+        if before:
+            params.append(("before", before))
+        return params
 
 
 def _parse_query(request: Request, site: _Site) -> _Query:
     query = request.query_params
-    for name in ("limit", "before"):
+    for name in ("limit", "before", "q", "topic", "script"):
         if len(query.getlist(name)) > 1:
             raise BadRequest(f"{name} given more than once")
     sources = tuple(sorted(set(query.getlist("source"))))
@@ -192,7 +271,61 @@ def _parse_query(request: Request, site: _Site) -> _Query:
             before = decode_cursor(token)
         except ValueError:
             raise BadRequest("malformed before= cursor") from None
-    return _Query(sources, limit, before, token)
+    search, topic = _search_of(request, site)
+    return _Query(sources, limit, before, token, search, topic, _script_of(request))
+
+
+def _script_of(request: Request) -> Script | None:
+    wanted = request.query_params.get("script")
+    if wanted is None:
+        return None
+    for script in SCRIPTS:
+        if wanted == script:
+            return script
+    raise BadRequest("script must be hans or hant")
+
+
+def _in_script(stored: StoredArticle, script: Script | None) -> StoredArticle:
+    """``stored`` with title and body in ``script`` (as stored when ``None``)."""
+    if script is None:
+        return stored
+    article = stored.article
+    converted = replace(
+        article, title=convert(article.title, script), body=convert_html(article.body, script)
+    )
+    return replace(stored, article=converted)
+
+
+def _search_of(request: Request, site: _Site) -> tuple[Query | None, Topic | None]:
+    """The search a request asks for: a topic (``/topics/ID/...`` or ``?topic=``)
+    or a query (``?q=``); a blank ``q`` is no search (an empty search box)."""
+    topic_id = request.path_params.get("topic") or request.query_params.get("topic")
+    if topic_id is not None:
+        topic = site.topics.get(topic_id)
+        if topic is None:
+            raise BadRequest(f"unknown topic {topic_id[:64]!r}")
+        return topic.query, topic
+    text = request.query_params.get("q", "")
+    if not text.strip():
+        return None, None
+    try:
+        return parse_query(text), None
+    except QueryError as exc:
+        raise BadRequest(f"q: {exc.message}") from None
+
+
+def _articles(
+    reader: ArticleReader, query: _Query, bound: ReadBound
+) -> tuple[list[StoredArticle], bool]:
+    """One page of the selection (read within ``bound``), and whether older ones exist."""
+    if query.search is None:
+        return reader.feed_page(
+            sources=query.selection, limit=query.limit, before=query.before, bound=bound
+        )
+    rows = reader.search(
+        query.search, sources=query.selection, limit=query.limit + 1, before=query.before
+    )
+    return rows[: query.limit], len(rows) > query.limit
 
 
 def _http_date(moment: datetime) -> str:
@@ -303,9 +436,13 @@ def _feed_endpoint(
 ) -> Route:
     def endpoint(request: Request) -> Response:
         query = _parse_query(request, site)
-        selection = list(query.sources) or None
-        last_updated = reader.last_updated(selection)
-        etag = _etag(site, fmt.name, query, last_updated)
+        if query.topic is not None and "topic" in request.path_params:
+            where = f"/topics/{query.topic.id}{path}"
+        else:
+            where = path
+        last_updated = reader.last_updated(query.selection)
+        # The path is part of the document (its self link), so part of the validator.
+        etag = _etag(site, fmt.name if where == path else where, query, last_updated)
         headers = {
             "ETag": etag,
             "Cache-Control": f"public, max-age={site.cache_max_age}",
@@ -317,7 +454,7 @@ def _feed_endpoint(
             return Response(status_code=304, headers=headers)
         rendered = cache.get(etag)
         if rendered is None:
-            rendered = cache.put(etag, _render(reader, site, fmt, path, query, last_updated))
+            rendered = cache.put(etag, _render(reader, site, fmt, where, query, last_updated))
         body = rendered.body
         if len(body) >= _GZIP_MINIMUM and _accepts_gzip(request):
             # Already encoded: the GZipMiddleware passes it through untouched.
@@ -328,6 +465,16 @@ def _feed_endpoint(
     return Route(path, endpoint, methods=["GET"], name=fmt.name)
 
 
+def _topic_endpoint(
+    reader: ArticleReader, site: _Site, fmt: FeedFormat, path: str, cache: _ResponseCache
+) -> Route:
+    """``/topics/ID/feed.xml`` and friends: the feed endpoint with the topic in the path."""
+    route = _feed_endpoint(reader, site, fmt, path, cache)
+    return Route(
+        f"/topics/{{topic}}{path}", route.endpoint, methods=["GET"], name=f"topic-{fmt.name}"
+    )
+
+
 def _render(
     reader: ArticleReader,
     site: _Site,
@@ -336,19 +483,18 @@ def _render(
     query: _Query,
     last_updated: datetime | None,
 ) -> bytes:
-    selection = list(query.sources) or None
-    # One extra row tells whether a next page exists without a second query.
-    rows = reader.latest(sources=selection, limit=query.limit + 1, before=query.before)
-    more = len(rows) > query.limit
-    page = [shortened(stored, site.max_item_chars) for stored in rows[: query.limit]]
+    rows, more = _articles(reader, query, site.read_bound)
+    page = [shortened(_in_script(stored, query.script), site.max_item_chars) for stored in rows]
     while True:
-        meta = site.meta(
-            path,
-            query.sources,
-            query.limit,
-            updated=last_updated,
-            before=query.before_token,
-            next_page=page[-1].cursor if more and page else None,
+        next_token = encode_cursor(page[-1].cursor) if more and page else None
+        # The site's metadata, with the title and links of this search's selection.
+        meta = replace(
+            site.meta(path, query.sources, query.limit, updated=last_updated),
+            title=_feed_title(site, query),
+            self_url=site.url(path, query.params(site, before=query.before_token)),
+            first_url=site.url(path, query.params(site)),
+            next_url=site.url(path, query.params(site, before=next_token)) if next_token else None,
+            html_url=site.url("/", query.params(site)),
         )
         body = fmt.render(meta, page)
         if len(body) <= site.max_page_bytes or len(page) <= 1:
@@ -356,6 +502,15 @@ def _render(
         # Fewer items, the rest on the next page (its link starts after the last kept).
         page = page[: _fitting(page, len(body), site.max_page_bytes)]
         more = True
+
+
+def _feed_title(site: _Site, query: _Query) -> str:
+    title = site.feed_title(query.sources)
+    if query.topic is not None:
+        title += f": {query.topic.title}"
+    if query.search is not None and query.topic is None:
+        title += f" (search: {query.search})"
+    return title
 
 
 def _fitting(page: Sequence[StoredArticle], rendered: int, bound: int) -> int:
@@ -385,6 +540,8 @@ _PAGE = """<!DOCTYPE html>
 body {{ font-family: sans-serif; max-width: 48rem; margin: 1rem auto; padding: 0 1rem; }}
 nav a {{ margin-right: .75rem; }} nav a.current {{ font-weight: bold; }}
 li {{ margin: .4rem 0; }} .meta {{ color: #666; font-size: .9em; }}
+form.search input {{ width: min(100%, 24rem); }} .snippet {{ margin: .2rem 0; }}
+mark {{ background: #fe6; color: inherit; }}
 .failing {{ color: #a00; }}
 </style>
 </head>
@@ -392,6 +549,7 @@ li {{ margin: .4rem 0; }} .meta {{ color: #666; font-size: .9em; }}
 <h1>{title}</h1>
 <nav>{nav}</nav>
 {failing}
+{search}
 <p>Feeds: {feed_links}</p>
 <ol class="articles">
 {items}
@@ -414,11 +572,12 @@ def _safe_href(url: str) -> str | None:
 def _index_endpoint(reader: ArticleReader, site: _Site) -> Route:
     def endpoint(request: Request) -> Response:
         query = _parse_query(request, site)
-        selection = list(query.sources) or None
-        rows = reader.latest(sources=selection, limit=query.limit + 1, before=query.before)
-        page = rows[: query.limit]
+        # Titles only for a plain listing: no body is read (a search reads bodies
+        # for its snippets).
+        bound = dataclasses.replace(site.read_bound, body_chars=0, head_chars=0)
+        page, more = _articles(reader, query, bound)
         counts = reader.article_counts()
-        title = site.feed_title(query.sources)
+        title = _feed_title(site, query)
         params = query.params(site)
         alternates = "\n".join(
             f'<link rel="alternate" type="{fmt.mime}" title="{_e(title)} ({fmt.name})" '
@@ -440,9 +599,17 @@ def _index_endpoint(reader: ArticleReader, site: _Site) -> Route:
             marked = ' class="failing" title="failing"' if source_id in problems else ""
             current = _current(query.sources == (source_id,))
             nav.append(f'<a href="{_e(href)}"{current}><span{marked}>{_e(label)}</span></a>')
-        items = "\n".join(_index_item(stored) for stored in page) or "<li>No articles yet.</li>"
+        for topic in site.topics.values():
+            href = site.url("/", [("topic", topic.id)])
+            current = _current(query.topic is not None and query.topic.id == topic.id)
+            nav.append(f'<a class="topic" href="{_e(href)}"{current}>{_e(topic.title)}</a>')
+        empty = "<li>No articles found.</li>" if query.search else "<li>No articles yet.</li>"
+        items = "\n".join(
+            _index_item(site, _in_script(stored, query.script), query) for stored in page
+        )
+        items = items or empty
         older = ""
-        if len(rows) > query.limit:
+        if more and page:
             href = site.url("/", query.params(site, before=encode_cursor(page[-1].cursor)))
             older = f'<p><a rel="next" href="{_e(href)}">Older articles</a></p>'
         document = _PAGE.format(
@@ -450,6 +617,7 @@ def _index_endpoint(reader: ArticleReader, site: _Site) -> Route:
             title=_e(title),
             alternates=alternates,
             nav="\n".join(nav),
+            search=_search_form(site, query),
             failing=_failing_list(problems.values(), site.sources),
             feed_links=feed_links,
             items=items,
@@ -493,15 +661,167 @@ def _current(flag: bool) -> str:
     return ' class="current"' if flag else ""
 
 
-def _index_item(stored: StoredArticle) -> str:
+def _search_form(site: _Site, query: _Query) -> str:
+    """A plain GET form: the page stays script-free."""
+    value = str(query.search) if query.search is not None and query.topic is None else ""
+    kept = [("source", source) for source in query.sources]
+    kept += [("script", query.script)] if query.script else []
+    hidden = "".join(
+        f'<input type="hidden" name="{name}" value="{_e(value)}">' for name, value in kept
+    )
+    return (
+        f'<form class="search" role="search" method="get" action="{_e(site.url("/"))}">'
+        f'<input type="search" name="q" value="{_e(value)}" aria-label="Search" '
+        f'placeholder="防长, &quot;exact phrase&quot;, -excluded, a OR b">{hidden}'
+        "<button>Search</button></form>"
+    )
+
+
+def _snippet_html(stored: StoredArticle, search: Query) -> str:
+    text = " ".join(html_text(stored.article.body).split())
+    pieces = snippet(text, search, width=140)
+    return "".join(f"<mark>{_e(part)}</mark>" if marked else _e(part) for part, marked in pieces)
+
+
+def _index_item(site: _Site, stored: StoredArticle, query: _Query) -> str:
     article = stored.article
+    search = query.search
     href = _safe_href(article.link)
     title = _e(article.title or article.link)
     heading = f'<a href="{_e(href)}">{title}</a>' if href else title
     names = dict.fromkeys(p.source_name for p in stored.provenance) or {article.source_name: None}
-    moment = stored.cursor.sort_time
-    stamp = f'<time datetime="{moment.isoformat()}">{moment:%Y-%m-%d %H:%M} UTC</time>'
-    return f'<li>{heading} <span class="meta">{_e(", ".join(names))} · {stamp}</span></li>'
+    stamp = _time_html(site, stored.cursor.sort_time)
+    read = _e(_article_url(site, stored.id, query.script))
+    meta = (
+        f'<span class="meta">{_e(", ".join(names))} · {stamp} · '
+        f'<a class="read" href="{read}">read here</a></span>'
+    )
+    if search is None:
+        return f"<li>{heading} {meta}</li>"
+    return f'<li>{heading} {meta}<p class="snippet">{_snippet_html(stored, search)}</p></li>'
+
+
+# --- the article page ----------------------------------------------------------------
+
+_ARTICLE_PAGE = """<!DOCTYPE html>
+<html lang="{site_lang}">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="color-scheme" content="light dark">
+<title>{title} · {site_title}</title>
+<style>
+:root {{ color-scheme: light dark; --fg: #1d1d1f; --bg: #fff; --muted: #666; --link: #0b57d0; }}
+@media (prefers-color-scheme: dark) {{
+  :root {{ --fg: #e6e6e6; --bg: #121212; --muted: #9a9a9a; --link: #8ab4f8; }}
+}}
+body {{ margin: 0; color: var(--fg); background: var(--bg);
+  font: 1.0625rem/1.75 system-ui, -apple-system, "Segoe UI", Roboto, "Noto Sans", sans-serif; }}
+:lang(zh-Hans) {{ font-family: "PingFang SC", "Hiragino Sans GB", "Noto Sans CJK SC",
+  "Source Han Sans SC", "Microsoft YaHei", system-ui, sans-serif; }}
+:lang(zh-Hant) {{ font-family: "PingFang TC", "Noto Sans CJK TC", "Source Han Sans TC",
+  "Microsoft JhengHei", system-ui, sans-serif; }}
+main {{ max-width: 40rem; margin: 0 auto; padding: 1rem; overflow-wrap: anywhere; }}
+article:lang(zh) {{ max-width: 36em; }}
+h1 {{ font-size: 1.5rem; line-height: 1.4; margin: .5rem 0; }}
+a {{ color: var(--link); }} a.current {{ font-weight: bold; }}
+.meta {{ color: var(--muted); font-size: .9rem; }}
+.meta ul {{ margin: .2rem 0; padding-left: 1.2rem; }}
+.body img, .body video {{ max-width: 100%; height: auto; }}
+.body pre {{ overflow-x: auto; }} .body table {{ display: block; overflow-x: auto; }}
+blockquote {{ margin: 1rem 0; padding-left: 1rem; border-left: 3px solid var(--muted); }}
+</style>
+</head>
+<body>
+<main>
+<nav class="meta"><a href="{home}">{site_title}</a> · {scripts}</nav>
+<article lang="{lang}">
+<h1>{heading}</h1>
+<div class="meta">
+<p>Published {published} · updated {updated}</p>
+<ul class="sources">{sources}</ul>
+</div>
+<div class="body">
+{body}
+</div>
+</article>
+</main>
+</body>
+</html>
+"""
+_LANG: Mapping[Script, str] = {"hans": "zh-Hans", "hant": "zh-Hant"}
+_SCRIPT_LABELS: Mapping[Script, str] = {"hans": "简体", "hant": "繁體"}
+
+
+def _time_html(site: _Site, moment: datetime | None) -> str:
+    if moment is None:
+        return "unknown"
+    local = moment.astimezone(site.timezone)
+    return f'<time datetime="{moment.isoformat()}">{local:%Y-%m-%d %H:%M %Z}</time>'
+
+
+def _article_url(site: _Site, article_id: int, script: Script | None) -> str:
+    return site.url(f"/articles/{article_id}", [("script", script)] if script else [])
+
+
+def _source_item(site: _Site, route: Provenance) -> str:
+    """One route the article came by: the source, a link to its copy (named by its
+    host: a percent-encoded Chinese path fills a phone's screen) and when we saw it."""
+    name = _e(route.source_name or route.source_id)
+    seen = f"seen {_time_html(site, route.first_seen)}"
+    link = _safe_href(route.link)
+    if link is None:
+        return f"<li>{name}, {seen}</li>"
+    host = _e(urlsplit(link).hostname or link)
+    return f'<li>{name}: <a href="{_e(link)}">{host}</a>, {seen}</li>'
+
+
+def _article_endpoint(reader: ArticleReader, site: _Site) -> Route:
+    """``/articles/ID``: one article to read here, cleaned, in the reader's script."""
+
+    def endpoint(request: Request) -> Response:
+        article_id: int = request.path_params["article_id"]
+        script = _script_of(request)
+        found = reader.article(article_id)
+        if found is None:
+            return PlainTextResponse("no such article\n", status_code=404)
+        stored = _in_script(found, script)
+        article = stored.article
+        written = script or chinese_script(article.title + article.body)
+        href = _safe_href(article.link)
+        title = _e(article.title or article.link)
+        sources = "".join(_source_item(site, route) for route in stored.provenance)
+        scripts = " ".join(
+            f'<a href="{_e(_article_url(site, article_id, choice))}" lang="{_LANG[choice]}"'
+            f"{_current(choice == script)}>{label}</a>"
+            for choice, label in _SCRIPT_LABELS.items()
+        )
+        document = _ARTICLE_PAGE.format(
+            site_lang=_e(site.language or "en"),
+            site_title=_e(site.title),
+            title=title,
+            home=_e(site.url("/")),
+            scripts=scripts,
+            lang=_LANG[written] if written else _e(site.language or "en"),
+            heading=f'<a href="{_e(href)}">{title}</a>' if href else title,
+            published=_time_html(site, article.published),
+            updated=_time_html(site, stored.updated),
+            sources=sources,
+            body=article.body,  # cleaned and sanitised when stored
+        )
+        return Response(
+            document,
+            media_type="text/html; charset=utf-8",
+            headers={
+                "Cache-Control": "no-cache",
+                # As the index, plus the article's own pictures (https only).
+                "Content-Security-Policy": (
+                    "default-src 'none'; style-src 'unsafe-inline'; img-src https: data:"
+                ),
+            },
+        )
+
+    return Route("/articles/{article_id:int}", endpoint, methods=["GET"], name="article")
 
 
 # --- operations ----------------------------------------------------------------------
@@ -518,6 +838,21 @@ def _state_json(state: SourceState, name: str | None) -> dict[str, object]:
         "last_error": state.last_error,
         "failing_since": _iso(state.failing_since),
         "disabled": state.disabled_reason,
+        **(
+            {"urls": [_url_json(record) for record in state.url_states]} if state.url_states else {}
+        ),
+    }
+
+
+def _url_json(record: UrlState) -> dict[str, object]:
+    """One URL of a source with mirrors; its error text stays in the log and the CLI,
+    like the source's own, but the kind says which URL failed how."""
+    return {
+        "url": record.configured,
+        "last_success": record.last_success.isoformat() if record.last_success else None,
+        "last_attempt": record.last_attempt.isoformat() if record.last_attempt else None,
+        "error_kind": record.error_kind,
+        "retired": record.gone is not None,
     }
 
 
@@ -618,6 +953,59 @@ class _SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+class _TokenGate:
+    """With ``feed_token`` set, everything but ``/healthz`` needs the token: as
+    ``?token=``, as ``Authorization: Bearer``, or as the cookie a page visit with
+    ``?token=`` sets (so the page's own links and search form keep working in a
+    browser without the token in every URL).  Compared with
+    :func:`hmac.compare_digest`, so the time taken does not tell how much matched.
+    """
+
+    COOKIE = "aggregator_token"
+    OPEN = frozenset({"/healthz"})
+
+    def __init__(self, app: ASGIApp, token: str, *, secure: bool) -> None:
+        self.app = app
+        self.token = token.encode("utf-8")
+        self.cookie = f"{self.COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict" + (
+            "; Secure" if secure else ""
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.OPEN:
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        from_query = request.query_params.get("token")
+        given = from_query or _bearer(request) or request.cookies.get(self.COOKIE) or ""
+        if not hmac.compare_digest(given.encode("utf-8"), self.token):
+            answer = PlainTextResponse(
+                "a token is required (?token= or Authorization: Bearer)\n",
+                status_code=401,
+                headers={
+                    "WWW-Authenticate": 'Bearer realm="aggregator"',
+                    "Cache-Control": "no-store",
+                },
+            )
+            await answer(scope, receive, send)
+            return
+        if from_query is None:
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_cookie(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message).append("set-cookie", self.cookie)
+            await send(message)
+
+        await self.app(scope, receive, send_with_cookie)
+
+
+def _bearer(request: Request) -> str | None:
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    return credentials.strip() if scheme.lower() == "bearer" else None
+
+
 def _bad_request(request: Request, exc: Exception) -> Response:
     return PlainTextResponse(f"bad request: {exc}\n", status_code=400)
 
@@ -643,6 +1031,9 @@ def create_app(
     cache_max_age: int = 60,
     max_page_bytes: int = MAX_PAGE_BYTES,
     metrics: metrics_module.Metrics | None = None,
+    topics: Sequence[Topic] = (),
+    display_timezone: str = "UTC",
+    feed_token: str | None = None,
 ) -> Starlette:
     """Build the ASGI app.
 
@@ -658,6 +1049,10 @@ def create_app(
             rest on the next page), and a body too long for any page as its excerpt.
         metrics: defaults to :data:`aggregator.metrics.DEFAULT`, where the pipeline
             records polls.
+        topics: saved searches, served at ``/topics/ID/feed.xml`` (and the other
+            formats) and as ``?topic=ID``.
+        display_timezone: the IANA zone the pages show times in.
+        feed_token: when set, every endpoint but ``/healthz`` asks for it.
     """
     parts = urlsplit(base_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -678,11 +1073,15 @@ def create_app(
         cache_max_age=cache_max_age,
         max_page_bytes=max_page_bytes,
         metrics=metrics or metrics_module.DEFAULT,
+        topics={topic.id: topic for topic in topics},
+        timezone=zoneinfo.ZoneInfo(display_timezone),
     )
     cache = _ResponseCache(ttl=cache_max_age)
     routes = [
         _index_endpoint(reader, site),
+        _article_endpoint(reader, site),
         *(_feed_endpoint(reader, site, fmt, path, cache) for path, fmt in _FEED_PATHS.items()),
+        *(_topic_endpoint(reader, site, fmt, path, cache) for path, fmt in _FEED_PATHS.items()),
         _healthz_endpoint(reader, site),
         _metrics_endpoint(reader, site),
     ]
@@ -690,6 +1089,11 @@ def create_app(
         routes=routes,
         middleware=[
             Middleware(_SecurityHeaders),
+            *(
+                [Middleware(_TokenGate, token=feed_token, secure=parts.scheme == "https")]
+                if feed_token
+                else []
+            ),
             Middleware(GZipMiddleware, minimum_size=500, compresslevel=6),
         ],
         exception_handlers={BadRequest: _bad_request, StorageError: _storage_unavailable},

@@ -4,6 +4,9 @@ Precedence: environment variables ``AGGREGATOR_<NAME>`` over the settings file
 (``--config``, default ``config/aggregator.toml`` when present) over built-in
 defaults.  Every problem is reported as ``file:key: problem`` and stops the start:
 a daemon that silently ignores a typo in a poll interval runs wrong for months.
+
+Imports from the package: ``log`` (its formats), ``errors``, ``types`` (stages:
+ARCHITECTURE.md).
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ import json
 import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping, Sequence
+import zoneinfo
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -25,13 +29,16 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from aggregator.errors import ConfigError
+from aggregator.errors import ConfigError, QueryError
 from aggregator.log import LogFormat
+from aggregator.search import Topic, parse_query
 from aggregator.types import Source
 
 __all__ = [
@@ -84,6 +91,26 @@ class Settings(BaseSettings):
     feed_title: str = "aggregator"
     feed_limit: int = Field(50, ge=1, le=1000, description="items per feed page by default")
     feed_max_limit: int = Field(500, ge=1, le=5000, description="cap on ?limit=")
+    display_timezone: str = Field(
+        "UTC", description="IANA time zone the pages show times in (e.g. Asia/Shanghai)"
+    )
+    feed_token: SecretStr | None = Field(
+        None,
+        min_length=16,
+        max_length=200,
+        description="when set, feeds, pages and /metrics need ?token= or an "
+        "Authorization: Bearer header with it (/healthz stays open)",
+    )
+
+    @field_validator("display_timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError("not a known IANA time zone") from None
+        return value
+
     default_interval: Seconds = Field(1800, ge=1, description="poll interval, seconds")
     jitter: float = Field(0.1, ge=0, le=1, description="random extra delay, fraction of interval")
     tick_seconds: Seconds = Field(
@@ -98,6 +125,20 @@ class Settings(BaseSettings):
         "serves all four default sources) rate-limit or ban clients that open many",
     )
     max_entries_per_poll: int = Field(500, ge=1, le=100_000)
+    max_entry_bytes: int = Field(
+        1024 * 1024,
+        ge=16 * 1024,
+        le=64 * 1024 * 1024,
+        description="UTF-8 bytes one entry's body may carry; a longer body is cut before a "
+        "tag, the article kept and the cut said in the feed's problems",
+    )
+    max_title_bytes: int = Field(
+        2048,
+        ge=64,
+        le=64 * 1024,
+        description="UTF-8 bytes of an entry's title as plain text, as parsed and after "
+        "cleaning; a longer title is cut and the cut said in the feed's problems",
+    )
     parse_processes: int = Field(
         -1,
         ge=-1,
@@ -116,6 +157,19 @@ class Settings(BaseSettings):
         False, description="allow sources on private, loopback or link-local addresses"
     )
     backoff_cap: Seconds = Field(86400, ge=1, description="longest delay after failures")
+    mirror_retry: Seconds = Field(
+        86400,
+        ge=60,
+        description="for a source with mirrors: how long a failed primary URL is skipped "
+        "before it is tried first again",
+    )
+    fulltext_pages_per_poll: int = Field(
+        20,
+        ge=1,
+        le=1000,
+        description="article pages one poll of a full-text source may fetch; the rest "
+        "wait for the next poll",
+    )
     retention_days: float | None = Field(
         None,
         ge=0,
@@ -311,6 +365,10 @@ def _check_name(value: str) -> str:
     return value
 
 
+URL = Annotated[str, AfterValidator(_check_url), Field(max_length=2000)]
+_MAX_URLS = 10
+
+
 class SourceConfig(BaseModel):
     """One ``[[source]]`` table of the sources file.
 
@@ -322,7 +380,10 @@ class SourceConfig(BaseModel):
 
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
     name: Annotated[str, AfterValidator(_check_name)] = Field(min_length=1, max_length=200)
-    url: Annotated[str, AfterValidator(_check_url)] = Field(max_length=2000)
+    url: URL | None = None
+    urls: list[URL] | None = Field(None, min_length=1, max_length=_MAX_URLS)
+    mirrors: list[URL] = Field(default_factory=list, max_length=_MAX_URLS - 1)
+    fulltext: bool | Literal["auto"] = False
     adapter: str = Field("generic", max_length=64)
     interval: float | None = Field(None, ge=1, le=30 * DAY, description="seconds, or '30m', '2h'")
     enabled: bool = True
@@ -331,11 +392,38 @@ class SourceConfig(BaseModel):
 
     _interval = field_validator("interval", mode="before")(_parse_interval)
 
+    @field_validator("fulltext", mode="before")
+    @classmethod
+    def _fulltext(cls, value: object) -> object:
+        # One message instead of pydantic's two (one per member of the union).
+        if not isinstance(value, bool) and value != "auto":
+            raise ValueError('expected true, false or "auto"')
+        return value
+
+    @model_validator(mode="after")
+    def _one_url_list(self) -> SourceConfig:
+        """``url`` (with optional ``mirrors``) or ``urls``: exactly one way, no repeats."""
+        if (self.url is None) == (self.urls is None):
+            raise ValueError("give either url (and optionally mirrors) or urls")
+        if self.urls is not None and self.mirrors:
+            raise ValueError("mirrors go with url; with urls, list every URL there")
+        urls = self.all_urls
+        if len(set(urls)) != len(urls):
+            raise ValueError("a URL is listed twice")
+        return self
+
+    @property
+    def all_urls(self) -> list[str]:
+        return self.urls if self.urls is not None else [self.url or "", *self.mirrors]
+
     def to_source(self, settings: Settings) -> Source:
+        primary, *mirrors = self.all_urls
         return Source(
             id=self.id,
             name=self.name,
-            url=self.url,
+            url=primary,
+            mirrors=tuple(mirrors),
+            fulltext=self.fulltext,
             adapter=self.adapter,
             interval=timedelta(seconds=self.interval or settings.default_interval),
             enabled=self.enabled,
@@ -349,7 +437,7 @@ def load_sources(settings: Settings, *, adapters: Sequence[str]) -> list[Source]
     path = settings.sources_file
     file = str(path)
     data = _read_toml(path)
-    unknown = set(data) - {"source"}
+    unknown = set(data) - {"source", "topic"}
     if unknown:
         raise ConfigError("unknown key (expected [[source]] tables)", file=file, key=min(unknown))
     tables = data.get("source", [])
@@ -389,6 +477,47 @@ def load_sources(settings: Settings, *, adapters: Sequence[str]) -> list[Source]
     return sources
 
 
+class TopicConfig(BaseModel):
+    """One ``[[topic]]`` table: a saved search served as feeds of its own."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
+    title: Annotated[str, AfterValidator(_check_name)] = Field(min_length=1, max_length=200)
+    query: str = Field(min_length=1, max_length=500)
+    sources: list[str] | None = None
+
+
+def load_topics(settings: Settings, known: Collection[str]) -> list[Topic]:
+    """The ``[[topic]]`` tables of the sources file, each query parsed and each
+    source checked against the ``known`` source ids."""
+    file = str(settings.sources_file)
+    tables = _read_toml(settings.sources_file).get("topic", [])
+    if not isinstance(tables, list):
+        raise ConfigError("expected [[topic]] tables", file=file, key="topic")
+    topics: dict[str, Topic] = {}
+    for index, table in enumerate(tables):
+        where = f"topic[{index}]"
+        try:
+            config = TopicConfig.model_validate(table)
+        except ValidationError as exc:
+            raise _config_error(_problems(exc, lambda _field: file, prefix=where)) from exc
+        if config.id in topics:
+            raise ConfigError(f"duplicate topic id {config.id!r}", file=file, key=f"{where}.id")
+        try:
+            query = parse_query(config.query)
+        except QueryError as exc:
+            raise ConfigError(str(exc), file=file, key=f"{where}.query") from exc
+        for source_id in config.sources or ():
+            if source_id not in known:
+                raise ConfigError(
+                    f"unknown source {_short(source_id)!r}", file=file, key=f"{where}.sources"
+                )
+        chosen = tuple(sorted(set(config.sources))) if config.sources is not None else None
+        topics[config.id] = Topic(config.id, config.title, query, chosen)
+    return list(topics.values())
+
+
 def sources_to_toml(sources: Sequence[Source]) -> str:
     """``[[source]]`` tables that :func:`load_sources` reads back (OPML import writes these).
 
@@ -404,6 +533,10 @@ def sources_to_toml(sources: Sequence[Source]) -> str:
             f"adapter = {json.dumps(source.adapter)}",
             f"interval = {int(source.interval.total_seconds())}",
         ]
+        if source.mirrors:
+            lines.append(f"mirrors = {json.dumps(list(source.mirrors), ensure_ascii=False)}")
+        if source.fulltext:
+            lines.append(f"fulltext = {json.dumps(source.fulltext)}")
         if not source.enabled:
             lines.append("enabled = false")
         if source.retention is not None:

@@ -3,6 +3,8 @@
 Kept apart from the scheduler so that backoff and jitter can be tested as plain
 functions, and so the same rules apply whether the poll ran in this process or
 in another instance sharing the database.
+
+Imports from the package: nothing of the package (stages: ARCHITECTURE.md).
 """
 
 from __future__ import annotations

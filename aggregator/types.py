@@ -5,6 +5,8 @@ once, in :mod:`aggregator.dates`, and never leak past the adapter.  Timestamps a
 kept to millisecond precision because that is what the archive format (epoch ms,
 ``...387Z``) and the feeds we export can carry; truncating at construction time
 means an article read back from any of them compares equal to the original.
+
+Imports from the package: nothing of the package (stages: ARCHITECTURE.md).
 """
 
 from __future__ import annotations
@@ -22,13 +24,16 @@ __all__ = [
     "Cursor",
     "DateSource",
     "FetchResult",
+    "Page",
     "PollCounts",
     "Provenance",
     "RawEntry",
     "RawFeed",
+    "ReadBound",
     "Source",
     "SourceState",
     "StoredArticle",
+    "UrlState",
     "utc_ms",
 ]
 
@@ -83,6 +88,9 @@ class Article:
     comments: bool | None = None
     guid: str | None = None
     date_source: DateSource = DateSource.FEED
+    #: Where ``body`` came from: ``"feed"`` (the entry) or ``"page"`` (the article page,
+    #: fetched because the feed carried only a summary).  Not part of the fingerprint.
+    body_source: str = "feed"
 
     def __post_init__(self) -> None:
         # frozen: normalise through object.__setattr__, once, at construction.
@@ -180,7 +188,14 @@ class Source:
     interval: timedelta = timedelta(minutes=30)
     enabled: bool = True
     retention: timedelta | None = None  # None: the global default
-    allow_private: bool = False  # may this source live on a private/loopback address?
+    allow_private: bool = False  # may this source's feed URLs be on private/loopback addresses?
+    mirrors: tuple[str, ...] = ()  # further URLs of the same feed, tried in order after ``url``
+    fulltext: bool | str = False  # fetch article pages: True, False or "auto" (per entry)
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """Every configured URL, the primary first."""
+        return (self.url, *self.mirrors)
 
 
 @dataclass(frozen=True)
@@ -207,6 +222,30 @@ class FetchResult:
 
 
 @dataclass(frozen=True)
+class UrlState:
+    """What one of a source's URLs did last, for a source with mirrors.
+
+    ``configured`` is the URL as configured (the record's identity); ``url`` is where
+    it lives now (a permanent redirect moves it).  ``gone`` is set once it answered
+    410: that URL is never tried again, the others still are.
+    """
+
+    configured: str
+    url: str
+    etag: str | None = None
+    last_modified: str | None = None
+    last_attempt: datetime | None = None
+    last_success: datetime | None = None
+    error_kind: str | None = None
+    error: str | None = None
+    gone: str | None = None
+
+    @classmethod
+    def fresh(cls, url: str) -> UrlState:
+        return cls(url, url)
+
+
+@dataclass(frozen=True)
 class SourceState:
     """Durable per-source polling state; a restart resumes from it."""
 
@@ -226,11 +265,34 @@ class SourceState:
     configured_url: str | None = None
     #: The first failed poll of the current run of failures; ``None`` while healthy.
     failing_since: datetime | None = None
+    #: One record per configured URL when the source has mirrors (empty otherwise);
+    #: ``url``, ``etag`` and ``last_modified`` above are then those of the URL used last.
+    url_states: tuple[UrlState, ...] = ()
 
     @classmethod
     def fresh(cls, source: Source) -> SourceState:
         """The state of a source never polled (at its configured URL)."""
         return cls(source.id, source.url, configured_url=source.url)
+
+
+@dataclass(frozen=True)
+class Page:
+    """An article page fetched for a summary-only entry, as stored.
+
+    ``main`` is the extracted main content (a re-poll re-adapts it without extracting
+    again); ``html`` the whole page, for ``aggregator renormalize`` to extract anew.
+    ``failure`` set: the page failed for good and is not fetched again.
+    ``entry_updated``: the entry's updated date when fetched; a different one means
+    the article changed and the page is fetched again (conditionally).
+    """
+
+    url: str
+    html: str | None = None
+    main: str | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    entry_updated: str | None = None
+    failure: str | None = None
 
 
 @dataclass(frozen=True)
@@ -265,10 +327,28 @@ class StoredArticle:
     article: Article
     provenance: tuple[Provenance, ...]
     updated: datetime
+    # Set by a bounded read (ReadBound) when ``article.body`` holds only the head of
+    # the stored body: the stored body's length in characters.
+    body_length: int | None = None
 
     @property
     def cursor(self) -> Cursor:
         return Cursor(self.article.sort_time or self.updated, self.id)
+
+
+@dataclass(frozen=True)
+class ReadBound:
+    """How much of a page of articles a reader may load, in characters.
+
+    A page of 500 rows of 1 MB bodies was read whole before the service cut it to
+    what a 10 MB feed page holds; with a bound, the database hands over only what
+    a page can use.
+    """
+
+    page_chars: int  # titles and bodies of one page, in total (one row at least)
+    body_chars: int  # a longer body comes back as its first ``head_chars``
+    head_chars: int
+    title_chars: int  # a longer title comes back cut to this
 
 
 @dataclass(frozen=True)

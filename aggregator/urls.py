@@ -8,6 +8,8 @@ variant must collapse to one string before it reaches the store.
 The chosen percent-encoding form is RFC 3986 "URI" form: non-ASCII and unsafe
 characters percent-encoded with upper-case hex, unreserved characters decoded,
 reserved characters left exactly as sent (decoding ``%2F`` would change meaning).
+
+Imports from the package: nothing of the package (stages: ARCHITECTURE.md).
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@ row looks like one the pipeline stored; every row has its own canonical link,
 link key and fingerprint, one provenance row (3% of the articles have a second
 route through another source) and one raw entry.  1,000 "bulk" sources
 (``b000``..``b999``); sort times run back from 2024-05-01, one article every 30 s.
+The search index is filled as the store fills it (the same tokens and index
+writes), each pool item tokenized once.
 
 Databases are cached under ``bench/.cache/`` keyed by the schema (alembic head plus
 a hash of the DDL), this generator's version and the corpus version, so a rerun
@@ -33,7 +35,7 @@ from bench.corpus import CORPUS_VERSION, feed_spec, render_feed
 
 __all__ = ["DBGEN_VERSION", "ensure_db", "reset", "schema_key"]
 
-DBGEN_VERSION = "2"
+DBGEN_VERSION = "4"  # 3: the search index is filled; 4: as FTS5
 BULK_SOURCES = 1000
 _NEWEST = datetime(2024, 5, 1, tzinfo=UTC)
 _CHUNK = 5000
@@ -104,11 +106,13 @@ _NAMES = {"zaobao": "联合早报", "rfi": "法广", "voa": "美国之音", "rfa
 
 def _build(path: Path, count: int, log: Callable[[str], None]) -> None:
     from aggregator.dedupe import link_key
-    from aggregator.store import Store
+    from aggregator.search.text import indexed_tokens
+    from aggregator.store import Store, _search
     from aggregator.store.tables import articles, provenance, raw_entries
 
     started = time.monotonic()
     pool = _pool()
+    pool_tokens = [indexed_tokens(title, body) for _, title, body, _ in pool]
     store = Store.open(f"sqlite:///{path}")
     engine = store.engine
     rng = random.Random(f"dbgen-{DBGEN_VERSION}")
@@ -118,6 +122,7 @@ def _build(path: Path, count: int, log: Callable[[str], None]) -> None:
         done = 0
         while done < count:
             rows_a, rows_p, rows_r = [], [], []
+            postings: list[tuple[int, str]] = []
             for serial in range(done, min(count, done + _CHUNK)):
                 kind, title, body, raw = pool[serial % len(pool)]
                 source_no = rng.randrange(BULK_SOURCES)
@@ -132,6 +137,7 @@ def _build(path: Path, count: int, log: Callable[[str], None]) -> None:
                     digest.update(part.encode("utf-8", "surrogatepass"))
                     digest.update(b"\x00")
                 article_id = serial + 1
+                postings.append((article_id, pool_tokens[serial % len(pool)]))
                 tags = json.dumps([source_name], ensure_ascii=False)
                 rows_a.append(
                     {
@@ -186,6 +192,7 @@ def _build(path: Path, count: int, log: Callable[[str], None]) -> None:
                 conn.execute(articles.insert(), rows_a)
                 conn.execute(provenance.insert(), rows_p)
                 conn.execute(raw_entries.insert(), rows_r)
+                _search.add_tokens(conn, postings)
             done += len(rows_a)
             if done % 100_000 == 0:
                 log(f"  {done:,} / {count:,} articles ({time.monotonic() - started:.0f} s)")
@@ -222,11 +229,20 @@ def make_due(db: Path) -> None:
 
 def reset(path: Path) -> None:
     """Delete everything the benchmark polled into a cached database (``g*``/``f*`` sources)."""
+    from aggregator.search.text import indexed_tokens
+    from aggregator.store._search import TABLE
+
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("BEGIN IMMEDIATE")
+        # A contentless index forgets an article given the tokens it was indexed with.
+        gone = "SELECT id, title, body FROM articles WHERE source_id >= 'c' AND source_id < 'z'"
+        conn.executemany(
+            f"INSERT INTO {TABLE} ({TABLE}, rowid, tokens) VALUES ('delete', ?, ?)",
+            [(id_, indexed_tokens(title, body)) for id_, title, body in conn.execute(gone)],
+        )
         for table in ("articles", "source_state", "leases", "tombstones"):
             conn.execute(f"DELETE FROM {table} WHERE source_id >= 'c' AND source_id < 'z'")
         # Routes the polled feeds added to bulk articles (none today; kept honest anyway).

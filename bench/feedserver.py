@@ -5,7 +5,9 @@ A bare asyncio protocol (no framework) answers from pre-built bytes: the gzip bo
 ETag and a Last-Modified per feed, and ``304 Not Modified`` for a matching
 ``If-None-Match`` (else ``If-Modified-Since``).  Keep-alive, pipelining-safe.
 ``GET /__stats`` reports the server's own CPU seconds and request count, so the
-runner can show how much of a phase the server itself cost.
+runner can show how much of a phase the server itself cost.  ``GET /page/<anything>``
+answers an article page (the test suite's realistic page: article amid navigation,
+ads, related links and comments), for the full-text figure.
 
 Run: ``python -m bench.feedserver CORPUS_DIR`` -- prints ``PORT`` on stdout when ready.
 """
@@ -57,6 +59,20 @@ class _Feed:
         return self.head_plain, self.plain
 
 
+def _page() -> bytes:
+    """An article page as a full-text poll fetches it: the tests' page, filled in."""
+    template = Path(__file__).parent.parent / "tests" / "fixtures" / "pages" / "article.html"
+    text = template.read_text(encoding="utf-8")
+    text = text.replace("{title}", "基准测试文章").replace("{n}", "1")
+    body = text.replace("{lead}", "这是基准测试用的文章导语。").encode()
+    head = (
+        "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n"
+        f'ETag: "page"\r\nContent-Length: {len(body)}\r\n\r\n'
+    )
+    return head.encode() + body
+
+
+PAGE = _page()
 FEEDS: dict[bytes, _Feed] = {}
 STATS = {"requests": 0, "not_modified": 0, "bytes": 0}
 _NOT_FOUND = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
@@ -109,6 +125,9 @@ class _Protocol(asyncio.Protocol):
             out = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
             out += b"Content-Length: %d\r\n\r\n" % len(body) + body
             self.transport.write(out)
+        elif path.startswith(b"/page/"):
+            STATS["bytes"] += len(PAGE)
+            self.transport.write(PAGE)
         else:
             feed = FEEDS.get(path.split(b"?")[0])
             if feed is None:

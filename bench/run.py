@@ -26,7 +26,14 @@ from typing import Any
 
 from bench.corpus import CORPUS_VERSION, ManifestEntry, build_corpus, feed_ids
 from bench.dbgen import ensure_db, make_due, reset, schema_key
+from bench.flood import run_flood
+from bench.hostile import TARGET_MB as HOSTILE_TARGET_MB
+from bench.hostile import run_hostile
 
+# The searches: two-character CJK words (rare and common in real news; in the
+# generated corpus, uniform random characters, all pairs are about equally common)
+# and a Latin word.
+SEARCHES = {"防长": "CJK word", "香港": "CJK word", "covid": "Latin word"}
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 CACHE = BENCH / ".cache"
@@ -215,10 +222,37 @@ class Bench:
             self.one_shot(mixed_ids)
             self.lean(main_ids)
             self.database()
+            self.hostile()
             if self.args.profile:
                 self.profiles(main_ids[:40])
         finally:
             self.server.close()
+
+    # -- hostile input (issue 15) -----------------------------------------------------
+
+    def hostile(self) -> None:
+        """Peak memory of a poll of each 20 MiB worst case, and a client's p99 under a
+        connection flood: each in processes of their own, independent of the corpus."""
+        log("hostile: worst-case polls ...")
+        for case, peaks in run_hostile().items():
+            for mode, peak in peaks.items():
+                self.add(
+                    f"poll of the {case} worst case, {mode}: peak RSS, process + workers",
+                    f"{peak} MB" if peak >= 0 else "poll failed",
+                    f"< {HOSTILE_TARGET_MB} MB",
+                    0 <= peak < HOSTILE_TARGET_MB,
+                )
+        log("hostile: connection flood (60 s) ...")
+        flood = run_flood()
+        p99 = flood["p99_s"]
+        self.add(
+            "client p99 under 300 idle + 300 trickling sockets (60 s)",
+            f"{p99:.3f} s, {flood['failures']} failures of {flood['requests']}"
+            if p99 is not None
+            else "no answer",
+            "< 1 s, 0 failures",
+            p99 is not None and p99 < 1 and flood["failures"] == 0,
+        )
 
     # -- polls ---------------------------------------------------------------------
 
@@ -245,6 +279,8 @@ class Bench:
             )
             if count == self.large:
                 self.add_rss(f"Peak RSS of the daemon, {count}-feed full poll", ours)
+            else:
+                self.fulltext(count, ids, ours)
             reader = None
             if not self.args.skip_reader:
                 log(f"full first poll, {count} feeds: reader ...")
@@ -374,6 +410,29 @@ class Bench:
         self.raw[f"ours-oneshot-{len(ids)}"] = result
         return result
 
+    def fulltext(self, count: int, ids: list[str], plain: dict[str, Any]) -> None:
+        """The same full first poll with ``fulltext = true``: one article page fetched,
+        extracted and stored per entry, beside the plain figure."""
+        entries = self.entries(ids)
+        log(f"full first poll with full text, {count} feeds ({entries} pages): ours ...")
+        db = fresh(RUN / f"ours-fulltext-{count}.sqlite")
+        ours = self.ours(
+            f"ours-fulltext-{count}",
+            db,
+            ids,
+            fulltext=True,
+            settings={"fulltext_pages_per_poll": 1000},
+        )
+        pages = ours["server_requests"] - count
+        extra = (ours["cpu"] + ours["workers_cpu"]) - (plain["cpu"] + plain["workers_cpu"])
+        self.add(
+            f"Full first poll with full text, {count} feeds: ours",
+            f"{entries / ours['wall']:,.0f} entries/s ({entries} entries, {pages} pages in "
+            f"{ours['wall']:.1f} s, CPU {ours['cpu']:.1f} s + parse workers "
+            f"{ours['workers_cpu']:.1f} s; {extra / max(1, pages) * 1000:.1f} ms of CPU per "
+            f"page over the plain poll)",
+        )
+
     def add_rss(self, figure: str, ours: dict[str, Any]) -> None:
         """Peak memory of the daemon: its own process and every process it started."""
         main = ours["VmHWM"] / 2**20
@@ -446,8 +505,38 @@ class Bench:
                 f"{figures['warm'] * 1000:.2f} ms "
                 f"(+ last_updated {figures['last_updated'] * 1000:.2f} ms)",
             )
+        self.search(big, label)
         self.http(big, label)
         self.growth_cost(dbs)
+
+    def search(self, db: Path, label: str) -> None:
+        log(f"search in the {label}-article database ...")
+        result = job("search", {"db": str(db), "queries": list(SEARCHES)}, "search")
+        self.raw["search"] = result
+        for text, kind in SEARCHES.items():
+            figures = result[text]
+            first_ms, warm_ms = figures["first"] * 1000, figures["warm"] * 1000
+            self.add(
+                f"Search {text} ({kind}) in {label} articles, latest 50: warm",
+                f"{warm_ms:.1f} ms p50 ({figures['found']} found)",
+                "<= 50 ms",
+                warm_ms <= 50,
+            )
+            self.add(
+                f"Search {text} ({kind}) in {label} articles, latest 50: new connection",
+                f"{first_ms:.1f} ms p50",
+                "<= 200 ms",
+                first_ms <= 200,
+            )
+        index, total = result["index_bytes"], result["total_bytes"]
+        share = index / max(1, total - index)
+        self.add(
+            f"Search index size in the {label}-article database",
+            f"{index / 1e6:,.0f} MB against {(total - index) / 1e6:,.0f} MB for the rest "
+            f"(+{share:.0%})",
+            "<= +100% (at most doubles the database)",
+            share <= 1.0,
+        )
 
     def http(self, db: Path, label: str) -> None:
         log("HTTP /feed.xml through uvicorn ...")
@@ -516,6 +605,7 @@ class Bench:
         entries = self.entries(growth_ids)
         walls: dict[int, list[float]] = {size: [] for size in dbs}
         cpus: dict[int, list[float]] = {size: [] for size in dbs}
+        index_shares: list[float] = []  # search-index writes / the rest of the daemon CPU
         # Interleaved rounds (10k, 100k, 1M, 10k, ...), medians: one ~3 s poll per size
         # compared sizes measured minutes apart, and the VM's speed drifts that much.
         for turn in range(1 if self.quick else GROWTH_ROUNDS):
@@ -531,6 +621,7 @@ class Bench:
                     reset(db)
                 walls[size].append(result["wall"] / entries)
                 cpus[size].append(result["cpu"] / entries)
+                index_shares.append(result["index_cpu"] / (result["cpu"] - result["index_cpu"]))
         per_entry = {
             size: (statistics.median(walls[size]), statistics.median(cpus[size])) for size in dbs
         }
@@ -547,6 +638,14 @@ class Bench:
                 f"<= 1.2x the {smallest // 1000}k cost" if is_last else "",
                 ratio <= 1.2 if is_last else None,
             )
+        share = statistics.median(index_shares)
+        self.add(
+            "Search index writes in a full poll (store thread CPU, all sizes)",
+            f"+{share:.0%} of the daemon's other CPU per entry "
+            "(tokens are computed in the parse workers, not counted here)",
+            "<= +25%",
+            share <= 0.25,
+        )
 
     # -- output --------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import pstats
+import sqlite3
 import statistics
 import sys
 import time
@@ -103,10 +104,9 @@ class _Profiles:
 
 def poll_ours(config: dict[str, Any]) -> dict[str, Any]:
     _daemon_logging()
-    from aggregator.cli import (
+    from aggregator.cli._wiring import (
         _database_threads,
         _limits,
-        _parse_pool,
         _poller,
         _use_database_threads,
     )
@@ -116,6 +116,7 @@ def poll_ours(config: dict[str, Any]) -> dict[str, Any]:
     from aggregator.settings import Settings
     from aggregator.store import Store
     from aggregator.types import Source
+    from aggregator.workers import parse_pool
 
     settings = Settings(
         database_url=f"sqlite:///{config['db']}",
@@ -125,12 +126,21 @@ def poll_ours(config: dict[str, Any]) -> dict[str, Any]:
         max_polls_per_host=8,
         **config.get("settings", {}),
     )
+    fulltext = bool(config.get("fulltext"))
     sources = [
-        Source(id=feed_id, name=name, url=config["base_url"] + f"/rss/{feed_id}.xml", adapter=kind)
+        Source(
+            id=feed_id,
+            name=name,
+            url=config["base_url"] + f"/rss/{feed_id}.xml",
+            adapter=kind,
+            fulltext=fulltext,
+        )
         for feed_id, kind, name in config["feeds"]
     ]
     store = Store.open(settings.database_url)
+    index_cpu = _time_index_writes()
     limits = _limits(settings)
+    fetcher_class = _local_pages(Fetcher, config["base_url"]) if fulltext else Fetcher
     profiles = _Profiles() if config.get("profile") else None
     main_profile = cProfile.Profile(time.thread_time) if profiles else None
     rss_before = _proc_status()
@@ -141,8 +151,8 @@ def poll_ours(config: dict[str, Any]) -> dict[str, Any]:
         else:
             threads = _database_threads(store)
             asyncio.get_running_loop().set_default_executor(profiles.executor(threads))
-        with _parse_pool(settings) as pool:  # as `aggregator run` sets it up
-            async with Fetcher(limits) as fetcher:
+        with parse_pool(settings) as pool:  # as `aggregator run` sets it up
+            async with fetcher_class(limits) as fetcher:
                 poller = _poller(settings, store, fetcher, pool)
                 outcomes: list[PollOutcome] = []
                 poll = poller.poll
@@ -165,14 +175,17 @@ def poll_ours(config: dict[str, Any]) -> dict[str, Any]:
                     if main_profile is not None:
                         main_profile.enable()
                     wall, cpu = time.perf_counter(), _cpu()
+                    index_cpu[0] = 0.0
                     while True:
                         claimed = await daemon.poll_due()
                         while busy():
                             await asyncio.sleep(0.005)
                         if not claimed and not busy():
                             break
+                    await poller.wait_for_pages(3600)  # full text: every page upgraded
                     walls.append(time.perf_counter() - wall)
                     cpus.append(_cpu() - cpu)
+                    index_cpus.append(index_cpu[0])
                     if main_profile is not None:
                         main_profile.disable()
 
@@ -189,6 +202,7 @@ def poll_ours(config: dict[str, Any]) -> dict[str, Any]:
     workers: list[int] = []  # VmHWM of each parse-pool process
     walls: list[float] = []  # per round
     cpus: list[float] = []
+    index_cpus: list[float] = []  # of cpus, spent writing the search index
     children_before = _children_cpu()
     outcomes = asyncio.run(run())
     wall, cpu = walls[0], cpus[0]
@@ -209,6 +223,8 @@ def poll_ours(config: dict[str, Any]) -> dict[str, Any]:
         "cpu": cpu,
         "walls": walls,
         "cpus": cpus,
+        "index_cpu": index_cpus[0],
+        "index_cpus": index_cpus,
         "polls": len(outcomes),
         "statuses": statuses,
         "counts": counts,
@@ -218,6 +234,45 @@ def poll_ours(config: dict[str, Any]) -> dict[str, Any]:
         "workers_cpu": workers_cpu,
         **_proc_status(),
     }
+
+
+def _local_pages(base: Any, base_url: str) -> Any:
+    """A Fetcher whose article pages all come from the benchmark server.
+
+    The corpus's item links name the real sites; a full-text poll must fetch a page
+    for each, so each link is mapped to ``/page/<hash>`` on the loopback server (the
+    same page for all: the figure is the cost per page, fetched, extracted, stored).
+    """
+    import hashlib
+
+    class LocalPages(base):  # type: ignore[misc]
+        async def fetch_page(self, url: str, **options: Any) -> Any:
+            local = f"{base_url}/page/{hashlib.sha1(url.encode()).hexdigest()}"
+            return await super().fetch_page(local, **options)
+
+    return LocalPages
+
+
+def _time_index_writes() -> list[float]:
+    """Count the CPU the store's search-index writes take (a one-item list, reset by
+    the caller): the index's share of a poll, without a second daemon lacking it."""
+    from aggregator.store import _search
+
+    spent = [0.0]
+
+    def timed(write: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            started = time.thread_time()
+            try:
+                return write(*args, **kwargs)
+            finally:
+                spent[0] += time.thread_time() - started
+
+        return wrapper
+
+    _search.index = timed(_search.index)
+    _search.reindex = timed(_search.reindex)
+    return spent
 
 
 def _children() -> list[int]:
@@ -312,6 +367,44 @@ def export(config: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def _timed_search(store: Any, query: Any) -> float:
+    started = time.perf_counter()
+    store.search(query, limit=50)
+    return time.perf_counter() - started
+
+
+def search(config: dict[str, Any]) -> dict[str, Any]:
+    """Latest 50 matches of each query: on a new connection and warm; and how much of
+    the database file the search index takes."""
+    from aggregator.search import parse_query
+    from aggregator.store import Store, _search
+
+    url = f"sqlite:///{config['db']}"
+    Store.open(url).close()
+    result: dict[str, Any] = {}
+    store = Store.open(url, migrate=False)
+    for text in config["queries"]:
+        timed = partial(_timed_search, store, parse_query(text))
+        found = len(store.search(parse_query(text), limit=50))  # statements compiled
+        new_connection = []
+        for _ in range(config.get("cold_repeats", 5)):
+            store.engine.dispose()  # the daemon's case: the pool opens a new connection
+            new_connection.append(timed())
+        warm = [timed() for _ in range(config.get("warm_repeats", 20))]
+        result[text] = {
+            "found": found,
+            "first": statistics.median(new_connection),
+            "warm": statistics.median(warm),
+        }
+    store.close()
+    with sqlite3.connect(config["db"]) as conn:
+        sizes = conn.execute("SELECT name, sum(pgsize) FROM dbstat GROUP BY name").fetchall()
+    conn.close()
+    result["index_bytes"] = sum(size for name, size in sizes if name.startswith(_search.TABLE))
+    result["total_bytes"] = sum(size for _, size in sizes)
+    return result
+
+
 def serve_http(config: dict[str, Any]) -> dict[str, Any]:
     """Run the real uvicorn server from serve.build_server until stdin closes."""
     _daemon_logging()
@@ -342,6 +435,7 @@ JOBS = {
     "poll_ours": poll_ours,
     "poll_reader": poll_reader,
     "export": export,
+    "search": search,
     "serve_http": serve_http,
 }
 

@@ -397,32 +397,3 @@ def test_a_stray_closing_tag_does_not_lose_the_rest_of_the_body(body: str, expec
     # The body is parsed inside a wrapper element; a stray </div> used to close it early
     # and everything after it was silently dropped.
     assert clean_html(body, base_url="https://example.org/") == expected
-
-
-# --- the package's layout: each module imports only what its docstring allows ---------
-
-#: Module -> the aggregator modules it may import (its docstring says why).
-_CLEAN_IMPORTS = {
-    "spec": set(),
-    "sanitizer": set(),
-    "tree": set(),
-    "text": {"aggregator.clean.tree"},
-    "selectors": {"aggregator.clean.tree"},
-    "steps": {"aggregator.clean.tree", "aggregator.clean.selectors", "aggregator.urls"},
-}
-
-
-@pytest.mark.parametrize("module", sorted(_CLEAN_IMPORTS))
-def test_clean_modules_import_only_downwards(module: str) -> None:
-    import ast
-
-    import aggregator.clean
-
-    path = Path(aggregator.clean.__file__).with_name(f"{module}.py")
-    imported = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            imported.add(node.module)
-        elif isinstance(node, ast.Import):
-            imported.update(alias.name for alias in node.names)
-    assert {name for name in imported if name.startswith("aggregator")} == _CLEAN_IMPORTS[module]

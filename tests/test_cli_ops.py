@@ -14,9 +14,10 @@ from feedserver import FeedServer, static, status
 from lxml import etree
 from typer.testing import CliRunner
 
-from aggregator import __version__
+from aggregator import __version__, health
 from aggregator.cli import app
 from aggregator.store import Store
+from aggregator.types import SourceState
 
 # Brackets in a name and a URL longer than a terminal line: neither may be eaten or wrapped.
 SOURCES = """
@@ -255,6 +256,21 @@ def test_sources_fits_80_columns_and_puts_the_cause_first(
     }
     assert listed["busy"]["failing"] and "429" in listed["busy"]["problem"]
     assert listed["fine"]["articles"] == 1 and not listed["fine"]["failing"]
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        "HTTP 429: source=busy url=https://e.org/busy status=429: Retry-After 60",
+        # as stored by an earlier version, which quoted every context value
+        "HTTP 429: source='busy' url='https://e.org/busy' status=429: Retry-After 60",
+    ],
+)
+def test_the_cause_leads_and_the_shown_source_and_url_are_dropped(stored: str) -> None:
+    state = SourceState(source_id="busy", url="https://e.org/busy")
+    assert health.cause_first(stored, state) == "HTTP 429: status=429: Retry-After 60"
+    other = SourceState(source_id="bus", url="https://e.org/bus")  # a prefix is not a match
+    assert "source=" in health.cause_first(stored, other)
 
 
 def test_the_database_keeps_the_first_id_authority(database_url: str) -> None:

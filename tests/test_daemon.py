@@ -40,7 +40,7 @@ from lxml import etree
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text as sa_text
 
-from aggregator.cli import _poll_once
+from aggregator.cli.poll import _poll_once
 from aggregator.fetch import Fetcher, FetchLimits
 from aggregator.pipeline import Poller
 from aggregator.scheduler import Daemon

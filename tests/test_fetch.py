@@ -400,7 +400,7 @@ def test_other_statuses(server: FeedServer, code: int) -> None:
         fetch(server.url("/feed"))
     assert type(info.value) is HTTPStatusError
     assert info.value.status == code
-    assert f"status={code}" in str(info.value) and "source='src'" in str(info.value)
+    assert f"status={code}" in str(info.value) and "source=src " in str(info.value)
 
 
 def test_parse_retry_after() -> None:

@@ -15,6 +15,7 @@ import pytest
 from feedserver import FeedServer, static, status
 
 from aggregator import log
+from aggregator.errors import AdapterError, HTTPStatusError
 from aggregator.fetch import Fetcher, FetchLimits
 from aggregator.pipeline import Poller
 from aggregator.store import Store
@@ -90,6 +91,33 @@ def test_every_line_of_a_poll_names_its_source_and_url_one_way(
     assert any(by_source["down"] + "poll failed" in line for line in lines), lines
     for line in lines:
         assert sum(prefix in line for prefix in by_source.values()) == 1, line
+        # The prefix names the source and URL; nothing after it says them again.
+        assert line.count("source=") == 1 and line.count(" url=") == 1, line
+
+
+def test_an_error_of_ours_on_a_bound_line_leaves_out_the_bound_source_and_url(
+    logged: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log.setup("INFO")
+    logger = logging.getLogger("aggregator.test")
+    error = HTTPStatusError(status=500, source="down", url="https://example.org/f")
+    other = HTTPStatusError(status=404, source="voa", url="https://example.org/v")
+    with log.bound("down", "https://example.org/f"):
+        logger.warning("poll failed: %s", error)
+        logger.warning("mirror failed: %s", other)  # another source's error keeps its own
+        try:
+            raise error
+        except HTTPStatusError:
+            logger.exception("poll failed")
+    failed, mirror, raised = capsys.readouterr().err.splitlines()
+    prefix = "source=down url=https://example.org/f: "
+    assert failed.endswith(prefix + "poll failed: HTTP 500: status=500")
+    assert mirror.endswith(
+        prefix + "mirror failed: HTTP 404: source=voa url=https://example.org/v status=404"
+    )
+    assert raised.endswith(prefix + "poll failed: HTTPStatusError: HTTP 500: status=500")
+    # Unbound, the error is the whole line it is stored as.
+    assert str(error) == "HTTP 500: source=down url=https://example.org/f status=500"
 
 
 def _emit(capsys: pytest.CaptureFixture[str], level: str, log_format: log.LogFormat) -> list[str]:
@@ -148,3 +176,8 @@ def test_json_lines_carry_the_bound_source_and_url(
         "https://example.org/voa.xml",
         "poll failed",
     )
+
+
+def test_error_context_is_quoted_only_where_a_value_holds_a_space() -> None:
+    error = AdapterError("bad entry", source="voa", guid="a b", link="https://e.org/1")
+    assert str(error) == "bad entry: source=voa guid='a b' link=https://e.org/1"

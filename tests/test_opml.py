@@ -12,6 +12,7 @@ from lxml import etree
 
 from aggregator.errors import ConfigError
 from aggregator.opml import AGGREGATOR_NS, export_opml, parse_opml
+from aggregator.search import Topic, parse_query
 from aggregator.types import UTC, Source
 
 SOURCES = [
@@ -37,6 +38,30 @@ SOURCES = [
 
 def test_round_trip_is_lossless() -> None:
     assert parse_opml(export_opml(SOURCES)) == SOURCES
+
+
+def test_topics_are_exported_as_their_feeds_and_not_imported_as_sources() -> None:
+    topics = [
+        Topic("defence", "中俄防长", parse_query("防長 OR 国防部长")),
+        Topic("zaobao-hk", "Zaobao & HK", parse_query('香港 -"test"'), sources=("zaobao",)),
+    ]
+    data = export_opml(SOURCES, topics=topics, base_url="https://news.example.org/")
+    root = etree.fromstring(data)
+    folder = root.findall("body/outline")[-1]
+    assert folder.get("text") == "Topics" and folder.get("xmlUrl") is None
+    saved = folder.findall("outline")
+    assert [o.get("xmlUrl") for o in saved] == [
+        "https://news.example.org/topics/defence/feed.xml",
+        "https://news.example.org/topics/zaobao-hk/feed.xml",
+    ]
+    assert saved[1].get("htmlUrl") == "https://news.example.org/?topic=zaobao-hk"
+    assert [o.get(f"{{{AGGREGATOR_NS}}}query") for o in saved] == [
+        "防长 OR 国防部长",
+        "香港 -test",
+    ]
+    assert saved[1].get(f"{{{AGGREGATOR_NS}}}sources") == "zaobao"
+    assert saved[1].get("text") == "Zaobao & HK" and b"Zaobao &amp; HK" in data
+    assert parse_opml(data) == SOURCES  # our own topic feeds are never sources to poll
 
 
 def test_export_is_plain_opml_2_for_other_readers() -> None:

@@ -169,7 +169,7 @@ def test_every_fault_is_reported_by_name_and_the_good_source_is_stored(
     assert outcomes["good"].counts.new == 1
     for name in ("resetting", "invalid", "html", "missing"):
         assert outcomes[name].failed, name
-        assert any(f"source={name!r}" in message for message in caplog.messages), name
+        assert any(f"source={name} " in message for message in caplog.messages), name
     assert store.article_counts() == {"good": 1}
     assert store.get_state(sources[4]).last_error_kind == "http"
 
@@ -256,7 +256,7 @@ def test_a_non_feed_fails_with_the_same_one_line_error_in_a_process_pool_and_a_t
     assert kind is ParseError
     assert last_error == message
     assert "\n" not in message and "Traceback" not in message
-    assert message.startswith("not a readable feed: source='notes'")
+    assert message.startswith("not a readable feed: source=notes url=")
 
 
 def test_a_broken_pool_falls_back_to_threads(server: FeedServer, store: Store) -> None:

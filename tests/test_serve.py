@@ -27,8 +27,18 @@ from starlette.testclient import TestClient
 from aggregator.errors import StorageError
 from aggregator.export import encode_cursor
 from aggregator.metrics import Metrics
+from aggregator.search import Query, document_text
 from aggregator.serve import SourceCatalog, build_server, create_app
-from aggregator.types import UTC, Article, Cursor, Provenance, SourceState, StoredArticle
+from aggregator.types import (
+    UTC,
+    Article,
+    Cursor,
+    Provenance,
+    ReadBound,
+    SourceState,
+    StoredArticle,
+    UrlState,
+)
 
 BASE = "https://news.example.org"
 SOURCES = {"zaobao": "联合早报", "rfa": "自由亚洲电台", "voa": "美国之音"}
@@ -71,9 +81,36 @@ class FakeReader:
             rows = [row for row in rows if row.cursor < before]
         return rows[:limit]
 
+    def feed_page(
+        self,
+        *,
+        sources: Sequence[str] | None = None,
+        limit: int = 50,
+        before: Cursor | None = None,
+        bound: ReadBound,
+    ) -> tuple[list[StoredArticle], bool]:
+        rows = self.latest(sources=sources, limit=limit + 1, before=before)
+        return rows[:limit], len(rows) > limit
+
     def last_updated(self, sources: Sequence[str] | None = None) -> datetime | None:
         self._check()
         return max((s.updated for s in self._select(sources)), default=None)
+
+    def search(
+        self,
+        query: Query,
+        *,
+        sources: Sequence[str] | None = None,
+        limit: int = 50,
+        before: Cursor | None = None,
+    ) -> list[StoredArticle]:
+        rows = self.latest(sources=sources, limit=len(self.articles), before=before)
+        found = [s for s in rows if query.matches(document_text(s.article.title, s.article.body))]
+        return found[:limit]
+
+    def article(self, article_id: int) -> StoredArticle | None:
+        self._check()
+        return next((s for s in self.articles if s.id == article_id), None)
 
     def ping(self) -> None:
         self._check()
@@ -126,6 +163,21 @@ def sample_reader() -> FakeReader:
             "https://feedx.net/rss/zaobao.xml",
             last_success=T0,
             last_attempt=T0,
+            url_states=(
+                UrlState(
+                    "https://feedx.net/rss/zaobao.xml",
+                    "https://feedx.net/rss/zaobao.xml",
+                    last_attempt=T0,
+                    error_kind="http",
+                    error="HTTP 503",
+                ),
+                UrlState(
+                    "https://feedx.run/rss/zaobao.xml",
+                    "https://feedx.run/rss/zaobao.xml",
+                    last_attempt=T0,
+                    last_success=T0,
+                ),
+            ),
         ),
         SourceState(
             "rfa",
@@ -422,6 +474,11 @@ def test_healthz_reports_database_and_sources(client: TestClient) -> None:
     assert body["sources"]["rfa"]["last_success"] is None
     assert body["sources"]["rfa"]["consecutive_failures"] == 3
     assert body["sources"]["rfa"]["last_error_kind"] == "timeout"
+    # A source with mirrors shows each URL: which failed how, which answered.
+    primary, mirror = body["sources"]["zaobao"]["urls"]
+    assert (primary["url"], primary["error_kind"]) == ("https://feedx.net/rss/zaobao.xml", "http")
+    assert (mirror["error_kind"], mirror["last_success"]) == (None, T0.isoformat())
+    assert "urls" not in body["sources"]["rfa"]
 
 
 def test_healthz_is_ok_when_no_enabled_source_fails(reader: FakeReader) -> None:

@@ -138,3 +138,36 @@ def test_source_options(tmp_path: Path) -> None:
     assert source.retention == timedelta(days=7)
     assert source.enabled is False
     assert source.allow_private is True
+
+
+def test_mirrors_after_url_or_a_urls_list(tmp_path: Path) -> None:
+    text = (
+        GOOD + "mirrors = ['https://b.example/f', 'https://c.example/f']\nfulltext = 'auto'\n"
+        "[[source]]\nid = 'two'\nname = 'Two'\n"
+        "urls = ['https://x.example/f', 'https://y.example/f']\nfulltext = true\n"
+    )
+    settings = Settings(sources_file=_write(tmp_path, "s.toml", text))
+    one, two = load_sources(settings, adapters=ADAPTERS)
+    assert one.urls[1:] == ("https://b.example/f", "https://c.example/f")
+    assert one.url == one.urls[0] and one.fulltext == "auto"
+    assert (two.url, two.mirrors, two.fulltext) == (
+        "https://x.example/f",
+        ("https://y.example/f",),
+        True,
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        ("urls = ['https://x.example/f']\n", "either url"),
+        ("mirrors = ['https://example.com/feed.xml']\n", "listed twice"),
+        ("mirrors = ['ftp://example.org/feed']\n", "http"),
+        ("fulltext = 'yes'\n", "auto"),
+    ],
+)
+def test_bad_mirror_or_fulltext_options(tmp_path: Path, extra: str, words: str) -> None:
+    settings = Settings(sources_file=_write(tmp_path, "s.toml", GOOD + extra))
+    with pytest.raises(ConfigError) as caught:
+        load_sources(settings, adapters=ADAPTERS)
+    assert words in str(caught.value)

@@ -5,6 +5,9 @@ An adapter is any callable ``(entry, source, fetched_at) -> Article`` that raise
 :class:`~aggregator.adapters.generic.AdapterSpec` fed to the generic adapter;
 ``Source.adapter`` names one.  The built-in modules are imported on first lookup,
 not at package import, so importing :mod:`aggregator.adapters` stays cheap.
+
+Imports from the package: ``clean``, ``dates``, ``urls``, ``errors``, ``types`` (stages:
+ARCHITECTURE.md).
 """
 
 from __future__ import annotations

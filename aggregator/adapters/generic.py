@@ -96,6 +96,8 @@ class AdapterSpec:
     ``title_site_names``: names of the site that feeds append to titles after a
     dash or bar (RFI's `` – 法国国际广播电台 - RFI``); they are the site's, not the
     article's, and only make titles longer and file names noisier.
+    ``content_selector``: CSS selectors of the article body on the publisher's pages
+    (full text); the first that matches wins over the generic extraction.
     """
 
     clean: CleanSpec = COMMON_CLEAN
@@ -104,6 +106,7 @@ class AdapterSpec:
     body_date_line: bool = False
     site_hosts: tuple[str, ...] = ()
     title_site_names: tuple[str, ...] = ()
+    content_selector: tuple[str, ...] = ()
 
 
 _SPACE = re.compile(r"\s+")

@@ -8,6 +8,8 @@ The package, one job a module: :mod:`.spec` (the rules as data), :mod:`.selector
 (CSS selectors compiled to drop steps), :mod:`.tree` (lxml plumbing),
 :mod:`.steps` (the cleaning steps), :mod:`.sanitizer` (the nh3 policy, always
 last), :mod:`.text` (date line, visible text).  This module only chains them.
+
+Imports from the package: ``urls`` only (stages: ARCHITECTURE.md).
 """
 
 from __future__ import annotations

@@ -2,6 +2,9 @@
 
 Everything in this package is pure: articles and metadata in, bytes out.  The HTTP
 layer (:mod:`aggregator.serve`) and the CLI decide where the bytes go.
+
+Imports from the package: ``types`` only: articles and metadata in, bytes out (stages:
+ARCHITECTURE.md).
 """
 
 from __future__ import annotations

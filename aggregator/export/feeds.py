@@ -61,6 +61,7 @@ __all__ = [
     "ATOM",
     "FORMATS",
     "JSON_FEED",
+    "EXCERPT_HEAD_CHARS",
     "MAX_TITLE_CHARS",
     "RSS",
     "FeedFormat",
@@ -205,6 +206,9 @@ def _clean(text: str) -> str:
 # Comments, then tags (an unterminated one at the end of a cut-off prefix too).
 _MARKUP: Final = re.compile(r"<!--.*?(?:-->|\Z)|<[^>]*(?:>|\Z)", re.DOTALL)
 _EXCERPT_WINDOWS: Final = (1024, 4096)
+# A body's head long enough for its excerpt (the windows above, with room to spare):
+# what the service reads of a body too long for a page.
+EXCERPT_HEAD_CHARS: Final = 8192
 
 
 def _text(fragment: str) -> str:
@@ -246,17 +250,19 @@ def shortened(stored: StoredArticle, max_chars: int) -> StoredArticle:
     """
     article = stored.article
     title, body = article.title, article.body
+    length = stored.body_length or len(body)  # a bounded read holds the body's head only
     if len(title) > MAX_TITLE_CHARS:
         title = title[: MAX_TITLE_CHARS - 1] + "…"
-    if len(body) > max_chars:
+    if length > max_chars:
         body = (
             f"<p>{html.escape(_excerpt(body))}</p>"
-            f"<p>(Too long to include here: {len(body):,} characters. "
+            f"<p>(Too long to include here: {length:,} characters. "
             f'<a href="{html.escape(article.link)}">Read the article</a>.)</p>'
         )
     if title is article.title and body is article.body:
         return stored
-    return dataclasses.replace(stored, article=dataclasses.replace(article, title=title, body=body))
+    cut = dataclasses.replace(article, title=title, body=body)
+    return dataclasses.replace(stored, article=cut, body_length=None)
 
 
 def to_items(articles: Sequence[StoredArticle], *, id_authority: str) -> list[FeedItem]:

@@ -9,6 +9,9 @@ To write a new revision against a scratch database::
     with create_engine("sqlite:///scratch.db").begin() as connection:
         command.upgrade(alembic_config(connection), "head")
         command.revision(alembic_config(connection), "what changed", autogenerate=True)
+
+Imports from the package: nothing of the application; ``env.py``, which alembic runs by
+path, reads the store's tables (stages: ARCHITECTURE.md).
 """
 
 from __future__ import annotations

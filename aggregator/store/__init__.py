@@ -2,13 +2,16 @@
 
 One :class:`Store` facade over per-domain mixins, as reader splits its storage:
 ``_state`` (polling state and leases), ``_articles`` (writes, provenance, raw
-entries), ``_reads`` (pages, counts, raw entries back), ``_retention`` (prune and
-tombstones), all on ``_base`` (engine, error wrapper, SQL helpers).  A new method
-goes into the mixin of its domain; this module keeps only opening, closing and
-the schema.
+entries), ``_pages`` (article pages fetched for full text), ``_reads`` (pages,
+counts, raw entries back), ``_retention`` (prune and tombstones), all on
+``_base`` (engine, error wrapper, SQL helpers).  A new method goes into the mixin
+of its domain; this module keeps only opening, closing and the schema.
 
 Every database failure leaves as :class:`~aggregator.errors.StorageError` naming
 what was being done.
+
+Imports from the package: ``dedupe``, ``migrations``, ``errors``, ``types`` (and
+SQLAlchemy); never the pipeline that calls it (stages: ARCHITECTURE.md).
 """
 
 from __future__ import annotations
@@ -16,11 +19,12 @@ from __future__ import annotations
 from types import TracebackType
 
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import select, text
+from sqlalchemy import inspect, select, text
 
 from aggregator.migrations import upgrade
-from aggregator.store import _meta
+from aggregator.store import _meta, _search
 from aggregator.store._articles import ArticlesMixin
+from aggregator.store._pages import PagesMixin
 from aggregator.store._reads import ReadsMixin
 from aggregator.store._retention import PruneReport, RetentionMixin, SourcePrune
 from aggregator.store._state import StateMixin
@@ -32,7 +36,7 @@ __all__ = ["PruneReport", "SourcePrune", "Store"]
 _MIGRATION_LOCK = 0x61676772  # "aggr"
 
 
-class Store(StateMixin, ArticlesMixin, ReadsMixin, RetentionMixin):
+class Store(StateMixin, PagesMixin, ArticlesMixin, ReadsMixin, RetentionMixin):
     """One database, shared safely by several processes and threads.
 
     Methods are thread-safe (each takes its own pooled connection).  ``now`` is an
@@ -71,14 +75,17 @@ class Store(StateMixin, ArticlesMixin, ReadsMixin, RetentionMixin):
 
         The whole upgrade is one transaction holding a lock (an advisory lock on
         PostgreSQL, SQLite's write lock), so the second process waits and then finds
-        nothing to do.
+        nothing to do.  The upgrade that creates the search index also fills it.
         """
         with self._errors("migrate the database"), writing(self._engine) as connection:
             if is_postgresql(self._engine):
                 connection.execute(
                     text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK}
                 )
+            indexed = inspect(connection).has_table(_search.TABLE)
             upgrade(connection)
+            if not indexed:
+                _search.rebuild(connection)
 
     def current_revision(self) -> str | None:
         """The schema revision the database is at; ``None`` before any migration."""

@@ -24,6 +24,7 @@ from sqlalchemy import Connection, bindparam, delete, or_, select, update
 from aggregator import dedupe
 from aggregator.dedupe import AddProvenance, Insert, Mode, Plan, Record, Update
 from aggregator.errors import StorageError
+from aggregator.store import _search
 from aggregator.store._base import BATCH, StoreBase, clock, dialect_insert
 from aggregator.store._reads import routes_of
 from aggregator.store._state import release_lease, save_states
@@ -38,7 +39,7 @@ from aggregator.store.tables import (
 )
 from aggregator.types import Article, PollCounts, Provenance, RawEntry, Source, SourceState
 
-__all__ = ["ArticlesMixin"]
+__all__ = ["ArticlesMixin", "check_source"]
 
 
 class ArticlesMixin(StoreBase):
@@ -58,7 +59,7 @@ class ArticlesMixin(StoreBase):
         ``release=owner`` the lease ``owner`` holds on the source is given back in
         the same transaction (as :meth:`release` would).
         """
-        _check_source(source, [article for _, article in entries])
+        check_source(source, [article for _, article in entries])
         with self._errors("save poll", source=source.id), writing(self._engine) as conn:
             counts = self._store(conn, entries, now=clock(now), mode=Mode.POLL)
             save_states(conn, [state])
@@ -78,7 +79,7 @@ class ArticlesMixin(StoreBase):
         Any field may change, dates included; first-fetched times, tombstones and
         the primary source's sole right to edit still hold.
         """
-        _check_source(source, [article for _, article in entries])
+        check_source(source, [article for _, article in entries])
         with self._errors("renormalize", source=source.id), writing(self._engine) as conn:
             return self._store(conn, entries, now=clock(now), mode=Mode.RENORMALIZE)
 
@@ -164,6 +165,7 @@ class _Execution:
         self.conn = conn
         self.plan = plan
         self.entries = entries
+        self.records = records
         self.now = now
         # Where each touched article sorts, after this plan: provenance copies it.
         self.sort_times = {id_: _sort_time(record.article) for id_, record in records.items()}
@@ -189,6 +191,9 @@ class _Execution:
             )
         lost += self._add_routes()
         self._save_raws()
+        _search.index(self.conn, {id_: intent.article for id_, intent in self.inserted.items()})
+        changed = [i for i in intents if isinstance(i, Update)]
+        _search.reindex(self.conn, ((i.id, self.records[i.id].article, i.article) for i in changed))
         return lost
 
     def _insert(self, inserts: Sequence[Insert]) -> list[Insert]:
@@ -272,6 +277,8 @@ class _Execution:
         }
         if orphans:
             self.conn.execute(delete(articles).where(articles.c.id.in_(orphans)))
+            for id_ in orphans:
+                del self.inserted[id_]
             self.raws = [row for row in self.raws if row["article_id"] not in orphans]
         return list(orphans.values())
 
@@ -300,12 +307,12 @@ class _Execution:
 
 
 def _sort_time(article: Article) -> datetime:
-    sort_time = article.published or article.fetched
+    sort_time = article.sort_time
     assert sort_time is not None  # stored articles always have a first-fetched time
     return sort_time
 
 
-def _check_source(source: Source, batch: Sequence[Article]) -> None:
+def check_source(source: Source, batch: Sequence[Article]) -> None:
     strays = sorted({article.source_id for article in batch} - {source.id})
     if strays:
         raise ValueError(f"articles from {strays} saved as a poll of source {source.id!r}")

@@ -14,15 +14,31 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, bindparam, func, select, tuple_, union_all
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Integer,
+    bindparam,
+    case,
+    cast,
+    func,
+    null,
+    select,
+    tuple_,
+    union_all,
+)
 
+from aggregator.search import Query, document_text
+from aggregator.store import _search
 from aggregator.store._base import BATCH, StoreBase, at, chunks
 from aggregator.store.tables import UTCDateTime, articles, provenance, raw_entries, to_article
-from aggregator.types import Cursor, Provenance, RawEntry, StoredArticle
+from aggregator.types import Cursor, Provenance, RawEntry, ReadBound, StoredArticle
 
 __all__ = ["ReadsMixin", "load", "routes_of"]
 
 _RAW_PAGE = 500
+# Rows a bounded read fetches at a time: a few bodies of up to ``body_chars`` each.
+_BOUNDED_FETCH = 8
 
 
 class ReadsMixin(StoreBase):
@@ -68,6 +84,106 @@ class ReadsMixin(StoreBase):
             }
             newest = sorted(((moment, row_id) for row_id, moment in found.items()), reverse=True)
             return load(conn, [row_id for _, row_id in newest[:limit]])
+
+    def feed_page(
+        self,
+        *,
+        sources: Sequence[str] | None = None,
+        limit: int = 50,
+        before: Cursor | None = None,
+        bound: ReadBound,
+    ) -> tuple[list[StoredArticle], bool]:
+        """At most ``limit`` of the newest articles, as :meth:`latest`, read within
+        ``bound``; and whether older articles exist (a next page).
+
+        The database cuts what a page cannot use: titles to ``bound.title_chars``, a
+        body over ``bound.body_chars`` to its head (``StoredArticle.body_length`` then
+        says how long it is).  Rows are fetched a few at a time and reading stops once
+        the page's titles and bodies pass ``bound.page_chars``: 500 rows of 1 MB are
+        never all in memory.  The same SQL on SQLite and PostgreSQL.
+        """
+        values = {
+            "title_chars": bound.title_chars,
+            "body_chars": bound.body_chars,
+            "head_chars": bound.head_chars,
+        }
+        with self._errors("read a feed page", sources=sources), self._engine.connect() as conn:
+            picked = set(sources or ())
+            if sources is None or len(picked) == 1:
+                shape = {"per_source": sources is not None, "paged": before is not None}
+                params: dict[str, Any] = {"limit": limit + 1, **values}
+                if sources is not None:
+                    params["source"] = next(iter(picked))
+                if before is not None:
+                    params.update(before_time=before.sort_time, before_id=before.id)
+                streamed = conn.execution_options(yield_per=_BOUNDED_FETCH).execute(
+                    _latest_query(**shape, bounded=True), params
+                )
+                rows, more = _within(streamed.mappings(), bound.page_chars, limit)
+                streamed.close()  # the rows past the bound are never fetched
+                routes = conn.execute(_latest_routes_query(**shape), params)
+                primaries = {row["id"]: row["source_id"] for row in rows}
+                return _stored(rows, _group_routes(routes, primaries)), more
+            found = {
+                row_id: moment
+                for source in picked
+                for moment, row_id in _newest(
+                    conn,
+                    provenance.c.sort_time,
+                    provenance.c.article_id,
+                    before,
+                    limit + 1,
+                    provenance.c.source_id == source,
+                )
+            }
+            newest = sorted(((moment, row_id) for row_id, moment in found.items()), reverse=True)
+            ids = [row_id for _, row_id in newest[: limit + 1]]
+            ordered = itertools.chain.from_iterable(
+                conn.execution_options(yield_per=_BOUNDED_FETCH)
+                .execute(_BOUNDED_BY_IDS, {"ids": chunk, **values})
+                .mappings()
+                for chunk in chunks(ids, BATCH)
+            )
+            rows, more = _within(ordered, bound.page_chars, limit)
+            grouped = routes_of(conn, {row["id"]: row["source_id"] for row in rows})
+            return _stored(rows, grouped), more
+
+    def search(
+        self,
+        query: Query,
+        *,
+        sources: Sequence[str] | None = None,
+        limit: int = 50,
+        before: Cursor | None = None,
+    ) -> list[StoredArticle]:
+        """The newest ``limit`` articles matching ``query`` (older than ``before``),
+        newest first, as :meth:`latest` orders and filters them.
+
+        The index proposes candidates in order; each is checked against its folded
+        text, so the answer is exactly the articles that match.
+        """
+        if limit <= 0:
+            return []
+        found: list[StoredArticle] = []
+        with self._errors("search", query=str(query)), self._engine.connect() as conn:
+            blocks = _search.candidates(conn, query)
+            ordered = _search.newest_first(
+                conn, blocks, sources=sources, before=before, limit=limit
+            )
+            for ids in ordered:
+                for stored in load(conn, ids):
+                    article = stored.article
+                    if query.matches(document_text(article.title, article.body)):
+                        found.append(stored)
+                        if len(found) == limit:
+                            return found
+        return found
+
+    def article(self, article_id: int) -> StoredArticle | None:
+        """One article by its id (the page's ``/articles/ID``), ``None`` if not stored."""
+        with self._errors("read an article", id=article_id), self._engine.connect() as conn:
+            found = load(conn, [article_id])
+        return found[0] if found else None
 
     def last_updated(self, sources: Sequence[str] | None = None) -> datetime | None:
         """When anything shown in a feed of ``sources`` (all when ``None``) last changed.
@@ -159,13 +275,56 @@ def _newest(
     return [(moment, row_id) for moment, row_id in conn.execute(query)]
 
 
+def _within(rows: Iterable[Any], page_chars: int, limit: int) -> tuple[list[Any], bool]:
+    """The leading ``rows`` (of ``limit + 1`` asked for) whose titles and bodies fit
+    ``page_chars`` (one at least), and whether rows are left after them."""
+    kept: list[Any] = []
+    total = 0
+    for row in rows:
+        total += len(row["title"]) + len(row["body"])
+        if len(kept) == limit or (kept and total > page_chars):
+            return kept, True
+        kept.append(row)
+    return kept, False
+
+
+def _bounded_columns() -> list[Any]:
+    """The article columns with title and body cut in the database (see ``feed_page``)."""
+    a = articles.c
+    length = func.length(a.body)
+    over = length > cast(bindparam("body_chars"), Integer)
+    one = cast(1, Integer)
+    head = func.substr(a.body, one, cast(bindparam("head_chars"), Integer))
+    return [
+        *(column for column in articles.c if column.name not in ("title", "body")),
+        func.substr(a.title, one, cast(bindparam("title_chars"), Integer)).label("title"),
+        case((over, head), else_=a.body).label("body"),
+        case((over, length), else_=null()).label("body_length"),
+    ]
+
+
+_BOUNDED_BY_IDS = (
+    select(*_bounded_columns())
+    .where(articles.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(articles.c.sort_time.desc(), articles.c.id.desc())
+)
+
+
 @functools.cache
-def _latest_query(*, per_source: bool, paged: bool, ids_only: bool = False) -> Any:
+def _latest_query(
+    *, per_source: bool, paged: bool, ids_only: bool = False, bounded: bool = False
+) -> Any:
     """The newest articles (of one source, older than a cursor), built once per shape:
-    building a statement costs a good part of serving a page."""
+    building a statement costs a good part of serving a page.  ``bounded``: with the
+    columns of ``feed_page``."""
     a = articles.c
     sort_time, id_ = a.sort_time, a.id
-    query = select(id_) if ids_only else articles.select()
+    if ids_only:
+        query = select(id_)
+    elif bounded:
+        query = select(*_bounded_columns())
+    else:
+        query = articles.select()
     if per_source:
         # An alias: the routes query uses this one as a subquery of ``provenance``.
         page = provenance.alias("page")
@@ -218,6 +377,7 @@ def _stored(
             article=to_article(row),
             provenance=routes[row["id"]],
             updated=row["updated"],
+            body_length=row.get("body_length"),
         )
         for row in rows
     ]

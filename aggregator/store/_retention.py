@@ -19,10 +19,11 @@ from typing import NamedTuple
 from sqlalchemy import ColumnElement, Connection, and_, delete, func, not_, or_, select
 
 from aggregator import dedupe
+from aggregator.store import _search
 from aggregator.store._base import BATCH, StoreBase, at, chunks, dialect_insert
 from aggregator.store._reads import load
 from aggregator.store.engine import writing
-from aggregator.store.tables import articles, tombstones
+from aggregator.store.tables import articles, pages, tombstones
 from aggregator.types import StoredArticle, utc_ms
 
 __all__ = ["PruneReport", "RetentionMixin", "SourcePrune"]
@@ -97,9 +98,14 @@ class RetentionMixin(StoreBase):
             remaining = {row[0]: row for row in conn.execute(kept)}
             if gone and not dry_run:
                 _bury(conn, gone, now)
+                _search.unindex(conn, {stored.id: stored.article for stored in gone})
                 for chunk in chunks(ids, BATCH):
                     # Provenance and raw entries go with them (ON DELETE CASCADE).
                     conn.execute(delete(articles).where(a.id.in_(chunk)))
+                # Their fetched pages too (keyed by link, not tied by a foreign key).
+                keys = sorted({key for s in gone if (key := dedupe.link_key(s.article.link))})
+                for chunk in chunks(keys, BATCH):
+                    conn.execute(delete(pages).where(pages.c.link_key.in_(chunk)))
         pruned = Counter(stored.article.source_id for stored in gone)
         sources = []
         for source_id in sorted(pruned.keys() | remaining.keys()):

@@ -38,12 +38,13 @@ from sqlalchemy.types import DateTime, TypeDecorator
 from sqlmodel import Field, SQLModel
 
 from aggregator.dedupe import link_key
-from aggregator.types import Article, DateSource, SourceState
+from aggregator.types import Article, DateSource, SourceState, UrlState
 
 __all__ = [
     "ArticleRow",
     "LeaseRow",
     "MetaRow",
+    "PageRow",
     "ProvenanceRow",
     "RawEntryRow",
     "SourceStateRow",
@@ -54,6 +55,7 @@ __all__ = [
     "leases",
     "meta",
     "metadata",
+    "pages",
     "provenance",
     "raw_entries",
     "source_state",
@@ -148,6 +150,9 @@ class ArticleRow(SQLModel, table=True):
     source_id: str = Field(sa_type=ID)  # the primary source: the only one that may edit
     source_name: str = Field(sa_type=Text)
     guid: str | None = Field(default=None, sa_type=Text)
+    body_source: str = Field(
+        default="feed", sa_type=String(8), sa_column_kwargs={"server_default": "feed"}
+    )
 
 
 class ProvenanceRow(SQLModel, table=True):
@@ -221,6 +226,7 @@ class SourceStateRow(SQLModel, table=True):
     disabled_reason: str | None = Field(default=None, sa_type=Text)
     configured_url: str | None = Field(default=None, sa_type=Text)
     failing_since: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    url_states: str | None = Field(default=None, sa_type=Text)  # JSON list of UrlState
 
 
 class MetaRow(SQLModel, table=True):
@@ -258,6 +264,33 @@ class TombstoneRow(SQLModel, table=True):
     pruned_at: datetime = Field(sa_type=UTCDateTime)
 
 
+class PageRow(SQLModel, table=True):
+    """An article page fetched for a summary-only entry (full text).
+
+    Kept so ``aggregator renormalize`` re-extracts without refetching, so a re-poll
+    reuses it, and for its validators (a refetch is a conditional GET).  ``failure``
+    set: the page failed for good (404, refused address, nothing to extract) and is
+    not fetched again.  ``entry_updated`` is the entry's own updated date when the
+    page was fetched: a newer one means the article changed, and the page is
+    fetched again.
+    """
+
+    __tablename__ = "pages"
+    __table_args__ = (UniqueConstraint("source_id", "link_key", name="uq_pages_source_link"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    source_id: str = Field(sa_type=ID)
+    link_key: str = Field(sa_type=KEY)
+    url: str = Field(sa_type=Text)
+    html: str | None = Field(default=None, sa_type=Text)
+    main: str | None = Field(default=None, sa_type=Text)
+    etag: str | None = Field(default=None, sa_type=Text)
+    last_modified: str | None = Field(default=None, sa_type=Text)
+    entry_updated: str | None = Field(default=None, sa_type=Text)
+    failure: str | None = Field(default=None, sa_type=Text)
+    fetched_at: datetime = Field(sa_type=UTCDateTime)
+
+
 metadata: MetaData = SQLModel.metadata
 articles: Table = metadata.tables["articles"]
 provenance: Table = metadata.tables["provenance"]
@@ -266,6 +299,7 @@ source_state: Table = metadata.tables["source_state"]
 leases: Table = metadata.tables["leases"]
 tombstones: Table = metadata.tables["tombstones"]
 meta: Table = metadata.tables["meta"]
+pages: Table = metadata.tables["pages"]
 
 
 def article_values(article: Article, *, updated: datetime) -> dict[str, Any]:
@@ -278,7 +312,7 @@ def article_values(article: Article, *, updated: datetime) -> dict[str, Any]:
         "title": article.title,
         "body": article.body,
         "published": article.published,
-        "sort_time": article.published or article.fetched,
+        "sort_time": article.sort_time,
         "fetched": article.fetched,
         "updated": updated,
         "fingerprint": article.fingerprint,
@@ -289,6 +323,7 @@ def article_values(article: Article, *, updated: datetime) -> dict[str, Any]:
         "source_id": article.source_id,
         "source_name": article.source_name,
         "guid": article.guid,
+        "body_source": article.body_source,
     }
 
 
@@ -306,6 +341,7 @@ def to_article(row: Mapping[Any, Any]) -> Article:
         comments=row["comments"],
         guid=row["guid"],
         date_source=DateSource(row["date_source"]),
+        body_source=row["body_source"],
     )
 
 
@@ -313,12 +349,40 @@ def _json_tuple(text: str) -> tuple[str, ...]:
     return () if text == "[]" else tuple(json.loads(text))  # most articles have none
 
 
-_STATE_FIELDS = tuple(SourceState.__dataclass_fields__)
+_STATE_FIELDS = tuple(name for name in SourceState.__dataclass_fields__ if name != "url_states")
+_URL_FIELDS = tuple(UrlState.__dataclass_fields__)
+_URL_TIMES = ("last_attempt", "last_success")
 
 
 def state_values(state: SourceState) -> dict[str, Any]:
-    return {name: getattr(state, name) for name in _STATE_FIELDS}
+    values = {name: getattr(state, name) for name in _STATE_FIELDS}
+    values["url_states"] = _urls_json(state.url_states) if state.url_states else None
+    return values
 
 
 def to_state(row: Mapping[Any, Any]) -> SourceState:
-    return SourceState(**{name: row[name] for name in _STATE_FIELDS})
+    urls = row["url_states"]
+    return SourceState(
+        **{name: row[name] for name in _STATE_FIELDS},
+        url_states=_urls_from_json(urls) if urls else (),
+    )
+
+
+def _urls_json(records: tuple[UrlState, ...]) -> str:
+    rows = []
+    for record in records:
+        row: dict[str, Any] = {name: getattr(record, name) for name in _URL_FIELDS}
+        for name in _URL_TIMES:
+            row[name] = row[name].isoformat() if row[name] is not None else None
+        rows.append(row)
+    return json.dumps(rows, ensure_ascii=False)
+
+
+def _urls_from_json(text: str) -> tuple[UrlState, ...]:
+    records = []
+    for row in json.loads(text):
+        values = {name: row.get(name) for name in _URL_FIELDS}
+        for name in _URL_TIMES:
+            values[name] = _fromisoformat(values[name]) if values[name] else None
+        records.append(UrlState(**values))
+    return tuple(records)

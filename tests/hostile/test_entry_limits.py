@@ -9,17 +9,26 @@ that says what was cut.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import html
 import json
+import multiprocessing
 import subprocess
 import sys
 import textwrap
+from concurrent.futures import ProcessPoolExecutor
+from datetime import UTC, datetime
 
 import pytest
+from pydantic import ValidationError
 
 from aggregator.errors import ParseError
-from aggregator.parse import parse_feed
+from aggregator.normalize import adapt_entries, parse_and_adapt
+from aggregator.parse import EntryLimits, parse_feed
 from aggregator.parse.limits import MAX_BODY_BYTES, MAX_DEPTH, MAX_ELEMENTS, MAX_TITLE_BYTES
+from aggregator.settings import Settings
+from aggregator.types import RawEntry, Source
 
 URL = "https://example.org/feed"
 
@@ -136,3 +145,54 @@ def test_worst_case_poll_body_stays_under_250_mb(case: str) -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
     )
     assert int(done.stdout.strip()) < 250, done.stdout
+
+
+def test_the_bounds_are_settings_with_checked_ranges() -> None:
+    settings = Settings()
+    assert (settings.max_entry_bytes, settings.max_title_bytes) == (MAX_BODY_BYTES, MAX_TITLE_BYTES)
+    for key, value in [
+        ("max_entry_bytes", 0),
+        ("max_entry_bytes", 10**12),
+        ("max_title_bytes", 3),
+        ("max_title_bytes", 10**9),
+    ]:
+        with pytest.raises(ValidationError):
+            Settings.model_validate({key: value})
+
+
+def test_configured_bounds_reach_a_parse_worker_with_the_task() -> None:
+    limits = EntryLimits(body_bytes=20_000, title_bytes=100)
+    doc = _rss("長" * 500, "<p>" + "word " * 40_000 + "</p>" + "<p>tail</p>")
+    work = functools.partial(
+        parse_and_adapt,
+        doc,
+        url=URL,
+        headers={},
+        source=Source(id="s", name="s", url=URL),
+        fetched_at=datetime.now(UTC),
+        max_entries=10,
+        limits=limits,
+    )
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        result = pool.submit(work).result()
+    ((_, article),) = result.pairs
+    assert len(article.title.encode()) <= 100 and article.title.startswith("長" * 30)
+    assert len(article.body.encode()) <= 20_000
+    assert any("body over 20000 bytes" in problem for problem in result.problems)
+    assert any("title over 100 bytes" in problem for problem in result.problems)
+
+
+def test_a_title_is_bounded_after_cleaning_too() -> None:
+    # An archive import never parses a feed: the adapter's title is bounded there.
+    entry = RawEntry(guid="g", link="https://e.org/1", title="word " * 1000, content="<p>body</p>")
+    source = Source(id="s", name="s", url=URL)
+    pairs, skipped, cuts = adapt_entries([entry], source, datetime.now(UTC), max_title_bytes=200)
+    ((_, article),) = pairs
+    assert skipped == 0 and article.title.startswith("word word")
+    assert len(article.title.encode()) <= 200
+    assert cuts == [
+        "entry https://e.org/1 cut (title over 200 bytes after cleaning, "
+        f"4999 characters cut to {len(article.title)})"
+    ]
+    short = dataclasses.replace(entry, title="short")
+    assert adapt_entries([short], source, datetime.now(UTC), max_title_bytes=200)[2] == []

@@ -11,9 +11,10 @@ from __future__ import annotations
 import os
 
 import pytest
-from fuzzing import FIXTURES, HEADERS, feed_documents, run_target
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from hostile.fuzzing import FIXTURES, HEADERS, feed_documents, run_target
 
 EXAMPLES = int(os.environ.get("HOSTILE_FUZZ_EXAMPLES", "600"))
 

@@ -1,0 +1,165 @@
+"""The CLI's shared parts: the typer apps, the global options and settings, the
+consoles, source selection, and the one place our errors become an exit code:
+a configuration problem exits 2 with ``file:key: problem``, any other of our
+errors exits 1 with its one-line message; tracebacks are for bugs only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.text import Text
+
+from aggregator import __version__, log
+from aggregator.adapters import adapter_names
+from aggregator.errors import AggregatorError, ConfigError
+from aggregator.settings import (
+    Explained,
+    Settings,
+    explain_settings,
+    load_sources,
+    unknown_environment,
+)
+from aggregator.types import Source
+
+logger = logging.getLogger(__package__)  # "aggregator.cli", one name for every command
+
+console = Console(stderr=True)
+
+# Tables and counts only; text meant to be copied or parsed goes through typer.echo,
+# which neither reads markup nor wraps long lines.
+out = Console(highlight=False, markup=False)
+
+app = typer.Typer(
+    help="Poll news feeds, normalize and deduplicate their articles, serve merged feeds.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    # Help texts are plain: rich markup would eat "[[source]]" and "[a-z0-9_-]".
+    rich_markup_mode=None,
+)
+
+db_app = typer.Typer(
+    help="Database schema migrations.", no_args_is_help=True, rich_markup_mode=None
+)
+
+opml_app = typer.Typer(
+    help="Export or import the source list as OPML.", no_args_is_help=True, rich_markup_mode=None
+)
+
+app.add_typer(db_app, name="db")
+
+app.add_typer(opml_app, name="opml")
+
+
+class LogLevel(StrEnum):
+    """The levels ``--log-level`` accepts; any other value is a usage error, not a crash."""
+
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+
+
+class _Context:
+    """Settings are loaded lazily so `--help` works even with a broken config."""
+
+    config_file: Path | None = None
+    log_level: LogLevel | None = None
+
+    def explained(self) -> Explained:
+        explained = explain_settings(self.config_file)
+        settings = explained.settings
+        if self.log_level:
+            settings = settings.model_copy(update={"log_level": self.log_level.value})
+            origins = {**explained.origins, "log_level": "command line --log-level"}
+            explained = Explained(settings, origins)
+        log.setup(settings.log_level, settings.log_format)
+        for name in unknown_environment(os.environ):
+            logger.warning("unknown environment variable %s is ignored", name)
+        return explained
+
+    def settings(self) -> Settings:
+        return self.explained().settings
+
+
+CONTEXT = _Context()
+
+SourceOption = Annotated[
+    list[str] | None,
+    typer.Option("--source", "-s", help="Only this source (repeatable; default: all)."),
+]
+
+
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        typer.echo(f"aggregator {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global_options(
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="Settings file (TOML). Default: config/aggregator.toml when present.",
+            envvar="AGGREGATOR_CONFIG",
+        ),
+    ] = None,
+    log_level: Annotated[
+        LogLevel | None,
+        typer.Option(case_sensitive=False, help="Overrides the log_level setting."),
+    ] = None,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+) -> None:
+    CONTEXT.config_file = config
+    CONTEXT.log_level = log_level
+
+
+def _sources(settings: Settings) -> list[Source]:
+    return load_sources(settings, adapters=adapter_names())
+
+
+def _pick(sources: Sequence[Source], wanted: Sequence[str] | None) -> list[Source]:
+    if not wanted:
+        return list(sources)
+    known = {source.id: source for source in sources}
+    unknown = [name for name in wanted if name not in known]
+    if unknown:
+        raise ConfigError(
+            f"unknown source {', '.join(map(repr, unknown))} (known: {', '.join(known)})",
+            key="--source",
+        )
+    return [known[name] for name in wanted]
+
+
+def _fail(error: AggregatorError) -> NoReturn:
+    # The message is text, not markup: a title or URL with brackets keeps them.
+    console.print(
+        Text.assemble(("error:", "bold red"), f" {error}"), highlight=False, soft_wrap=True
+    )
+    raise typer.Exit(2 if isinstance(error, ConfigError) else 1)
+
+
+@contextlib.contextmanager
+def _reported() -> Iterator[None]:
+    """Our errors become one line and an exit code; other exceptions are bugs: traceback."""
+    try:
+        yield
+    except AggregatorError as error:
+        _fail(error)

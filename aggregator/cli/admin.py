@@ -1,0 +1,78 @@
+"""``aggregator db`` (schema migrations) and ``opml`` (the source list as OPML)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from aggregator import opml
+from aggregator.cli._context import CONTEXT, _reported, _sources, console, db_app, opml_app, out
+from aggregator.cli._wiring import _base_url, _store
+from aggregator.errors import ConfigError
+from aggregator.settings import load_topics, sources_to_toml
+from aggregator.store import Store
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply pending schema migrations (also done at daemon start)."""
+    with _reported():
+        settings = CONTEXT.settings()
+        with _store(settings):
+            pass
+    out.print("database is up to date")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Print the schema revision of the database."""
+    with _reported():
+        settings = CONTEXT.settings()
+        store = Store.open(settings.database_url, migrate=False)
+        try:
+            out.print(store.current_revision() or "empty (no migrations applied)")
+        finally:
+            store.close()
+
+
+@opml_app.command("export")
+def opml_export(
+    out_path: Annotated[
+        Path | None, typer.Option("--out", "-o", help="File; stdout without it.")
+    ] = None,
+) -> None:
+    """Write the configured sources as OPML 2.0."""
+    with _reported():
+        settings = CONTEXT.settings()
+        sources = _sources(settings)
+        payload = opml.export_opml(
+            sources,
+            title=settings.feed_title,
+            topics=load_topics(settings, {source.id for source in sources}),
+            base_url=_base_url(settings),
+        )
+    if out_path is None:
+        sys.stdout.buffer.write(payload)
+    else:
+        out_path.write_bytes(payload)
+
+
+@opml_app.command("import")
+def opml_import(
+    path: Annotated[Path, typer.Argument(help="An OPML file.")],
+) -> None:
+    """Print the [[source]] tables for an OPML file's feeds, to append to the sources file."""
+    with _reported():
+        settings = CONTEXT.settings()
+        known = {source.url for source in _sources(settings)}
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"cannot read: {exc.strerror}", file=str(path)) from exc
+        imported = opml.parse_opml(data, file=str(path))
+    fresh = [item for item in imported if item.url not in known]
+    typer.echo(sources_to_toml(fresh), nl=False)
+    console.print(f"{len(fresh)} new sources ({len(imported) - len(fresh)} already configured)")

@@ -1,0 +1,362 @@
+"""Commands over the stored articles: ``export``, ``import``, ``renormalize``,
+``prune``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import Progress
+
+from aggregator import archive
+from aggregator.adapters import get_adapter
+from aggregator.cli._context import (
+    CONTEXT,
+    SourceOption,
+    _pick,
+    _reported,
+    _sources,
+    app,
+    console,
+    logger,
+    out,
+)
+from aggregator.cli._wiring import _feed_site, _store
+from aggregator.dedupe import link_key
+from aggregator.errors import AdapterError, ArchiveError, ConfigError, QueryError
+from aggregator.export.feeds import FORMATS
+from aggregator.export.site import FEED_PATHS
+from aggregator.fulltext import extract_main, page_article
+from aggregator.normalize import normalize_entries
+from aggregator.search import Topic, parse_query
+from aggregator.settings import Settings, load_topics
+from aggregator.store import Store
+from aggregator.types import Article, Page, PollCounts, RawEntry, Source
+
+
+class ExportFormat(StrEnum):
+    rss = "rss"
+    atom = "atom"
+    json = "json"
+    jekyll = "jekyll"
+
+
+@app.command()
+def export(
+    format: Annotated[ExportFormat, typer.Option("--format", "-f", help="Output format.")],
+    source: SourceOption = None,
+    limit: Annotated[int, typer.Option(min=1, help="Newest N articles (feeds).")] = 50,
+    topic: Annotated[
+        str | None, typer.Option("--topic", "-t", help="A [[topic]] id: its matching articles.")
+    ] = None,
+    out_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", "-o", help="File (feeds) or folder (jekyll). Feeds go to stdout without it."
+        ),
+    ] = None,
+) -> None:
+    """Write the merged (or per-source) feed as a file, or the seed-format archive (jekyll)."""
+    with _reported():
+        settings = CONTEXT.settings()
+        configured = _sources(settings)
+        chosen = _pick(configured, source) if source else None
+        ids = [item.id for item in chosen] if chosen else None
+        picked = _topic(settings, configured, topic) if topic else None
+        if picked is not None and ids is None and picked.sources is not None:
+            ids = list(picked.sources)
+        with _store(settings) as store:
+            if format is ExportFormat.jekyll:
+                if out_path is None:
+                    raise ConfigError("jekyll export needs --out FOLDER", key="--out")
+                written = _export_jekyll(store, ids, out_path)
+                console.print(f"{written.written} written, {written.unchanged} unchanged")
+                return
+            if picked is not None:
+                rows = store.search(picked.query, sources=ids, limit=limit + 1)
+                path = f"/topics/{picked.id}{FEED_PATHS[format.value]}"
+            else:
+                rows = store.latest(sources=ids, limit=limit + 1)
+                path = FEED_PATHS[format.value]
+            items = rows[:limit]
+            # A snapshot of the first page; its next link continues on the HTTP service.
+            meta = _feed_site(
+                settings, {item.id: item.name for item in _sources(settings)}, store
+            ).meta(
+                path,
+                ids or [],
+                limit,
+                updated=store.last_updated(ids),
+                next_page=items[-1].cursor if len(rows) > limit else None,
+            )
+            if picked is not None:
+                meta = dataclasses.replace(meta, title=f"{meta.title}: {picked.title}")
+            payload = FORMATS[format.value].render(meta, items)
+    if out_path is None:
+        sys.stdout.buffer.write(payload)
+    else:
+        out_path.write_bytes(payload)
+
+
+def _topic(settings: Settings, sources: Sequence[Source], topic_id: str) -> Topic:
+    for topic in load_topics(settings, {source.id for source in sources}):
+        if topic.id == topic_id:
+            return topic
+    raise ConfigError(f"no [[topic]] with id {topic_id!r}", key="--topic")
+
+
+@app.command()
+def search(
+    query: Annotated[
+        str, typer.Argument(help='Terms (all must match), "phrase", -excluded, a OR b.')
+    ],
+    source: SourceOption = None,
+    limit: Annotated[int, typer.Option(min=1, help="Newest N matches.")] = 20,
+) -> None:
+    """Print the newest articles matching QUERY: date, sources, title and link."""
+    with _reported():
+        settings = CONTEXT.settings()
+        chosen = _pick(_sources(settings), source) if source else None
+        try:
+            parsed = parse_query(query)
+        except QueryError as exc:
+            raise ConfigError(exc.message, key="QUERY") from exc
+        with _store(settings) as store:
+            found = store.search(
+                parsed, sources=[s.id for s in chosen] if chosen else None, limit=limit
+            )
+    for stored in found:
+        names = ", ".join(dict.fromkeys(route.source_name for route in stored.provenance))
+        moment = stored.cursor.sort_time
+        out.print(f"{moment:%Y-%m-%d %H:%M}  {names}  {stored.article.title}", highlight=False)
+        out.print(f"    {stored.article.link}", highlight=False, soft_wrap=True)
+    console.print(f"{len(found)} matches")
+
+
+def _export_jekyll(store: Store, ids: list[str] | None, folder: Path) -> archive.WriteCounts:
+    """Walk the whole store newest-first, page by page, so memory stays flat."""
+    total = archive.WriteCounts()
+    cursor = None
+    while True:
+        page = store.latest(sources=ids, limit=500, before=cursor)
+        if not page:
+            return total
+        counts = archive.write_archive((stored.article for stored in page), folder)
+        total = archive.WriteCounts(
+            total.written + counts.written, total.unchanged + counts.unchanged
+        )
+        cursor = page[-1].cursor
+
+
+def _source_for(article: Article, sources: Sequence[Source], forced: Source | None) -> Source:
+    """The configured source an archived article belongs to: forced, by author, or by site."""
+    if forced is not None:
+        return forced
+    for source in sources:
+        if article.source_name and article.source_name == source.name:
+            return source
+    for source in sources:
+        handles = getattr(get_adapter(source.adapter), "handles", None)
+        if handles is not None and handles(article.link):
+            return source
+    return Source(id="archive", name=article.source_name or "archive", url=article.link)
+
+
+def _normalize_archived(
+    documents: Sequence[archive.ArchiveDocument],
+    sources: Sequence[Source],
+    forced: Source | None,
+    max_title_bytes: int,
+) -> Iterator[tuple[int, Article | AdapterError]]:
+    """Each document (by index) normalized by its source, or why it could not be; what
+    only the archive knows is kept (:func:`archive.keep_archived`)."""
+    by_source: defaultdict[Source, list[int]] = defaultdict(list)
+    for index, document in enumerate(documents):
+        by_source[_source_for(document.article, sources, forced)].append(index)
+    for owner, indexes in by_source.items():
+        fetched = (archive.as_fetched(documents[index].article) for index in indexes)
+        normalized = normalize_entries(fetched, owner, max_title_bytes=max_title_bytes)
+        for index, (_, result) in zip(indexes, normalized, strict=True):
+            if not isinstance(result, AdapterError):
+                result = archive.keep_archived(result, documents[index].article)
+            yield index, result
+
+
+def _archive_files(paths: Sequence[Path]) -> list[Path]:
+    """The files named and those under the folders named; a path that is neither stays,
+    so that reading it reports it like any unreadable file."""
+    files = {path for path in paths if not path.is_dir()}
+    files.update(file for path in paths if path.is_dir() for file in path.rglob("*"))
+    return sorted(file for file in files if file.is_file() or not file.exists())
+
+
+def _say(line: str) -> None:
+    """One plain line on stderr: never wrapped, brackets kept (no markup)."""
+    console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+# Files read, normalized and stored per round: memory stays flat on big archives.
+_IMPORT_FILES = 500
+
+
+@app.command("import")
+def import_(
+    paths: Annotated[list[Path], typer.Argument(help="Archive files or folders of them.")],
+    source: Annotated[
+        str | None,
+        typer.Option("--source", "-s", help="Source id for every file (default: by author/site)."),
+    ] = None,
+    restore: Annotated[
+        bool, typer.Option("--restore", help="Store again articles that were pruned earlier.")
+    ] = False,
+) -> None:
+    """Import seed-format archive files into the database, deduplicated (twice adds nothing).
+
+    Each file becomes new, updated, already stored, a duplicate of another file of the
+    same import, or skipped (unreadable, or rejected by its source's adapter: printed
+    with the reason, one line per file); the summary's counts add up to the files.
+    """
+    files = _archive_files(paths)
+    with _reported():
+        settings = CONTEXT.settings()
+        configured = _sources(settings)
+        forced = _pick(configured, [source])[0] if source else None
+        counts = PollCounts()
+        skipped = 0
+        with _store(settings) as store, Progress(console=console, transient=True) as progress:
+            task = progress.add_task("importing", total=len(files))
+            for start in range(0, len(files), _IMPORT_FILES):
+                batch = files[start : start + _IMPORT_FILES]
+                paths_read: list[Path] = []
+                documents: list[archive.ArchiveDocument] = []
+                for path, read in archive.read_files(batch):
+                    if isinstance(read, ArchiveError):
+                        skipped += 1
+                        _say(f"skipped {read}")
+                    else:
+                        paths_read.append(path)
+                        documents.append(read)
+                articles: list[Article] = []
+                for index, result in _normalize_archived(
+                    documents, configured, forced, settings.max_title_bytes
+                ):
+                    if isinstance(result, AdapterError):
+                        skipped += 1
+                        _say(f"skipped {paths_read[index]}: {result}")
+                    else:
+                        articles.append(result)
+                counts += store.import_articles(articles, restore=restore)
+                progress.advance(task, len(batch))
+    held = counts.tombstoned  # part of the store's skipped count: not duplicates
+    out.print(
+        f"{len(files)} files: {counts.new} new, {counts.updated} updated, "
+        f"{counts.unchanged + counts.merged} already stored, "
+        f"{counts.skipped - held} duplicates, {skipped} skipped"
+        + (f", {held} not restored (pruned earlier; --restore brings them back)" if held else "")
+    )
+    if files and skipped == len(files):
+        raise typer.Exit(1)
+
+
+def _from_page(
+    store: Store, source: Source, entry: RawEntry, article: Article, page: Page, fetched: datetime
+) -> Article:
+    """``article`` from its stored page, extracted again (the extraction or the
+    adapter's content selector may have improved); the page keeps the new extract,
+    so the next poll does not put the old one back."""
+    assert page.html is not None
+    main = extract_main(page.html, url=page.url, adapter=source.adapter)
+    if main is None:
+        return article
+    if main != page.main:
+        store.save_page(source, article.link, replace(page, main=main))
+    return page_article(entry, main, source=source, fetched_at=fetched)
+
+
+@app.command()
+def renormalize(
+    source: SourceOption = None,
+) -> None:
+    """Re-run the (improved) adapters over the stored raw entries, without refetching.
+
+    An entry its adapter now rejects (or crashes on) keeps its stored article and is
+    counted, as a poll would skip it; the others are rewritten.
+    """
+    with _reported():
+        settings = CONTEXT.settings()
+        chosen = {item.id: item for item in _pick(_sources(settings), source)}
+        skipped = 0
+        with _store(settings) as store:
+            stored: defaultdict[str, list[tuple[RawEntry, datetime]]] = defaultdict(list)
+            for source_id, entry, fetched in store.iter_raw(sorted(chosen)):
+                if source_id in chosen:
+                    stored[source_id].append((entry, fetched))
+            for source_id, entries in stored.items():
+                owner = chosen[source_id]
+                # Full text: a stored page is extracted again instead of the feed's teaser.
+                pages = dict(store.iter_pages(source_id)) if owner.fulltext else {}
+                pairs: list[tuple[RawEntry, Article]] = []
+                normalized = normalize_entries(
+                    entries, owner, max_title_bytes=settings.max_title_bytes
+                )
+                for (entry, result), (_, fetched) in zip(normalized, entries, strict=True):
+                    if isinstance(result, AdapterError):
+                        skipped += 1
+                        logger.warning("renormalize skipped an entry: %s", result)
+                        continue
+                    page = pages.get(link_key(result.link) or "")
+                    if page is not None:
+                        try:
+                            result = _from_page(store, owner, entry, result, page, fetched)
+                        except AdapterError as exc:  # the feed's version stays
+                            logger.warning("renormalize kept the feed's body: %s", exc)
+                    pairs.append((entry, result))
+                counts = store.replace_articles(chosen[source_id], pairs)
+                out.print(f"{source_id}: {counts.updated} updated, {counts.unchanged} unchanged")
+    if skipped:
+        out.print(f"{skipped} entries skipped (see log)")
+
+
+@app.command()
+def prune(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only show what would go; delete nothing.")
+    ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Also list every article pruned.")
+    ] = False,
+) -> None:
+    """Delete articles past their retention (off unless retention_days is set), keeping
+    tombstones so they do not come back; prints what went and what stayed per source."""
+    with _reported():
+        settings = CONTEXT.settings()
+        per_source = {item.id: item.retention for item in _sources(settings) if item.retention}
+        if settings.retention is None and not per_source:
+            out.print("retention is off (retention_days is not set): nothing is pruned")
+            return
+        with _store(settings) as store:
+            report = store.prune(
+                now=datetime.now(UTC),
+                default_retention=settings.retention,
+                per_source=per_source,
+                dry_run=dry_run,
+            )
+    verb = "would prune" if dry_run else "pruned"
+    for summary in report.sources:
+        out.print(summary.describe(dry_run=dry_run), markup=False)
+    if verbose:
+        for stored in report.articles:
+            article = stored.article
+            when = article.sort_time
+            line = f"{verb} {article.source_id} {when:%Y-%m-%d} {article.link} {article.title}"
+            out.print(line, markup=False)
+    out.print(f"{verb} {report.pruned} articles")

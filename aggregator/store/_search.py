@@ -1,0 +1,253 @@
+"""The search index: which articles hold which tokens, kept by the database in C.
+
+The parse workers compute each article's tokens (:func:`aggregator.search.tokens`:
+CJK characters and pairs, other words); the store hands them to the database as
+one string or array per article, and the database inverts them:
+
+- SQLite: an FTS5 table, contentless (the tokens are not stored twice), without
+  positions or sizes (``detail=none``, ``columnsize=0``: candidates are verified
+  against the text anyway).  Its ``unicode61`` tokenizer counts every category but
+  separators and controls as a token character, so it splits the worker's
+  newline-joined string into exactly the worker's tokens, a CJK pair included.  A
+  contentless table forgets nothing by itself: an article leaves the index through
+  FTS5's ``delete`` command with the tokens it was indexed with, which its stored
+  title and body give again (SQLite before 3.43 has no ``contentless_delete``).
+- PostgreSQL: a side table of ``(article_id, tokens text[])`` with a GIN index;
+  a deleted article's row goes with it (``ON DELETE CASCADE``).
+
+A query asks the index for the ids holding every token of some term of each
+clause; :func:`newest_first` orders them and :meth:`Store.search` verifies each
+against its text, so the index only has to propose a superset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Text,
+    bindparam,
+    column,
+    func,
+    or_,
+    select,
+    table,
+    text,
+    tuple_,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
+
+from aggregator.search import Query, Term
+from aggregator.search.text import article_tokens, indexed_tokens
+from aggregator.store.tables import UTCDateTime, articles, provenance
+from aggregator.types import Article, Cursor
+
+__all__ = [
+    "TABLE",
+    "add_tokens",
+    "candidates",
+    "index",
+    "newest_first",
+    "rebuild",
+    "reindex",
+    "unindex",
+]
+
+#: The index's table on both databases (on SQLite FTS5 adds ``TABLE_*`` shadow tables).
+TABLE = "search_index"
+_BATCH = 500
+# Reading one candidate's position by id costs about as much as walking this many
+# rows of the newest-first index (measured on SQLite); see newest_first.
+_LOOKUP_COST = 4
+_WALK_PAGE_MAX = 5000
+
+_pg_index = table(TABLE, column("article_id"), column("tokens", ARRAY(Text)))
+
+# Plain SQL through the driver's executemany: SQLAlchemy's per-row parameter
+# handling costs more than the database's work on a poll's few rows.
+_SQLITE_ADD = f"INSERT INTO {TABLE} (rowid, tokens) VALUES (?, ?)"
+_SQLITE_DELETE = f"INSERT INTO {TABLE} ({TABLE}, rowid, tokens) VALUES ('delete', ?, ?)"
+_PG_SET = (
+    f"INSERT INTO {TABLE} (article_id, tokens) VALUES (%s, %s) "
+    "ON CONFLICT (article_id) DO UPDATE SET tokens = excluded.tokens"
+)
+
+
+def _sqlite(conn: Connection) -> bool:
+    return conn.dialect.name == "sqlite"
+
+
+def add_tokens(conn: Connection, docs: Iterable[tuple[int, str]]) -> None:
+    """Index ``(article id, newline-joined tokens)`` pairs (new ids, or ids whose old
+    tokens were just removed): the write behind :func:`index`, also for bulk loaders
+    that tokenize each distinct text once."""
+    if _sqlite(conn):
+        rows: list[tuple[int, Any]] = [(id_, found) for id_, found in docs]
+        statement = _SQLITE_ADD
+    else:
+        rows = [(id_, found.split("\n") if found else []) for id_, found in docs]
+        statement = _PG_SET
+    if rows:
+        conn.exec_driver_sql(statement, rows)
+
+
+def _forget(conn: Connection, docs: Iterable[tuple[int, str]]) -> None:
+    """Take articles out of the SQLite index, given the tokens they were indexed with."""
+    if rows := list(docs):
+        conn.exec_driver_sql(_SQLITE_DELETE, rows)
+
+
+def index(conn: Connection, added: Mapping[int, Article]) -> None:
+    """Index articles just inserted."""
+    add_tokens(conn, ((id_, article_tokens(article)) for id_, article in added.items()))
+
+
+def unindex(conn: Connection, gone: Mapping[int, Article]) -> None:
+    """Forget articles about to be deleted (their ids may be reused).  PostgreSQL's
+    rows go with the articles."""
+    if _sqlite(conn):
+        _forget(conn, ((id_, article_tokens(article)) for id_, article in gone.items()))
+
+
+def reindex(conn: Connection, changed: Iterable[tuple[int, Article, Article]]) -> None:
+    """Follow ``(id, old, new)`` rewrites whose text changed."""
+    rewritten = [
+        (id_, old, new)
+        for id_, old, new in changed
+        if (old.title, old.body) != (new.title, new.body)
+    ]
+    if _sqlite(conn):
+        _forget(conn, ((id_, article_tokens(old)) for id_, old, _ in rewritten))
+    add_tokens(conn, ((id_, article_tokens(new)) for id_, _, new in rewritten))
+
+
+def rebuild(conn: Connection) -> int:
+    """Index every stored article from scratch (the migration that adds the index);
+    read in keyset pages so memory stays flat.  Returns the number indexed."""
+    if _sqlite(conn):
+        conn.exec_driver_sql(f"INSERT INTO {TABLE} ({TABLE}) VALUES ('delete-all')")
+    else:
+        conn.exec_driver_sql(f"DELETE FROM {TABLE}")
+    a = articles.c
+    last, count = 0, 0
+    while True:
+        page = conn.execute(
+            select(a.id, a.title, a.body).where(a.id > last).order_by(a.id).limit(_BATCH)
+        ).all()
+        add_tokens(conn, ((id_, indexed_tokens(title, body)) for id_, title, body in page))
+        count += len(page)
+        if len(page) < _BATCH:
+            return count
+        last = page[-1][0]
+
+
+# -- querying -------------------------------------------------------------------------
+
+
+def _fts_term(term: Term) -> str:
+    quoted = ('"' + token.replace('"', '""') + '"' for token in sorted(term.tokens))
+    return "(" + " AND ".join(quoted) + ")"
+
+
+def candidates(conn: Connection, query: Query) -> set[int]:
+    """Every article that has all tokens of some term of each clause."""
+    clauses = [[term for term in clause if term.tokens] for clause in query.clauses]
+    if not clauses or not all(clauses):
+        return set()
+    if _sqlite(conn):
+        match = " AND ".join("(" + " OR ".join(map(_fts_term, c)) + ")" for c in clauses)
+        found = conn.execute(
+            text(f"SELECT rowid FROM {TABLE} WHERE {TABLE} MATCH :match"), {"match": match}
+        )
+    else:
+        contains = _pg_index.c.tokens.contains
+        rule = [or_(*(contains(sorted(term.tokens)) for term in clause)) for clause in clauses]
+        found = conn.execute(select(_pg_index.c.article_id).where(*rule))
+    return {row_id for (row_id,) in found}
+
+
+def newest_first(
+    conn: Connection,
+    found: set[int],
+    *,
+    sources: Sequence[str] | None,
+    before: Cursor | None,
+    limit: int,
+) -> Iterator[list[int]]:
+    """The candidate ids, newest first by ``(sort_time, id)``, in batches of about
+    ``limit``, restricted to ``sources`` and to what sorts before ``before``.
+
+    Two ways, by estimated cost: look every candidate's position up by id and sort
+    (cheap when there are few: a rare word), or walk the newest-first index and keep
+    the candidates met (cheap when they are dense: a common word is met every few rows).
+    """
+    count = len(found)
+    if not count:
+        return
+    total = conn.scalar(select(func.max(articles.c.id))) or 1
+    rows_per_hit = total / count
+    single = sources is None or len(set(sources)) == 1
+    if single and limit * rows_per_hit < _LOOKUP_COST * count:
+        yield from _walk(conn, found, sources, before, limit, rows_per_hit)
+    else:
+        yield from _looked_up(conn, sorted(found), sources, before, limit)
+
+
+def _looked_up(
+    conn: Connection,
+    ids: list[int],
+    sources: Sequence[str] | None,
+    before: Cursor | None,
+    limit: int,
+) -> Iterator[list[int]]:
+    a = articles.c
+    positions: list[tuple[datetime, int]] = []
+    for start in range(0, len(ids), _BATCH):
+        query = select(a.sort_time, a.id).where(a.id.in_(ids[start : start + _BATCH]))
+        if sources is not None:
+            routes = select(provenance.c.article_id).where(provenance.c.source_id.in_(sources))
+            query = query.where(a.id.in_(routes))
+        if before is not None:
+            query = query.where(tuple_(a.sort_time, a.id) < _cursor(before))
+        positions += [(moment, id_) for moment, id_ in conn.execute(query)]
+    positions.sort(reverse=True)
+    step = limit + 8  # a few spare for candidates the verify step drops
+    for start in range(0, len(positions), step):
+        yield [id_ for _, id_ in positions[start : start + step]]
+
+
+def _walk(
+    conn: Connection,
+    found: set[int],
+    sources: Sequence[str] | None,
+    before: Cursor | None,
+    limit: int,
+    rows_per_hit: float,
+) -> Iterator[list[int]]:
+    if sources is None:
+        sort_time, id_ = articles.c.sort_time, articles.c.id
+        where = []
+    else:
+        sort_time, id_ = provenance.c.sort_time, provenance.c.article_id
+        where = [provenance.c.source_id == sources[0]]
+    page = int(min(_WALK_PAGE_MAX, max(256, (limit + 8) * rows_per_hit)))
+    cursor = before
+    while True:
+        query = select(sort_time, id_).where(*where)
+        if cursor is not None:
+            query = query.where(tuple_(sort_time, id_) < _cursor(cursor))
+        rows = conn.execute(query.order_by(sort_time.desc(), id_.desc()).limit(page)).all()
+        hits = [row_id for _, row_id in rows if row_id in found]
+        if hits:
+            yield hits
+        if len(rows) < page:
+            return
+        cursor = Cursor(rows[-1][0], rows[-1][1])
+        page = min(_WALK_PAGE_MAX, page * 2)
+
+
+def _cursor(cursor: Cursor) -> Any:
+    return tuple_(bindparam("cursor_time", cursor.sort_time, type_=UTCDateTime()), cursor.id)
