@@ -25,8 +25,13 @@ Pydantic team; Starlette's test client already prefers it).  Its connection pool
 the pool size and was half the CPU of a 304 poll.  Measured on loopback, 16
 connections: 1.19 ms of CPU per conditional GET with httpx 0.28, 0.64 ms with httpx2.
 
-Imports from the package: ``netguard``, ``errors``, ``types`` (and the package's
-``__version__``) (stages: ARCHITECTURE.md).
+Here the fetch itself (redirects, body, errors); beside it, each importing none of the
+others (the ``fetch`` contract in ``pyproject.toml``): :mod:`.headers` (the limits and
+the header values), :mod:`.inflate` (bounded decompression) and :mod:`.transport`
+(the guarded pools).
+
+Imports from the package: ``netguard``, ``errors``, ``types`` and, in
+:mod:`.headers`, the package's ``__version__`` (stages: ARCHITECTURE.md).
 """
 
 from __future__ import annotations
@@ -34,20 +39,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import ssl
 import time
 import zlib
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
+from dataclasses import dataclass
 from types import TracebackType
 from urllib.parse import urlsplit
 
-import httpcore2
 import httpx2
 
-from aggregator import __version__
 from aggregator.errors import (
     BlockedURLError,
     FetchError,
@@ -57,7 +56,26 @@ from aggregator.errors import (
     RateLimitedError,
     ResponseTooLargeError,
 )
-from aggregator.netguard import AddressPolicy, AddressRefusedError, GuardedBackend, IPNetwork
+from aggregator.fetch.headers import (
+    ACCEPT,
+    DEFAULT_USER_AGENT,
+    PAGE_ACCEPT,
+    RETRY_AFTER_MAX,
+    FetchLimits,
+    _declared_length,
+    _validator,
+    parse_retry_after,
+)
+from aggregator.fetch.inflate import _inflate, _Inflater
+from aggregator.fetch.transport import (
+    _LAX,
+    _POLICY_EXTENSION,
+    _PUBLIC,
+    _STRICT,
+    _guarded_transport,
+    _PolicyRouter,
+)
+from aggregator.netguard import AddressPolicy, AddressRefusedError
 from aggregator.types import FetchResult, Source, SourceState
 
 __all__ = [
@@ -71,219 +89,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_USER_AGENT = f"aggregator/{__version__} (+https://github.com/aggregator/aggregator)"
-# Feed types first; */* last so a server with odd content negotiation still answers.
-ACCEPT = (
-    "application/atom+xml, application/rss+xml, application/feed+json, "
-    "application/rdf+xml;q=0.9, application/xml;q=0.9, text/xml;q=0.9, "
-    "application/json;q=0.8, */*;q=0.5"
-)
 _ALLOWED_SCHEMES = frozenset({"http", "https"})
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _PERMANENT_REDIRECTS = frozenset({301, 308})
-_INFLATE_CHUNK = 64 * 1024  # the most zlib may hand back per call
-_POLICY_EXTENSION = "aggregator.policy"  # request extension read by _PolicyRouter
-# The pools by address policy: private addresses allowed; the configured policy (the
-# settings' allow_private_addresses and exact networks); public addresses only (an
-# article page off the source's own feed hosts: a source allowed on the intranet must
-# not be a way to read other intranet hosts through its article links).
-_LAX, _STRICT, _PUBLIC = "lax", "strict", "public"
-PAGE_ACCEPT = "text/html, application/xhtml+xml;q=0.9, */*;q=0.5"
 _DRAIN_LIMIT = 64 * 1024  # an unread body worth reading to keep its connection alive
-_VALIDATOR_MAX = 1024  # longer ETags / Last-Modified values are not sent back
-RETRY_AFTER_MAX = 366 * 24 * 3600.0  # a longer Retry-After counts as a year
-
-
-@dataclass(frozen=True)
-class FetchLimits:
-    """Bounds on one fetch.
-
-    The defaults sit among those of established aggregators: timeouts between
-    CommaFeed's 5/10/10 s and Miniflux's 20 s, a body cap near Miniflux's 15 MiB and
-    tt-rss's 16 MiB, fewer redirects than Go's 10 (each hop is re-checked anyway).
-    """
-
-    connect_timeout: float = 5.0
-    read_timeout: float = 15.0  # idle: the longest gap between two reads
-    total_timeout: float = 30.0  # deadline for the whole fetch, redirects and body included
-    max_bytes: int = 20 * 1024 * 1024  # after decompression
-    max_redirects: int = 5
-    user_agent: str = DEFAULT_USER_AGENT
-    allow_private: bool = False  # every source may live on a private address (tests, intranets)
-    allow_networks: tuple[IPNetwork, ...] = field(default=())  # exact private exceptions
-
-    def __post_init__(self) -> None:
-        for name in ("connect_timeout", "read_timeout", "total_timeout"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"FetchLimits.{name} must be positive")
-        if self.max_bytes < 1 or self.max_redirects < 0:
-            raise ValueError("FetchLimits.max_bytes must be >= 1 and max_redirects >= 0")
-
-
-def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` value: delta-seconds or an HTTP-date.
-
-    Garbage means "no advice" (``None``) rather than an error: the scheduler then
-    falls back to its own backoff.  A date in the past means "now" (``0.0``).  Any
-    number, however many digits, is clamped to :data:`RETRY_AFTER_MAX` (a server
-    sent 400 nines, which ``float`` cannot hold); the backoff cap clamps further.
-    """
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isascii() and value.isdigit():
-        if len(value) > len(str(int(RETRY_AFTER_MAX))):
-            return RETRY_AFTER_MAX
-        return min(float(value), RETRY_AFTER_MAX)
-    try:
-        when = parsedate_to_datetime(value)
-        if when.tzinfo is None:  # "-0000" parses naive; HTTP-dates are GMT by definition
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - (now or datetime.now(UTC))).total_seconds()
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    return min(max(0.0, seconds), RETRY_AFTER_MAX)
-
-
-def _validator(value: str | None) -> str | None:
-    """An ``ETag`` or ``Last-Modified`` worth sending back, else ``None``.
-
-    Each is echoed in the next request's headers, which must be printable ASCII: a
-    validator with other bytes (or a 60 KB one) would fail every later poll of the
-    source, so it is dropped and the next fetch is simply unconditional.
-    """
-    if value is None:
-        return None
-    value = value.strip()
-    if not value or len(value) > _VALIDATOR_MAX or not (value.isascii() and value.isprintable()):
-        return None
-    return value
-
-
-def _declared_length(value: str | None) -> int | None:
-    """A ``Content-Length`` as a number; ``None`` when it is not plain ASCII digits.
-
-    ``str.isdigit`` alone accepts "²" and "٣", which ``int`` then refuses or misreads,
-    and ``int`` refuses more than 4,300 digits: so ASCII only, and any value longer
-    than 19 digits counts as larger than any cap.
-    """
-    value = (value or "").strip()
-    if not (value.isascii() and value.isdigit()):
-        return None
-    return int(value) if len(value) <= 19 else 10**19
-
-
-class _Inflater:
-    """Incremental gzip/deflate decoder whose output per step is bounded.
-
-    Handles multi-member gzip (concatenated members, as ``cat a.gz b.gz`` makes),
-    both flavours of "deflate" (zlib-wrapped, as the RFC says, and raw, as some
-    servers send), and ignores trailing garbage after a complete stream, like
-    browsers do.
-    """
-
-    def __init__(self, encoding: str) -> None:
-        self._gzip = encoding in ("gzip", "x-gzip")
-        self._obj: zlib._Decompress | None = None
-        self._head = b""  # input held back until we can see which stream starts
-        self._streams = 0
-        self._trailing = False
-
-    def feed(self, data: bytes) -> Iterator[bytes]:
-        while data and not self._trailing:
-            if self._obj is None:
-                data, self._head = self._head + data, b""
-                if len(data) < 2:
-                    self._head = data
-                    return
-                self._obj = self._start(data[:2])
-                if self._obj is None:
-                    self._trailing = True
-                    return
-            obj = self._obj
-            while True:
-                out = obj.decompress(data, _INFLATE_CHUNK)
-                data = obj.unconsumed_tail
-                if out:
-                    yield out
-                if obj.eof or (not data and len(out) < _INFLATE_CHUNK):
-                    break
-            if obj.eof:
-                self._streams += 1
-                self._obj = None
-                data = obj.unused_data
-
-    def _start(self, magic: bytes) -> zlib._Decompress | None:
-        if self._gzip:
-            if magic == b"\x1f\x8b":
-                return zlib.decompressobj(16 + zlib.MAX_WBITS)
-            if self._streams:
-                return None
-            raise zlib.error("not a gzip stream")
-        if self._streams:
-            return None
-        zlib_wrapped = magic[0] & 0x0F == 8 and (magic[0] << 8 | magic[1]) % 31 == 0
-        return zlib.decompressobj(zlib.MAX_WBITS if zlib_wrapped else -zlib.MAX_WBITS)
-
-    def finish(self) -> None:
-        """Refuse a body that ended in the middle of a compressed stream."""
-        if self._obj is not None or (self._head and not self._streams):
-            raise zlib.error("compressed body is truncated")
-
-
-def _inflate(inflaters: list[_Inflater], data: bytes) -> Iterator[bytes]:
-    """Run ``data`` through the decoders lazily, so each stage stays bounded."""
-    pieces: Iterable[bytes] = (data,)
-    for inflater in inflaters:
-        pieces = _chain(inflater, pieces)
-    yield from pieces
-
-
-def _chain(inflater: _Inflater, pieces: Iterable[bytes]) -> Iterator[bytes]:
-    for piece in pieces:
-        yield from inflater.feed(piece)
-
-
-class _PolicyRouter(httpx2.AsyncBaseTransport):
-    """Sends each request through the connection pool matching its address policy.
-
-    A pool per policy rather than one guard consulting per-request state: a keep-alive
-    connection opened for a source allowed on a private address must never be
-    reused by a source that is not (the guard only runs when a connection is made).
-    """
-
-    def __init__(self, pools: dict[str, httpx2.AsyncBaseTransport]) -> None:
-        self._pools = pools
-
-    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        transport = self._pools[request.extensions.get(_POLICY_EXTENSION, _STRICT)]
-        return await transport.handle_async_request(request)
-
-    async def aclose(self) -> None:
-        for transport in self._pools.values():
-            await transport.aclose()
-
-
-def _guarded_transport(
-    policy: AddressPolicy, limits: httpx2.Limits, ssl_context: ssl.SSLContext
-) -> httpx2.AsyncHTTPTransport:
-    """An httpx2 transport whose connections go through :class:`GuardedBackend`.
-
-    httpx2 (2.16) has no public way to pass an httpcore2 network backend, so the
-    pool is replaced after construction; the isinstance check makes an httpx2
-    upgrade that renames the attribute fail loudly instead of silently unguarded.
-    """
-    transport = httpx2.AsyncHTTPTransport(verify=ssl_context, limits=limits, trust_env=False)
-    if not isinstance(getattr(transport, "_pool", None), httpcore2.AsyncConnectionPool):
-        raise RuntimeError("httpx2 internals changed: cannot install the SSRF guard")
-    transport._pool = httpcore2.AsyncConnectionPool(
-        ssl_context=ssl_context,
-        max_connections=limits.max_connections,
-        max_keepalive_connections=limits.max_keepalive_connections,
-        keepalive_expiry=limits.keepalive_expiry,
-        network_backend=GuardedBackend(policy),
-    )
-    return transport
 
 
 @dataclass

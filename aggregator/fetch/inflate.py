@@ -1,0 +1,86 @@
+"""gzip and deflate inflated by us, each step's output bounded.
+
+httpx2's own decoders inflate a whole network chunk at once, which is unbounded; with
+``zlib.decompressobj(max_length=...)`` a decompression bomb never allocates much more
+than the cap.
+
+Imports from the package: nothing.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable, Iterator
+
+_INFLATE_CHUNK = 64 * 1024  # the most zlib may hand back per call
+
+
+class _Inflater:
+    """Incremental gzip/deflate decoder whose output per step is bounded.
+
+    Handles multi-member gzip (concatenated members, as ``cat a.gz b.gz`` makes),
+    both flavours of "deflate" (zlib-wrapped, as the RFC says, and raw, as some
+    servers send), and ignores trailing garbage after a complete stream, like
+    browsers do.
+    """
+
+    def __init__(self, encoding: str) -> None:
+        self._gzip = encoding in ("gzip", "x-gzip")
+        self._obj: zlib._Decompress | None = None
+        self._head = b""  # input held back until we can see which stream starts
+        self._streams = 0
+        self._trailing = False
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        while data and not self._trailing:
+            if self._obj is None:
+                data, self._head = self._head + data, b""
+                if len(data) < 2:
+                    self._head = data
+                    return
+                self._obj = self._start(data[:2])
+                if self._obj is None:
+                    self._trailing = True
+                    return
+            obj = self._obj
+            while True:
+                out = obj.decompress(data, _INFLATE_CHUNK)
+                data = obj.unconsumed_tail
+                if out:
+                    yield out
+                if obj.eof or (not data and len(out) < _INFLATE_CHUNK):
+                    break
+            if obj.eof:
+                self._streams += 1
+                self._obj = None
+                data = obj.unused_data
+
+    def _start(self, magic: bytes) -> zlib._Decompress | None:
+        if self._gzip:
+            if magic == b"\x1f\x8b":
+                return zlib.decompressobj(16 + zlib.MAX_WBITS)
+            if self._streams:
+                return None
+            raise zlib.error("not a gzip stream")
+        if self._streams:
+            return None
+        zlib_wrapped = magic[0] & 0x0F == 8 and (magic[0] << 8 | magic[1]) % 31 == 0
+        return zlib.decompressobj(zlib.MAX_WBITS if zlib_wrapped else -zlib.MAX_WBITS)
+
+    def finish(self) -> None:
+        """Refuse a body that ended in the middle of a compressed stream."""
+        if self._obj is not None or (self._head and not self._streams):
+            raise zlib.error("compressed body is truncated")
+
+
+def _inflate(inflaters: list[_Inflater], data: bytes) -> Iterator[bytes]:
+    """Run ``data`` through the decoders lazily, so each stage stays bounded."""
+    pieces: Iterable[bytes] = (data,)
+    for inflater in inflaters:
+        pieces = _chain(inflater, pieces)
+    yield from pieces
+
+
+def _chain(inflater: _Inflater, pieces: Iterable[bytes]) -> Iterator[bytes]:
+    for piece in pieces:
+        yield from inflater.feed(piece)
