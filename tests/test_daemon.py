@@ -460,6 +460,9 @@ def test_sigkill_mid_poll_loses_nothing_and_the_restart_keeps_the_schedule(
         [SourceSpec(source, f"/{source}.xml", interval=f"{interval:g}s") for source in feeds.ids],
         lease_seconds=lease,
         max_concurrent_polls=8,
+        # One loopback host serves all 30 feeds: at the default 2 polls per host the
+        # restarted daemon alone would need 9 s of the 10 s it is given to catch up.
+        max_polls_per_host=8,
     )
     first = start(config, database_url=_sqlite_url(tmp_path), name="first")
     owner = first.wait_started()
@@ -577,7 +580,9 @@ def test_restart_resumes_the_backoff(
     server: FeedServer, tmp_path: Path, start: Callable[..., DaemonProcess]
 ) -> None:
     server.route("/down.xml", status(500))
-    interval = 6.0  # failures retry after 1.5, 3, 6, 12 s
+    # Failures retry after 3, 6, 12, 24 s: the restart has the 12 s after the third
+    # failure to come up, ample even for a start on a busy machine.
+    interval = 12.0
     config = write_config(
         tmp_path, server, [SourceSpec("down", "/down.xml", interval=f"{interval:g}s")]
     )
