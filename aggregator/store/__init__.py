@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from types import TracebackType
 
-from alembic.runtime.migration import MigrationContext
 from sqlalchemy import select, text
+from sqlalchemy.exc import SQLAlchemyError
 
-from aggregator.migrations import upgrade
+from aggregator.migrations import head_revisions, upgrade
 from aggregator.store import _meta
 from aggregator.store._articles import ArticlesMixin
 from aggregator.store._reads import ReadsMixin
@@ -71,8 +71,11 @@ class Store(StateMixin, ArticlesMixin, ReadsMixin, RetentionMixin):
 
         The whole upgrade is one transaction holding a lock (an advisory lock on
         PostgreSQL, SQLite's write lock), so the second process waits and then finds
-        nothing to do.
+        nothing to do.  A database already at the newest revision is told by one
+        query, without alembic.
         """
+        if self._revisions() == head_revisions():
+            return
         with self._errors("migrate the database"), writing(self._engine) as connection:
             if is_postgresql(self._engine):
                 connection.execute(
@@ -80,8 +83,20 @@ class Store(StateMixin, ArticlesMixin, ReadsMixin, RetentionMixin):
                 )
             upgrade(connection)
 
+    def _revisions(self) -> frozenset[str] | None:
+        """The revisions ``alembic_version`` holds; ``None`` when it cannot be read
+        (no such table yet): then alembic decides."""
+        try:
+            with self._engine.connect() as connection:
+                rows = connection.execute(text("SELECT version_num FROM alembic_version"))
+                return frozenset(rows.scalars())
+        except SQLAlchemyError:
+            return None
+
     def current_revision(self) -> str | None:
         """The schema revision the database is at; ``None`` before any migration."""
+        from alembic.runtime.migration import MigrationContext
+
         with self._errors("read the schema revision"), self._engine.connect() as connection:
             return MigrationContext.configure(connection).get_current_revision()
 
