@@ -7,70 +7,70 @@ errors exits 1 with its one-line message; tracebacks are for bugs only.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import importlib.util
 import json
 import logging
-import multiprocessing
 import os
-import signal
 import sys
-from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
-import tomli_w
 import typer
-from rich.console import Console
-from rich.progress import Progress
-from rich.table import Table
-from rich.text import Text
-from sqlalchemy.exc import ArgumentError
-from starlette.applications import Starlette
 
-from aggregator import __version__, archive, health, log, opml
-from aggregator.adapters import adapter_names, get_adapter
-from aggregator.cpus import available_cpus
-from aggregator.errors import (
-    AdapterError,
-    AggregatorError,
-    ArchiveError,
-    ConfigError,
-    RateLimitedError,
-)
-from aggregator.export.feeds import FORMATS
-from aggregator.export.site import FEED_PATHS, FeedSite, default_id_authority
-from aggregator.fetch import Fetcher, FetchLimits
-from aggregator.normalize import init_worker, normalize_entries, warm_up
-from aggregator.pipeline import Poller, PollOutcome
-from aggregator.reload import SourcesReloader
-from aggregator.scheduler import Daemon, HostSlots, sync_sources
-from aggregator.serve import SourceCatalog, build_server, create_app, listen
-from aggregator.settings import (
-    Explained,
-    Settings,
-    explain_settings,
-    load_sources,
-    sources_to_toml,
-    unknown_environment,
-)
-from aggregator.store import Store
-from aggregator.store.engine import is_postgresql, parse_url
-from aggregator.types import Article, PollCounts, RawEntry, Source, SourceState
+from aggregator import __version__
+from aggregator.errors import AggregatorError, ConfigError, RateLimitedError
+
+# What a command needs is imported in the command: `--help` and `sources` would
+# otherwise load SQLAlchemy, alembic, httpx, uvicorn, the parser and rich, a second
+# of start-up and 90 MB (tests/test_lazy_imports.py keeps it so).
+if TYPE_CHECKING:
+    import asyncio
+    from concurrent.futures import Executor
+
+    from rich.console import Console
+    from starlette.applications import Starlette
+
+    from aggregator import archive, health
+    from aggregator.export.site import FeedSite
+    from aggregator.fetch import Fetcher, FetchLimits
+    from aggregator.pipeline import Poller, PollOutcome
+    from aggregator.scheduler import Daemon
+    from aggregator.serve import SourceCatalog
+    from aggregator.settings import Explained, Settings
+    from aggregator.store import Store
+    from aggregator.types import Source, SourceState
 
 __all__ = ["app", "main"]
 
 logger = logging.getLogger(__name__)
-console = Console(stderr=True)
+
+
+class _LazyConsole:
+    """A rich console made on first use: importing rich cost every command, ``--help`` too."""
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._console: Console | None = None
+
+    def get(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._options)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.get(), name)
+
+
+console = _LazyConsole(stderr=True)
 # Tables and counts only; text meant to be copied or parsed goes through typer.echo,
 # which neither reads markup nor wraps long lines.
-out = Console(highlight=False, markup=False)
+out = _LazyConsole(highlight=False, markup=False)
 
 app = typer.Typer(
     help="Poll news feeds, normalize and deduplicate their articles, serve merged feeds.",
@@ -106,6 +106,9 @@ class _Context:
     log_level: LogLevel | None = None
 
     def explained(self) -> Explained:
+        from aggregator import log
+        from aggregator.settings import Explained, explain_settings, unknown_environment
+
         explained = explain_settings(self.config_file)
         settings = explained.settings
         if self.log_level:
@@ -162,6 +165,9 @@ def _global_options(
 
 
 def _sources(settings: Settings) -> list[Source]:
+    from aggregator.adapters import adapter_names
+    from aggregator.settings import load_sources
+
     return load_sources(settings, adapters=adapter_names())
 
 
@@ -179,6 +185,8 @@ def _pick(sources: Sequence[Source], wanted: Sequence[str] | None) -> list[Sourc
 
 
 def _limits(settings: Settings) -> FetchLimits:
+    from aggregator.fetch import FetchLimits
+
     return FetchLimits(
         connect_timeout=settings.connect_timeout,
         read_timeout=settings.read_timeout,
@@ -191,6 +199,8 @@ def _limits(settings: Settings) -> FetchLimits:
 
 @contextlib.contextmanager
 def _store(settings: Settings) -> Iterator[Store]:
+    from aggregator.store import Store
+
     store = Store.open(settings.database_url)
     try:
         yield store
@@ -207,63 +217,25 @@ def _use_database_threads(store: Store) -> None:
     transaction at a time anyway, so two threads (a poll being stored, a claim or a
     poll's end) lose nothing; PostgreSQL writes in parallel and gets a few more.
     """
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
     asyncio.get_running_loop().set_default_executor(
         ThreadPoolExecutor(max_workers=_database_threads(store), thread_name_prefix="database")
     )
 
 
 def _database_threads(store: Store) -> int:
+    from aggregator.store.engine import is_postgresql
+
     return 4 if is_postgresql(store.engine) else 2
-
-
-@contextlib.contextmanager
-def _parse_pool(settings: Settings) -> Iterator[Executor]:
-    """Processes for the CPU-bound parse-and-clean step, or one thread of our own.
-
-    Spawned, not forked: the daemon has threads (database, HTTP) by then, and a
-    fork copies their locks in whatever state they are.  Without processes, parsing
-    gets its own thread rather than the database's: it would hold those threads
-    while claims and stores waited.
-    """
-    workers = settings.parse_processes
-    if workers < 0:
-        workers = available_cpus()  # the container's CPU quota, not the host's cores
-        workers = workers if workers > 1 else 0
-    if workers == 0:
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="parse") as thread:
-            yield thread
-        return
-    _keep_main_out_of_workers()
-    pool = ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=init_worker,
-        initargs=(settings.log_level, settings.log_format),
-    )
-    try:
-        list(pool.map(warm_up, range(workers)))
-        yield pool
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _keep_main_out_of_workers() -> None:
-    """Spare each spawned parse worker a run of the daemon's main module.
-
-    ``spawn`` re-imports the parent's ``__main__`` in every child: by module name
-    when it has one, by path otherwise.  The console script pip writes has no name,
-    so every worker ran it and imported the whole CLI (SQLAlchemy, uvicorn, alembic:
-    90 MB per idle worker instead of 27 MB).  Named as ``python -m aggregator``'s main,
-    which ``spawn`` never re-imports, it stays out; the workers' tasks and
-    initializer live in :mod:`aggregator.normalize` and never need it.
-    """
-    main = sys.modules["__main__"]
-    main.__spec__ = importlib.util.find_spec("aggregator.__main__")
 
 
 def _poller(
     settings: Settings, store: Store, fetcher: Fetcher, executor: Executor | None
 ) -> Poller:
+    from aggregator.pipeline import Poller
+
     return Poller(
         store,
         fetcher,
@@ -286,6 +258,8 @@ def _id_authority(settings: Settings, store: Store) -> str:
     The first configured ``base_url`` fixes it.  Without one, the listening address
     (``0.0.0.0`` in a container) is only a stand-in and is not stored.
     """
+    from aggregator.export.site import default_id_authority
+
     derived = default_id_authority(_base_url(settings))
     stored = store.adopt_id_authority(derived if settings.base_url else None)
     return stored or derived
@@ -293,6 +267,8 @@ def _id_authority(settings: Settings, store: Store) -> str:
 
 def _catalog(sources: Sequence[Source], catalog: SourceCatalog | None = None) -> SourceCatalog:
     """The sources as the HTTP service shows them (``catalog`` is updated in place)."""
+    from aggregator.serve import SourceCatalog
+
     names = {source.id: source.name for source in sources}
     enabled = [source.id for source in sources if source.enabled]
     if catalog is None:
@@ -303,6 +279,8 @@ def _catalog(sources: Sequence[Source], catalog: SourceCatalog | None = None) ->
 
 def _feed_site(settings: Settings, sources: Mapping[str, str], store: Store) -> FeedSite:
     """Addresses, names and id authority of the feeds, for the service and the file export."""
+    from aggregator.export.site import FeedSite
+
     return FeedSite(
         base_url=_base_url(settings),
         title=settings.feed_title,
@@ -313,6 +291,8 @@ def _feed_site(settings: Settings, sources: Mapping[str, str], store: Store) -> 
 
 
 def _http_app(settings: Settings, catalog: SourceCatalog, store: Store) -> Starlette:
+    from aggregator.serve import create_app
+
     site = _feed_site(settings, catalog, store)
     return create_app(
         store,
@@ -326,6 +306,8 @@ def _http_app(settings: Settings, catalog: SourceCatalog, store: Store) -> Starl
 
 
 def _fail(error: AggregatorError) -> NoReturn:
+    from rich.text import Text
+
     # The message is text, not markup: a title or URL with brackets keeps them.
     console.print(
         Text.assemble(("error:", "bold red"), f" {error}"), highlight=False, soft_wrap=True
@@ -348,6 +330,14 @@ def _reported() -> Iterator[None]:
 async def _serve_until_signalled(
     settings: Settings, sources: Sequence[Source], store: Store, *, poll: bool
 ) -> None:
+    import asyncio
+    import signal
+
+    from aggregator.fetch import Fetcher
+    from aggregator.scheduler import Daemon
+    from aggregator.serve import build_server, listen
+    from aggregator.workers import parse_pool
+
     listening = listen(settings.http_host, settings.http_port)  # a port in use: one line
     _use_database_threads(store)
     stop = asyncio.Event()
@@ -368,7 +358,7 @@ async def _serve_until_signalled(
         )
     try:
         if poll:
-            with _parse_pool(settings) as pool:
+            with parse_pool(settings) as pool:
                 async with Fetcher(_limits(settings)) as fetcher:
                     poller = _poller(settings, store, fetcher, pool)
                     daemon = Daemon(settings, sources, store, poller)
@@ -388,6 +378,10 @@ async def _reloading(
     settings: Settings, stop: asyncio.Event, catalog: SourceCatalog, daemon: Daemon | None
 ) -> AsyncIterator[None]:
     """Re-read the sources file on SIGHUP and when it changes, for as long as this lasts."""
+    import asyncio
+    import signal
+
+    from aggregator.reload import SourcesReloader
 
     async def apply(sources: Sequence[Source]) -> None:
         if daemon is not None:
@@ -414,6 +408,8 @@ def run() -> None:
     Stops cleanly on SIGINT/SIGTERM: in-flight polls finish (bounded by
     shutdown_grace), then the database is closed.
     """
+    import asyncio
+
     with _reported():
         settings = CONTEXT.settings()
         sources = _sources(settings)
@@ -424,6 +420,8 @@ def run() -> None:
 @app.command()
 def serve() -> None:
     """Serve the feeds, /healthz and /metrics only, without polling (a read-only replica)."""
+    import asyncio
+
     with _reported():
         settings = CONTEXT.settings()
         sources = _sources(settings)
@@ -437,13 +435,18 @@ def serve() -> None:
 async def _poll_once(
     settings: Settings, sources: Sequence[Source], store: Store
 ) -> list[PollOutcome]:
+    import asyncio
+
+    from aggregator.fetch import Fetcher
+    from aggregator.scheduler import HostSlots, sync_sources
+    from aggregator.workers import parse_pool
+
     _use_database_threads(store)
     await sync_sources(store, sources)
     limit = asyncio.Semaphore(settings.max_concurrent_polls)
     hosts = HostSlots(settings.max_polls_per_host)
-    # One-shot polls of a few feeds would spend longer starting a pool than using it.
-    pool = _parse_pool(settings) if len(sources) > 4 else contextlib.nullcontext()
-    with pool as executor:
+    # The pool starts only if the polls bring enough entries to be worth it.
+    with parse_pool(settings) as executor:
         async with Fetcher(_limits(settings)) as fetcher:
             poller = _poller(settings, store, fetcher, executor)
 
@@ -477,6 +480,14 @@ def poll(
     unless --force.  Exits non-zero only when every polled source failed; a skipped
     source is not a failure.
     """
+    import asyncio
+
+    from rich.table import Table
+
+    from aggregator import health
+    from aggregator.scheduler import sync_sources
+    from aggregator.types import SourceState
+
     now = datetime.now(UTC)
     with _reported():
         settings = CONTEXT.settings()
@@ -574,6 +585,11 @@ def sources(
 
     Fits 80 columns (the problem wraps); --wide adds name, URL and failure count.
     """
+    from rich.console import Console
+    from rich.table import Table
+
+    from aggregator import health
+
     with _reported():
         settings = CONTEXT.settings()
         configured = _sources(settings)
@@ -651,6 +667,8 @@ def show_config() -> None:
     The output is a valid settings file (secrets masked); a setting left unset
     is a comment.
     """
+    import tomli_w
+
     with _reported():
         explained = CONTEXT.explained()
     values = explained.settings.model_dump(mode="json")
@@ -665,6 +683,10 @@ def show_config() -> None:
 
 def _masked_database_url(url: str) -> str:
     """The database URL with its password as ``***`` (it goes to terminals and tickets)."""
+    from sqlalchemy.exc import ArgumentError
+
+    from aggregator.store.engine import parse_url
+
     try:
         return parse_url(url).render_as_string(hide_password=True)
     except ArgumentError:
@@ -694,6 +716,9 @@ def export(
     ] = None,
 ) -> None:
     """Write the merged (or per-source) feed as a file, or the seed-format archive (jekyll)."""
+    from aggregator.export.feeds import FORMATS
+    from aggregator.export.site import FEED_PATHS
+
     with _reported():
         settings = CONTEXT.settings()
         chosen = _pick(_sources(settings), source) if source else None
@@ -726,6 +751,8 @@ def export(
 
 def _export_jekyll(store: Store, ids: list[str] | None, folder: Path) -> archive.WriteCounts:
     """Walk the whole store newest-first, page by page, so memory stays flat."""
+    from aggregator import archive
+
     total = archive.WriteCounts()
     cursor = None
     while True:
@@ -739,36 +766,6 @@ def _export_jekyll(store: Store, ids: list[str] | None, folder: Path) -> archive
         cursor = page[-1].cursor
 
 
-def _source_for(article: Article, sources: Sequence[Source], forced: Source | None) -> Source:
-    """The configured source an archived article belongs to: forced, by author, or by site."""
-    if forced is not None:
-        return forced
-    for source in sources:
-        if article.source_name and article.source_name == source.name:
-            return source
-    for source in sources:
-        handles = getattr(get_adapter(source.adapter), "handles", None)
-        if handles is not None and handles(article.link):
-            return source
-    return Source(id="archive", name=article.source_name or "archive", url=article.link)
-
-
-def _normalize_archived(
-    documents: Sequence[archive.ArchiveDocument], sources: Sequence[Source], forced: Source | None
-) -> Iterator[tuple[int, Article | AdapterError]]:
-    """Each document (by index) normalized by its source, or why it could not be; what
-    only the archive knows is kept (:func:`archive.keep_archived`)."""
-    by_source: defaultdict[Source, list[int]] = defaultdict(list)
-    for index, document in enumerate(documents):
-        by_source[_source_for(document.article, sources, forced)].append(index)
-    for owner, indexes in by_source.items():
-        fetched = (archive.as_fetched(documents[index].article) for index in indexes)
-        for index, (_, result) in zip(indexes, normalize_entries(fetched, owner), strict=True):
-            if not isinstance(result, AdapterError):
-                result = archive.keep_archived(result, documents[index].article)
-            yield index, result
-
-
 def _archive_files(paths: Sequence[Path]) -> list[Path]:
     """The files named and those under the folders named; a path that is neither stays,
     so that reading it reports it like any unreadable file."""
@@ -780,10 +777,6 @@ def _archive_files(paths: Sequence[Path]) -> list[Path]:
 def _say(line: str) -> None:
     """One plain line on stderr: never wrapped, brackets kept (no markup)."""
     console.print(line, markup=False, highlight=False, soft_wrap=True)
-
-
-# Files read, normalized and stored per round: memory stays flat on big archives.
-_IMPORT_FILES = 500
 
 
 @app.command("import")
@@ -803,35 +796,32 @@ def import_(
     same import, or skipped (unreadable, or rejected by its source's adapter: printed
     with the reason, one line per file); the summary's counts add up to the files.
     """
+    from aggregator import importer
+    from aggregator.workers import DEMAND_ENTRIES, parse_pool
+
     files = _archive_files(paths)
     with _reported():
         settings = CONTEXT.settings()
         configured = _sources(settings)
         forced = _pick(configured, [source])[0] if source else None
-        counts = PollCounts()
-        skipped = 0
-        with _store(settings) as store, Progress(console=console, transient=True) as progress:
-            task = progress.add_task("importing", total=len(files))
-            for start in range(0, len(files), _IMPORT_FILES):
-                batch = files[start : start + _IMPORT_FILES]
-                paths_read: list[Path] = []
-                documents: list[archive.ArchiveDocument] = []
-                for path, read in archive.read_files(batch):
-                    if isinstance(read, ArchiveError):
-                        skipped += 1
-                        _say(f"skipped {read}")
-                    else:
-                        paths_read.append(path)
-                        documents.append(read)
-                articles: list[Article] = []
-                for index, result in _normalize_archived(documents, configured, forced):
-                    if isinstance(result, AdapterError):
-                        skipped += 1
-                        _say(f"skipped {paths_read[index]}: {result}")
-                    else:
-                        articles.append(result)
-                counts += store.import_articles(articles, restore=restore)
-                progress.advance(task, len(batch))
+        with (
+            _store(settings) as store,
+            parse_pool(settings) as pool,
+            importer.progress_bar(len(files)) as advance,
+        ):
+            if len(files) > DEMAND_ENTRIES:
+                pool.start()  # the thread works meanwhile
+            imported = importer.import_files(
+                files,
+                store,
+                pool,
+                sources=configured,
+                forced=forced,
+                restore=restore,
+                skipped=lambda line: _say(f"skipped {line}"),
+                progress=advance,
+            )
+    counts, skipped = imported.counts, imported.skipped
     held = counts.tombstoned  # part of the store's skipped count: not duplicates
     out.print(
         f"{len(files)} files: {counts.new} new, {counts.updated} updated, "
@@ -852,6 +842,12 @@ def renormalize(
     An entry its adapter now rejects (or crashes on) keeps its stored article and is
     counted, as a poll would skip it; the others are rewritten.
     """
+    from collections import defaultdict
+
+    from aggregator.errors import AdapterError
+    from aggregator.normalize import normalize_entries
+    from aggregator.types import Article, RawEntry
+
     with _reported():
         settings = CONTEXT.settings()
         chosen = {item.id: item for item in _pick(_sources(settings), source)}
@@ -927,6 +923,8 @@ def db_upgrade() -> None:
 @db_app.command("current")
 def db_current() -> None:
     """Print the schema revision of the database."""
+    from aggregator.store import Store
+
     with _reported():
         settings = CONTEXT.settings()
         store = Store.open(settings.database_url, migrate=False)
@@ -943,6 +941,8 @@ def opml_export(
     ] = None,
 ) -> None:
     """Write the configured sources as OPML 2.0."""
+    from aggregator import opml
+
     with _reported():
         settings = CONTEXT.settings()
         payload = opml.export_opml(_sources(settings), title=settings.feed_title)
@@ -957,6 +957,9 @@ def opml_import(
     path: Annotated[Path, typer.Argument(help="An OPML file.")],
 ) -> None:
     """Print the [[source]] tables for an OPML file's feeds, to append to the sources file."""
+    from aggregator import opml
+    from aggregator.settings import sources_to_toml
+
     with _reported():
         settings = CONTEXT.settings()
         known = {source.url for source in _sources(settings)}

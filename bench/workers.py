@@ -106,7 +106,6 @@ def poll_ours(config: dict[str, Any]) -> dict[str, Any]:
     from aggregator.cli import (
         _database_threads,
         _limits,
-        _parse_pool,
         _poller,
         _use_database_threads,
     )
@@ -116,6 +115,7 @@ def poll_ours(config: dict[str, Any]) -> dict[str, Any]:
     from aggregator.settings import Settings
     from aggregator.store import Store
     from aggregator.types import Source
+    from aggregator.workers import parse_pool
 
     settings = Settings(
         database_url=f"sqlite:///{config['db']}",
@@ -141,7 +141,7 @@ def poll_ours(config: dict[str, Any]) -> dict[str, Any]:
         else:
             threads = _database_threads(store)
             asyncio.get_running_loop().set_default_executor(profiles.executor(threads))
-        with _parse_pool(settings) as pool:  # as `aggregator run` sets it up
+        with parse_pool(settings) as pool:  # as `aggregator run` sets it up
             async with Fetcher(limits) as fetcher:
                 poller = _poller(settings, store, fetcher, pool)
                 outcomes: list[PollOutcome] = []
