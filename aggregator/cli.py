@@ -797,7 +797,7 @@ def import_(
     with the reason, one line per file); the summary's counts add up to the files.
     """
     from aggregator import importer
-    from aggregator.workers import DEMAND_ENTRIES, parse_pool
+    from aggregator.workers import parse_pool
 
     files = _archive_files(paths)
     with _reported():
@@ -809,8 +809,6 @@ def import_(
             parse_pool(settings) as pool,
             importer.progress_bar(len(files)) as advance,
         ):
-            if len(files) > DEMAND_ENTRIES:
-                pool.start()  # the thread works meanwhile
             imported = importer.import_files(
                 files,
                 store,

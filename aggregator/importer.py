@@ -27,6 +27,7 @@ from aggregator.adapters import get_adapter
 from aggregator.errors import AdapterError, ArchiveError
 from aggregator.normalize import normalize_entries
 from aggregator.types import Article, PollCounts, Source
+from aggregator.workers import DEMAND_ENTRIES, ParsePool
 
 if TYPE_CHECKING:
     from aggregator.store import Store
@@ -117,8 +118,12 @@ def import_files(
     the reason), ``progress`` of each chunk of files done.
 
     At most ``in_flight`` chunks wait in ``executor`` at a time, so a pool keeps busy
-    while the store writes, and memory does not grow with the archive.
+    while the store writes, and memory does not grow with the archive.  A parse pool
+    is started at once for an archive bigger than its demand threshold (the thread
+    works meanwhile).
     """
+    if isinstance(executor, ParsePool) and len(files) > DEMAND_ENTRIES:
+        executor.start()
     total = Imported()
     pending: deque[tuple[int, Future[Chunk]]] = deque()
     chunks = _chunks(files)
