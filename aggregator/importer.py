@@ -119,11 +119,13 @@ def import_files(
 
     At most ``in_flight`` chunks wait in ``executor`` at a time, so a pool keeps busy
     while the store writes, and memory does not grow with the archive.  A parse pool
-    is started at once for an archive bigger than its demand threshold (the thread
-    works meanwhile).
+    is started at once for an archive bigger than its demand threshold, and waited
+    for: parsing on its thread meanwhile gained nothing in time but left the
+    parser's memory in this process (15 MB of a 8,760-post import's 137 MB).
     """
     if isinstance(executor, ParsePool) and len(files) > DEMAND_ENTRIES:
         executor.start()
+        executor.wait_started()  # falls back to the thread if no process could start
     total = Imported()
     pending: deque[tuple[int, Future[Chunk]]] = deque()
     chunks = _chunks(files)
