@@ -30,7 +30,8 @@ def ensure_archive(cache: Path, count: int, log: Callable[[str], None]) -> Path:
     from aggregator.types import Article
 
     folder = cache / f"archive-v{CORPUS_VERSION}.{ARCHIVE_VERSION}-{count}"
-    if (folder / ".complete").exists():
+    complete = folder.with_name(folder.name + ".complete")  # beside it: the import reads all
+    if complete.exists():
         return folder
     log(f"building a {count:,}-post archive under {folder} ...")
     shutil.rmtree(folder, ignore_errors=True)
@@ -62,5 +63,5 @@ def ensure_archive(cache: Path, count: int, log: Callable[[str], None]) -> Path:
         target = folder / f"{serial // PER_FOLDER:03d}" / f"{serial:06d}.md"
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(archive.render(post), encoding="utf-8")
-    (folder / ".complete").write_text(f"{count}\n")
+    complete.write_text(f"{count}\n")
     return folder

@@ -265,7 +265,7 @@ def import_ours(config: dict[str, Any]) -> dict[str, Any]:
         "workers_cpu": _children_cpu() - children_before,
         "VmHWM": _proc_status()["VmHWM"],
         "workers_hwm": workers,
-        "counts": {"new": counts.new, "skipped": counts.skipped + imported.skipped},
+        "counts": {"new": counts.new, "duplicates": counts.skipped, "skipped": imported.skipped},
         "skipped": skipped[:5],
     }
 
