@@ -253,6 +253,8 @@ def _yaml_value(lines: _Lines, key: str, raw: str, line: int) -> object:
         return yaml.load(raw, Loader=_YAML_LOADER)
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or "invalid YAML"
+        if "nesting depth" in problem:  # libyaml's limit; the pure loader recurses instead
+            problem = "nested too deeply"
         raise lines.error(f"{key}: {problem}", line) from exc
     except RecursionError as exc:  # "[[[[..." 100k deep: this file's fault, not the batch's
         raise lines.error(f"{key}: nested too deeply", line) from exc
