@@ -115,3 +115,23 @@ def test_chunks_in_flight_are_bounded(tmp_path: Path, monkeypatch: pytest.Monkey
     assert done == len(files)
     assert result.counts.new > 0
     assert 1 < executor.most <= 4
+
+
+def test_titles_are_bounded_in_the_pool_as_a_poll_bounds_them(tmp_path: Path) -> None:
+    files = sorted(POSTS.iterdir())
+    _, full, _, _ = _import(tmp_path, "full", files, ThreadPoolExecutor(max_workers=1))
+    limit = min(len(title.encode("utf-8")) for _, _, title, _ in full) - 1
+    with Store.open(f"sqlite:///{tmp_path}/cut.sqlite") as store:
+        importer.import_files(
+            files,
+            store,
+            ThreadPoolExecutor(max_workers=1),
+            sources=SOURCES,
+            forced=None,
+            max_title_bytes=limit,
+            skipped=lambda _: None,
+        )
+        with store.engine.connect() as conn:
+            titles = list(conn.execute(select(articles.c.title)).scalars())
+    assert len(titles) == len(full)
+    assert all(len(title.encode("utf-8")) <= limit for title in titles)
