@@ -246,11 +246,18 @@ class _Lines:
         return line
 
 
+# libyaml's parser where PyYAML was built with it: the pure-Python one was a third of
+# an import's CPU time, front matter being a handful of YAML values per file.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _yaml_value(lines: _Lines, key: str, raw: str, line: int) -> object:
     try:
-        return yaml.safe_load(raw)
+        return yaml.load(raw, Loader=_YAML_LOADER)
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or "invalid YAML"
+        if "nesting depth" in problem:  # libyaml's limit; the pure loader recurses instead
+            problem = "nested too deeply"
         raise lines.error(f"{key}: {problem}", line) from exc
     except RecursionError as exc:  # "[[[[..." 100k deep: this file's fault, not the batch's
         raise lines.error(f"{key}: nested too deeply", line) from exc

@@ -1,53 +1,257 @@
-"""The parse workers: the pool that runs :func:`aggregator.normalize.parse_and_adapt`.
+"""The parse pool: worker processes started when the work needs them, stopped when idle.
 
-The daemon and ``aggregator poll`` parse in it; the workers themselves import only
-:mod:`aggregator.normalize` (its initializer and tasks), never this module.
+A 4-source deployment brings a hundred entries every half hour: parsing them on one
+thread of the daemon takes a fraction of a second, while a pool of spawned workers
+costs some 40 MB per process for as long as it runs.  A first poll of a thousand
+feeds, or an archive import, is the opposite case: seconds of CPU that a second core
+halves.  So :class:`ParsePool` parses on its thread until the entries parsed within
+:data:`DEMAND_WINDOW` seconds pass a threshold, then starts the processes in the
+background (work goes on on the thread meanwhile, so no poll waits for a spawn) and
+hands them everything from then on; :data:`IDLE_SECONDS` after the last task, it
+stops them again.  Both numbers are constants, not settings: they trade memory
+against latency the same way on every deployment.
 
-Imports from the package: ``normalize``, ``settings``, ``cpus`` (stages: ARCHITECTURE.md).
+The workers themselves import only :mod:`aggregator.normalize` (its initializer and
+tasks) and what their tasks name, never this module.
+
+Imports from the package: ``normalize``, ``settings``, ``cpus``, ``log`` (stages:
+ARCHITECTURE.md).
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib.util
+import logging
 import multiprocessing
 import sys
-from collections.abc import Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
+from aggregator import log
 from aggregator.cpus import available_cpus
-from aggregator.normalize import init_worker, warm_up
-from aggregator.settings import Settings
+from aggregator.normalize import Normalized, init_worker, warm_up
 
-__all__ = ["parse_pool"]
+if TYPE_CHECKING:
+    from aggregator.settings import Settings
+
+__all__ = [
+    "DEMAND_ENTRIES",
+    "DEMAND_WINDOW",
+    "IDLE_SECONDS",
+    "ParsePool",
+    "parse_pool",
+    "pool_size",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Entries parsed on the thread within :data:`DEMAND_WINDOW` seconds that start the
+#: processes: more than the four default sources bring in one round (about 150).
+DEMAND_ENTRIES = 300
+DEMAND_WINDOW = 60.0
+#: Seconds without a task after which the processes are stopped.
+IDLE_SECONDS = 60.0
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 
-@contextlib.contextmanager
-def parse_pool(settings: Settings) -> Iterator[Executor]:
-    """Processes for the CPU-bound parse-and-clean step, or one thread of our own.
-
-    Spawned, not forked: the daemon has threads (database, HTTP) by then, and a
-    fork copies their locks in whatever state they are.  Without processes, parsing
-    gets its own thread rather than the database's: it would hold those threads
-    while claims and stores waited.
-    """
+def pool_size(settings: Settings) -> int:
+    """Worker processes for ``parse_processes``: -1 is one per usable CPU, none on one."""
     workers = settings.parse_processes
     if workers < 0:
         workers = available_cpus()  # the container's CPU quota, not the host's cores
         workers = workers if workers > 1 else 0
-    if workers == 0:
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="parse") as thread:
-            yield thread
-        return
-    _keep_main_out_of_workers()
-    pool = ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=init_worker,
-        initargs=(settings.log_level, settings.log_format),
+    return workers
+
+
+def entries_of(result: object) -> int:
+    """The weight of a finished task: a poll's entries; any other task counts one."""
+    return result.entries_sent if isinstance(result, Normalized) else 1
+
+
+class ParsePool(Executor):
+    """An executor for the CPU-bound parse-and-clean step: one thread of its own, and
+    ``workers`` spawned processes while there is enough work for them.
+
+    Without processes, parsing gets its own thread rather than the database's: it
+    would hold those threads while claims and stores waited.  The processes are
+    spawned, not forked: the daemon has threads (database, HTTP) by then, and a fork
+    copies their locks in whatever state they are.
+    """
+
+    def __init__(
+        self,
+        workers: int,
+        *,
+        log_level: str = "INFO",
+        log_format: log.LogFormat = "text",
+        demand: int = DEMAND_ENTRIES,
+        window: float = DEMAND_WINDOW,
+        idle: float = IDLE_SECONDS,
+        weigh: Callable[[object], int] = entries_of,
+    ) -> None:
+        self.workers = workers
+        self._initargs = (log_level, log_format)
+        self._demand, self._window, self._idle, self._weigh = demand, window, idle, weigh
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parse")
+        self._lock = threading.Lock()
+        self._recent: deque[tuple[float, int]] = deque()  # (when, entries) on the thread
+        self._recent_total = 0
+        self._pool: ProcessPoolExecutor | None = None  # set once its workers are warm
+        self._starting: threading.Thread | None = None
+        self._in_flight = 0  # tasks on the processes
+        self._idle_timer: threading.Timer | None = None
+        self._closed = False
+
+    @property
+    def running(self) -> bool:
+        """Whether the processes are up and take the work."""
+        return self._pool is not None
+
+    def submit(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> Future[_T]:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            pool = self._pool
+            if pool is not None:
+                self._in_flight += 1
+                self._cancel_idle_timer()
+        if pool is None:
+            future = self._thread.submit(fn, *args, **kwargs)
+            future.add_done_callback(self._parsed_on_thread)
+            return future
+        try:
+            future = pool.submit(fn, *args, **kwargs)
+        except BaseException:
+            self._task_done(None)
+            raise
+        future.add_done_callback(self._task_done)
+        return future
+
+    def start(self) -> None:
+        """Start the processes now (in the background) if they are not up or starting:
+        for a caller that knows a lot of work is coming, such as an import."""
+        with self._lock:
+            self._start_locked()
+
+    def wait_started(self, timeout: float | None = None) -> bool:
+        """Wait for a start under way; whether the processes are up."""
+        starting = self._starting
+        if starting is not None:
+            starting.join(timeout)
+        return self.running
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._lock:
+            self._closed = True
+            self._cancel_idle_timer()
+            starting, self._starting = self._starting, None
+        if starting is not None:
+            starting.join()  # it sees _closed and shuts its pool down itself
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=wait, cancel_futures=cancel_futures)
+        self._thread.shutdown(wait=wait, cancel_futures=cancel_futures)
+
+    # -- demand ----------------------------------------------------------------------
+
+    def _parsed_on_thread(self, future: Future[Any]) -> None:
+        if future.cancelled() or future.exception() is not None:
+            return
+        now = time.monotonic()
+        with self._lock:
+            weight = self._weigh(future.result())
+            self._recent.append((now, weight))
+            self._recent_total += weight
+            while self._recent and self._recent[0][0] < now - self._window:
+                self._recent_total -= self._recent.popleft()[1]
+            if self._recent_total > self._demand:
+                self._start_locked()
+
+    def _start_locked(self) -> None:
+        if self.workers <= 0 or self._closed or self._pool is not None or self._starting:
+            return
+        starting = threading.Thread(target=self._spawn, name="parse-pool-start", daemon=True)
+        starting.start()  # it takes the lock, held here, only once its workers are up
+        self._starting = starting
+
+    def _spawn(self) -> None:
+        _keep_main_out_of_workers()
+        started = time.monotonic()
+        pool = ProcessPoolExecutor(
+            max_workers=self.workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=init_worker,
+            initargs=self._initargs,
+        )
+        try:
+            # Starting a worker (a new interpreter importing the parser and the cleaner)
+            # takes a second or more on a busy machine; the thread goes on meanwhile.
+            list(pool.map(warm_up, range(self.workers)))
+        except Exception:
+            logger.exception("parse pool did not start; parsing on one thread")
+            pool.shutdown(wait=False, cancel_futures=True)
+            with self._lock:
+                self._starting = None
+            return
+        with self._lock:
+            closed = self._closed
+            if not closed:
+                self._pool, self._starting = pool, None
+                self._recent.clear()
+                self._recent_total = 0
+                self._arm_idle_timer()
+        if closed:
+            pool.shutdown(wait=True)
+            return
+        logger.info(
+            "parse pool started: %d processes in %.1f s", self.workers, time.monotonic() - started
+        )
+
+    # -- idleness --------------------------------------------------------------------
+
+    def _task_done(self, _: Future[Any] | None) -> None:
+        with self._lock:
+            self._in_flight -= 1
+            if self._in_flight == 0 and self._pool is not None and not self._closed:
+                self._arm_idle_timer()
+
+    def _arm_idle_timer(self) -> None:
+        self._cancel_idle_timer()
+        timer = threading.Timer(self._idle, self._stop_if_idle)
+        timer.args, timer.name, timer.daemon = (timer,), "parse-pool-idle", True
+        self._idle_timer = timer
+        timer.start()
+
+    def _cancel_idle_timer(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+
+    def _stop_if_idle(self, timer: threading.Timer) -> None:
+        with self._lock:
+            if self._in_flight or self._closed or self._idle_timer is not timer:
+                return  # a task came (or shutdown began) while the timer fired
+            pool, self._pool, self._idle_timer = self._pool, None, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+            logger.info("parse pool stopped after %.0f s without work", self._idle)
+
+
+@contextlib.contextmanager
+def parse_pool(settings: Settings) -> Iterator[ParsePool]:
+    """The parse pool ``settings`` ask for (``parse_processes``), shut down on exit."""
+    pool = ParsePool(
+        pool_size(settings), log_level=settings.log_level, log_format=settings.log_format
     )
     try:
-        list(pool.map(warm_up, range(workers)))
         yield pool
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

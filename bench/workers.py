@@ -283,6 +283,47 @@ def _children() -> list[int]:
     return pids
 
 
+# --------------------------------------------------------------------------- import
+
+
+def import_ours(config: dict[str, Any]) -> dict[str, Any]:
+    """``aggregator import`` of an archive folder, as the command runs it."""
+    _daemon_logging()
+    from aggregator import importer
+    from aggregator.settings import Settings
+    from aggregator.store import Store
+    from aggregator.types import Source
+    from aggregator.workers import parse_pool
+    from bench.corpus import NAMES
+
+    settings = Settings(database_url=f"sqlite:///{config['db']}", **config.get("settings", {}))
+    sources = [
+        Source(id=kind, name=name, url=f"https://feedx.net/rss/{kind}.xml", adapter=kind)
+        for kind, name in NAMES.items()
+    ]
+    skipped: list[str] = []
+    children_before = _children_cpu()
+    with Store.open(settings.database_url) as store, parse_pool(settings) as pool:
+        wall, cpu = time.perf_counter(), _cpu()
+        files = importer.archive_files([Path(config["archive"])])
+        imported = importer.import_files(
+            files, store, pool, sources=sources, forced=None, skipped=skipped.append
+        )
+        wall, cpu = time.perf_counter() - wall, _cpu() - cpu
+        workers = [_proc_status(pid).get("VmHWM", 0) for pid in _children()]
+    counts = imported.counts
+    return {
+        "files": len(files),
+        "wall": wall,
+        "cpu": cpu,
+        "workers_cpu": _children_cpu() - children_before,
+        "VmHWM": _proc_status()["VmHWM"],
+        "workers_hwm": workers,
+        "counts": {"new": counts.new, "duplicates": counts.skipped, "skipped": imported.skipped},
+        "skipped": skipped[:5],
+    }
+
+
 # --------------------------------------------------------------------------- reader
 
 
@@ -437,6 +478,7 @@ JOBS = {
     "export": export,
     "search": search,
     "serve_http": serve_http,
+    "import_ours": import_ours,
 }
 
 

@@ -48,6 +48,7 @@ from aggregator.settings import Settings
 from aggregator.store import Store
 from aggregator.store.engine import create_engine
 from aggregator.types import UTC, Source, SourceState
+from aggregator.workers import DEMAND_ENTRIES
 
 pytestmark = pytest.mark.slow
 
@@ -553,10 +554,13 @@ def test_sigkill_mid_poll_loses_nothing_and_the_restart_keeps_the_schedule(
 def test_parse_workers_load_no_daemon_code_and_go_with_a_killed_daemon(
     server: FeedServer, tmp_path: Path, start: Callable[..., DaemonProcess]
 ) -> None:
-    server.route("/feed.xml", static(rss("One", [("a", "https://example.org/a", "A")])))
+    # Enough entries that the pool starts: a smaller poll is parsed on a thread.
+    items = [(f"g{n}", f"https://example.org/{n}", f"T{n}") for n in range(DEMAND_ENTRIES + 1)]
+    server.route("/feed.xml", static(rss("One", items)))
     config = write_config(tmp_path, server, [SourceSpec("one", "/feed.xml")], parse_processes=2)
     daemon = start(config, database_url=_sqlite_url(tmp_path), console_script=True)
-    daemon.wait_started()  # the pool is up, its workers warmed, before the daemon starts
+    daemon.wait_started()
+    assert wait_until(lambda: "parse pool started" in daemon.log(), 60), daemon.log()
 
     children = child_processes(daemon.pid)
     workers = [pid for pid, command in children.items() if "spawn_main" in command]

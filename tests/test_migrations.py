@@ -12,7 +12,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 
-from aggregator.migrations import MIGRATIONS, alembic_config
+from aggregator.migrations import MIGRATIONS, alembic_config, head_revisions
 from aggregator.store import Store, _search
 from aggregator.store.tables import metadata
 
@@ -71,3 +71,19 @@ def test_revision_files_never_import_application_code() -> None:
     """A revision must keep meaning what it meant when written, whatever the models become."""
     for path in Path(MIGRATIONS, "versions").glob("*.py"):
         assert "aggregator" not in path.read_text(), path.name
+
+
+def test_the_heads_read_from_the_files_are_alembics(database_url: str) -> None:
+    """The cheap check at start-up (no alembic import) knows the same newest revision."""
+    with Store.open(database_url) as store, store.engine.connect() as conn:
+        heads = ScriptDirectory.from_config(alembic_config(conn)).get_heads()
+    assert head_revisions() == frozenset(heads)
+
+
+def test_a_database_behind_the_files_is_migrated(database_url: str) -> None:
+    with Store.open(database_url) as store:
+        with store.engine.begin() as conn:
+            command.downgrade(alembic_config(conn), "-1")
+        assert store.current_revision() != _head(store)
+    with Store.open(database_url) as store:
+        assert store.current_revision() == _head(store)

@@ -12,31 +12,48 @@ import os
 from collections.abc import Iterator, Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
-from rich.console import Console
-from rich.text import Text
 
-from aggregator import __version__, log
-from aggregator.adapters import adapter_names
+from aggregator import __version__
 from aggregator.errors import AggregatorError, ConfigError
-from aggregator.settings import (
-    Explained,
-    Settings,
-    explain_settings,
-    load_sources,
-    unknown_environment,
-)
-from aggregator.types import Source
+
+# What a command needs is imported in the command, here and in every command module:
+# `--help` and `sources` would otherwise load SQLAlchemy, alembic, httpx, uvicorn, the
+# parser and rich, a second of start-up and 90 MB (tests/test_lazy_imports.py keeps it so).
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from aggregator.settings import Explained, Settings
+    from aggregator.types import Source
 
 logger = logging.getLogger(__package__)  # "aggregator.cli", one name for every command
 
-console = Console(stderr=True)
+
+class _LazyConsole:
+    """A rich console made on first use: importing rich cost every command, ``--help`` too."""
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._console: Console | None = None
+
+    def get(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._options)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.get(), name)
+
+
+console = _LazyConsole(stderr=True)
 
 # Tables and counts only; text meant to be copied or parsed goes through typer.echo,
 # which neither reads markup nor wraps long lines.
-out = Console(highlight=False, markup=False)
+out = _LazyConsole(highlight=False, markup=False)
 
 app = typer.Typer(
     help="Poll news feeds, normalize and deduplicate their articles, serve merged feeds.",
@@ -76,6 +93,9 @@ class _Context:
     log_level: LogLevel | None = None
 
     def explained(self) -> Explained:
+        from aggregator import log
+        from aggregator.settings import Explained, explain_settings, unknown_environment
+
         explained = explain_settings(self.config_file)
         settings = explained.settings
         if self.log_level:
@@ -132,6 +152,9 @@ def _global_options(
 
 
 def _sources(settings: Settings) -> list[Source]:
+    from aggregator.adapters import adapter_names
+    from aggregator.settings import load_sources
+
     return load_sources(settings, adapters=adapter_names())
 
 
@@ -149,6 +172,8 @@ def _pick(sources: Sequence[Source], wanted: Sequence[str] | None) -> list[Sourc
 
 
 def _fail(error: AggregatorError) -> NoReturn:
+    from rich.text import Text
+
     # The message is text, not markup: a title or URL with brackets keeps them.
     console.print(
         Text.assemble(("error:", "bold red"), f" {error}"), highlight=False, soft_wrap=True

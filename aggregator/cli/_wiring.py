@@ -4,26 +4,29 @@ database threads, the poller, the feeds' site and the HTTP app.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import Executor, ThreadPoolExecutor
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
-from starlette.applications import Starlette
+# Imported where used, as everywhere in the CLI (see _context).
+if TYPE_CHECKING:
+    from concurrent.futures import Executor
 
-from aggregator.export.site import FeedSite, default_id_authority
-from aggregator.fetch import Fetcher, FetchLimits
-from aggregator.parse import EntryLimits
-from aggregator.pipeline import Poller
-from aggregator.serve import SourceCatalog, create_app
-from aggregator.settings import Settings, load_topics
-from aggregator.store import Store
-from aggregator.store.engine import is_postgresql
-from aggregator.types import Source
+    from starlette.applications import Starlette
+
+    from aggregator.export.site import FeedSite
+    from aggregator.fetch import Fetcher, FetchLimits
+    from aggregator.pipeline import Poller
+    from aggregator.serve import SourceCatalog
+    from aggregator.settings import Settings
+    from aggregator.store import Store
+    from aggregator.types import Source
 
 
 def _limits(settings: Settings) -> FetchLimits:
+    from aggregator.fetch import FetchLimits
+
     return FetchLimits(
         connect_timeout=settings.connect_timeout,
         read_timeout=settings.read_timeout,
@@ -36,6 +39,8 @@ def _limits(settings: Settings) -> FetchLimits:
 
 @contextlib.contextmanager
 def _store(settings: Settings) -> Iterator[Store]:
+    from aggregator.store import Store
+
     store = Store.open(settings.database_url)
     try:
         yield store
@@ -52,18 +57,26 @@ def _use_database_threads(store: Store) -> None:
     transaction at a time anyway, so two threads (a poll being stored, a claim or a
     poll's end) lose nothing; PostgreSQL writes in parallel and gets a few more.
     """
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
     asyncio.get_running_loop().set_default_executor(
         ThreadPoolExecutor(max_workers=_database_threads(store), thread_name_prefix="database")
     )
 
 
 def _database_threads(store: Store) -> int:
+    from aggregator.store.engine import is_postgresql
+
     return 4 if is_postgresql(store.engine) else 2
 
 
 def _poller(
     settings: Settings, store: Store, fetcher: Fetcher, executor: Executor | None
 ) -> Poller:
+    from aggregator.parse import EntryLimits
+    from aggregator.pipeline import Poller
+
     return Poller(
         store,
         fetcher,
@@ -90,6 +103,8 @@ def _id_authority(settings: Settings, store: Store) -> str:
     The first configured ``base_url`` fixes it.  Without one, the listening address
     (``0.0.0.0`` in a container) is only a stand-in and is not stored.
     """
+    from aggregator.export.site import default_id_authority
+
     derived = default_id_authority(_base_url(settings))
     stored = store.adopt_id_authority(derived if settings.base_url else None)
     return stored or derived
@@ -97,6 +112,8 @@ def _id_authority(settings: Settings, store: Store) -> str:
 
 def _catalog(sources: Sequence[Source], catalog: SourceCatalog | None = None) -> SourceCatalog:
     """The sources as the HTTP service shows them (``catalog`` is updated in place)."""
+    from aggregator.serve import SourceCatalog
+
     names = {source.id: source.name for source in sources}
     enabled = [source.id for source in sources if source.enabled]
     if catalog is None:
@@ -107,6 +124,8 @@ def _catalog(sources: Sequence[Source], catalog: SourceCatalog | None = None) ->
 
 def _feed_site(settings: Settings, sources: Mapping[str, str], store: Store) -> FeedSite:
     """Addresses, names and id authority of the feeds, for the service and the file export."""
+    from aggregator.export.site import FeedSite
+
     return FeedSite(
         base_url=_base_url(settings),
         title=settings.feed_title,
@@ -117,6 +136,9 @@ def _feed_site(settings: Settings, sources: Mapping[str, str], store: Store) -> 
 
 
 def _http_app(settings: Settings, catalog: SourceCatalog, store: Store) -> Starlette:
+    from aggregator.serve import create_app
+    from aggregator.settings import load_topics
+
     site = _feed_site(settings, catalog, store)
     return create_app(
         store,

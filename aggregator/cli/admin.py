@@ -8,12 +8,9 @@ from typing import Annotated
 
 import typer
 
-from aggregator import opml
 from aggregator.cli._context import CONTEXT, _reported, _sources, console, db_app, opml_app, out
 from aggregator.cli._wiring import _base_url, _store
 from aggregator.errors import ConfigError
-from aggregator.settings import load_topics, sources_to_toml
-from aggregator.store import Store
 
 
 @db_app.command("upgrade")
@@ -29,6 +26,8 @@ def db_upgrade() -> None:
 @db_app.command("current")
 def db_current() -> None:
     """Print the schema revision of the database."""
+    from aggregator.store import Store
+
     with _reported():
         settings = CONTEXT.settings()
         store = Store.open(settings.database_url, migrate=False)
@@ -45,6 +44,9 @@ def opml_export(
     ] = None,
 ) -> None:
     """Write the configured sources as OPML 2.0."""
+    from aggregator import opml
+    from aggregator.settings import load_topics
+
     with _reported():
         settings = CONTEXT.settings()
         sources = _sources(settings)
@@ -65,6 +67,9 @@ def opml_import(
     path: Annotated[Path, typer.Argument(help="An OPML file.")],
 ) -> None:
     """Print the [[source]] tables for an OPML file's feeds, to append to the sources file."""
+    from aggregator import opml
+    from aggregator.settings import sources_to_toml
+
     with _reported():
         settings = CONTEXT.settings()
         known = {source.url for source in _sources(settings)}

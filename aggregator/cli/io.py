@@ -6,19 +6,15 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import Progress
 
-from aggregator import archive
-from aggregator.adapters import get_adapter
 from aggregator.cli._context import (
     CONTEXT,
     SourceOption,
@@ -31,16 +27,15 @@ from aggregator.cli._context import (
     out,
 )
 from aggregator.cli._wiring import _feed_site, _store
-from aggregator.dedupe import link_key
-from aggregator.errors import AdapterError, ArchiveError, ConfigError, QueryError
-from aggregator.export.feeds import FORMATS
-from aggregator.export.site import FEED_PATHS
-from aggregator.fulltext import extract_main, page_article
-from aggregator.normalize import normalize_entries
-from aggregator.search import Topic, parse_query
-from aggregator.settings import Settings, load_topics
-from aggregator.store import Store
-from aggregator.types import Article, Page, PollCounts, RawEntry, Source
+from aggregator.errors import AdapterError, ConfigError, QueryError
+
+# Imported where used, as everywhere in the CLI (see _context).
+if TYPE_CHECKING:
+    from aggregator import archive
+    from aggregator.search import Topic
+    from aggregator.settings import Settings
+    from aggregator.store import Store
+    from aggregator.types import Article, Page, RawEntry, Source
 
 
 class ExportFormat(StrEnum):
@@ -66,6 +61,9 @@ def export(
     ] = None,
 ) -> None:
     """Write the merged (or per-source) feed as a file, or the seed-format archive (jekyll)."""
+    from aggregator.export.feeds import FORMATS
+    from aggregator.export.site import FEED_PATHS
+
     with _reported():
         settings = CONTEXT.settings()
         configured = _sources(settings)
@@ -108,6 +106,8 @@ def export(
 
 
 def _topic(settings: Settings, sources: Sequence[Source], topic_id: str) -> Topic:
+    from aggregator.settings import load_topics
+
     for topic in load_topics(settings, {source.id for source in sources}):
         if topic.id == topic_id:
             return topic
@@ -123,6 +123,8 @@ def search(
     limit: Annotated[int, typer.Option(min=1, help="Newest N matches.")] = 20,
 ) -> None:
     """Print the newest articles matching QUERY: date, sources, title and link."""
+    from aggregator.search import parse_query
+
     with _reported():
         settings = CONTEXT.settings()
         chosen = _pick(_sources(settings), source) if source else None
@@ -144,6 +146,8 @@ def search(
 
 def _export_jekyll(store: Store, ids: list[str] | None, folder: Path) -> archive.WriteCounts:
     """Walk the whole store newest-first, page by page, so memory stays flat."""
+    from aggregator import archive
+
     total = archive.WriteCounts()
     cursor = None
     while True:
@@ -157,55 +161,9 @@ def _export_jekyll(store: Store, ids: list[str] | None, folder: Path) -> archive
         cursor = page[-1].cursor
 
 
-def _source_for(article: Article, sources: Sequence[Source], forced: Source | None) -> Source:
-    """The configured source an archived article belongs to: forced, by author, or by site."""
-    if forced is not None:
-        return forced
-    for source in sources:
-        if article.source_name and article.source_name == source.name:
-            return source
-    for source in sources:
-        handles = getattr(get_adapter(source.adapter), "handles", None)
-        if handles is not None and handles(article.link):
-            return source
-    return Source(id="archive", name=article.source_name or "archive", url=article.link)
-
-
-def _normalize_archived(
-    documents: Sequence[archive.ArchiveDocument],
-    sources: Sequence[Source],
-    forced: Source | None,
-    max_title_bytes: int,
-) -> Iterator[tuple[int, Article | AdapterError]]:
-    """Each document (by index) normalized by its source, or why it could not be; what
-    only the archive knows is kept (:func:`archive.keep_archived`)."""
-    by_source: defaultdict[Source, list[int]] = defaultdict(list)
-    for index, document in enumerate(documents):
-        by_source[_source_for(document.article, sources, forced)].append(index)
-    for owner, indexes in by_source.items():
-        fetched = (archive.as_fetched(documents[index].article) for index in indexes)
-        normalized = normalize_entries(fetched, owner, max_title_bytes=max_title_bytes)
-        for index, (_, result) in zip(indexes, normalized, strict=True):
-            if not isinstance(result, AdapterError):
-                result = archive.keep_archived(result, documents[index].article)
-            yield index, result
-
-
-def _archive_files(paths: Sequence[Path]) -> list[Path]:
-    """The files named and those under the folders named; a path that is neither stays,
-    so that reading it reports it like any unreadable file."""
-    files = {path for path in paths if not path.is_dir()}
-    files.update(file for path in paths if path.is_dir() for file in path.rglob("*"))
-    return sorted(file for file in files if file.is_file() or not file.exists())
-
-
 def _say(line: str) -> None:
     """One plain line on stderr: never wrapped, brackets kept (no markup)."""
     console.print(line, markup=False, highlight=False, soft_wrap=True)
-
-
-# Files read, normalized and stored per round: memory stays flat on big archives.
-_IMPORT_FILES = 500
 
 
 @app.command("import")
@@ -225,37 +183,31 @@ def import_(
     same import, or skipped (unreadable, or rejected by its source's adapter: printed
     with the reason, one line per file); the summary's counts add up to the files.
     """
-    files = _archive_files(paths)
+    from aggregator import importer
+    from aggregator.workers import parse_pool
+
+    files = importer.archive_files(paths)
     with _reported():
         settings = CONTEXT.settings()
         configured = _sources(settings)
         forced = _pick(configured, [source])[0] if source else None
-        counts = PollCounts()
-        skipped = 0
-        with _store(settings) as store, Progress(console=console, transient=True) as progress:
-            task = progress.add_task("importing", total=len(files))
-            for start in range(0, len(files), _IMPORT_FILES):
-                batch = files[start : start + _IMPORT_FILES]
-                paths_read: list[Path] = []
-                documents: list[archive.ArchiveDocument] = []
-                for path, read in archive.read_files(batch):
-                    if isinstance(read, ArchiveError):
-                        skipped += 1
-                        _say(f"skipped {read}")
-                    else:
-                        paths_read.append(path)
-                        documents.append(read)
-                articles: list[Article] = []
-                for index, result in _normalize_archived(
-                    documents, configured, forced, settings.max_title_bytes
-                ):
-                    if isinstance(result, AdapterError):
-                        skipped += 1
-                        _say(f"skipped {paths_read[index]}: {result}")
-                    else:
-                        articles.append(result)
-                counts += store.import_articles(articles, restore=restore)
-                progress.advance(task, len(batch))
+        with (
+            _store(settings) as store,
+            parse_pool(settings) as pool,
+            importer.progress_bar(len(files)) as advance,
+        ):
+            imported = importer.import_files(
+                files,
+                store,
+                pool,
+                sources=configured,
+                forced=forced,
+                restore=restore,
+                max_title_bytes=settings.max_title_bytes,
+                skipped=lambda line: _say(f"skipped {line}"),
+                progress=advance,
+            )
+    counts, skipped = imported.counts, imported.skipped
     held = counts.tombstoned  # part of the store's skipped count: not duplicates
     out.print(
         f"{len(files)} files: {counts.new} new, {counts.updated} updated, "
@@ -273,6 +225,8 @@ def _from_page(
     """``article`` from its stored page, extracted again (the extraction or the
     adapter's content selector may have improved); the page keeps the new extract,
     so the next poll does not put the old one back."""
+    from aggregator.fulltext import extract_main, page_article
+
     assert page.html is not None
     main = extract_main(page.html, url=page.url, adapter=source.adapter)
     if main is None:
@@ -291,6 +245,11 @@ def renormalize(
     An entry its adapter now rejects (or crashes on) keeps its stored article and is
     counted, as a poll would skip it; the others are rewritten.
     """
+    from collections import defaultdict
+
+    from aggregator.dedupe import link_key
+    from aggregator.normalize import normalize_entries
+
     with _reported():
         settings = CONTEXT.settings()
         chosen = {item.id: item for item in _pick(_sources(settings), source)}

@@ -2,39 +2,40 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
-from aggregator import health
 from aggregator.cli._context import CONTEXT, SourceOption, _pick, _reported, _sources, app, out
 from aggregator.cli._wiring import _limits, _poller, _store, _use_database_threads
 from aggregator.errors import RateLimitedError
-from aggregator.fetch import Fetcher
-from aggregator.pipeline import PollOutcome
-from aggregator.scheduler import HostSlots, sync_sources
-from aggregator.settings import Settings
-from aggregator.store import Store
-from aggregator.types import Source, SourceState
-from aggregator.workers import parse_pool
+
+# Imported where used, as everywhere in the CLI (see _context).
+if TYPE_CHECKING:
+    from aggregator.pipeline import PollOutcome
+    from aggregator.settings import Settings
+    from aggregator.store import Store
+    from aggregator.types import Source, SourceState
 
 
 async def _poll_once(
     settings: Settings, sources: Sequence[Source], store: Store
 ) -> list[PollOutcome]:
+    import asyncio
+
+    from aggregator.fetch import Fetcher
+    from aggregator.scheduler import HostSlots, sync_sources
+    from aggregator.workers import parse_pool
+
     _use_database_threads(store)
     await sync_sources(store, sources)
     limit = asyncio.Semaphore(settings.max_concurrent_polls)
     hosts = HostSlots(settings.max_polls_per_host)
-    # One-shot polls of a few feeds would spend longer starting a pool than using it.
-    pool = parse_pool(settings) if len(sources) > 4 else contextlib.nullcontext()
-    with pool as executor:
+    # The pool starts only if the polls bring enough entries to be worth it.
+    with parse_pool(settings) as executor:
         async with Fetcher(_limits(settings)) as fetcher:
             poller = _poller(settings, store, fetcher, executor)
 
@@ -72,6 +73,14 @@ def poll(
     unless --force.  Exits non-zero only when every polled source failed; a skipped
     source is not a failure.
     """
+    import asyncio
+
+    from rich.table import Table
+
+    from aggregator import health
+    from aggregator.scheduler import sync_sources
+    from aggregator.types import SourceState
+
     now = datetime.now(UTC)
     with _reported():
         settings = CONTEXT.settings()

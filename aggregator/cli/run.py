@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import signal
 from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING
 
 from aggregator.cli._context import CONTEXT, _reported, _sources, app, logger
 from aggregator.cli._wiring import (
@@ -17,19 +16,29 @@ from aggregator.cli._wiring import (
     _store,
     _use_database_threads,
 )
-from aggregator.fetch import Fetcher
-from aggregator.reload import SourcesReloader
-from aggregator.scheduler import Daemon
-from aggregator.serve import SourceCatalog, build_server, listen
-from aggregator.settings import Settings
-from aggregator.store import Store
-from aggregator.types import Source
-from aggregator.workers import parse_pool
+
+# Imported where used, as everywhere in the CLI (see _context).
+if TYPE_CHECKING:
+    import asyncio
+
+    from aggregator.scheduler import Daemon
+    from aggregator.serve import SourceCatalog
+    from aggregator.settings import Settings
+    from aggregator.store import Store
+    from aggregator.types import Source
 
 
 async def _serve_until_signalled(
     settings: Settings, sources: Sequence[Source], store: Store, *, poll: bool
 ) -> None:
+    import asyncio
+    import signal
+
+    from aggregator.fetch import Fetcher
+    from aggregator.scheduler import Daemon
+    from aggregator.serve import build_server, listen
+    from aggregator.workers import parse_pool
+
     listening = listen(settings.http_host, settings.http_port)  # a port in use: one line
     _use_database_threads(store)
     stop = asyncio.Event()
@@ -70,6 +79,10 @@ async def _reloading(
     settings: Settings, stop: asyncio.Event, catalog: SourceCatalog, daemon: Daemon | None
 ) -> AsyncIterator[None]:
     """Re-read the sources file on SIGHUP and when it changes, for as long as this lasts."""
+    import asyncio
+    import signal
+
+    from aggregator.reload import SourcesReloader
 
     async def apply(sources: Sequence[Source]) -> None:
         if daemon is not None:
@@ -96,6 +109,8 @@ def run() -> None:
     Stops cleanly on SIGINT/SIGTERM: in-flight polls finish (bounded by
     shutdown_grace), then the database is closed.
     """
+    import asyncio
+
     with _reported():
         settings = CONTEXT.settings()
         sources = _sources(settings)
@@ -106,6 +121,8 @@ def run() -> None:
 @app.command()
 def serve() -> None:
     """Serve the feeds, /healthz and /metrics only, without polling (a read-only replica)."""
+    import asyncio
+
     with _reported():
         settings = CONTEXT.settings()
         sources = _sources(settings)

@@ -5,19 +5,17 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import tomli_w
 import typer
-from rich.console import Console
-from rich.table import Table
-from sqlalchemy.exc import ArgumentError
 
-from aggregator import health
 from aggregator.cli._context import CONTEXT, _reported, _sources, app, out
 from aggregator.cli._wiring import _store
-from aggregator.store.engine import parse_url
-from aggregator.types import Source, SourceState, UrlState
+
+# Imported where used, as everywhere in the CLI (see _context).
+if TYPE_CHECKING:
+    from aggregator import health
+    from aggregator.types import Source, SourceState, UrlState
 
 
 def _ago(moment: datetime | None, now: datetime) -> str:
@@ -43,6 +41,11 @@ def sources(
 
     Fits 80 columns (the problem wraps); --wide adds name, URL and failure count.
     """
+    from rich.console import Console
+    from rich.table import Table
+
+    from aggregator import health
+
     with _reported():
         settings = CONTEXT.settings()
         configured = _sources(settings)
@@ -143,6 +146,8 @@ def show_config() -> None:
     The output is a valid settings file (secrets masked); a setting left unset
     is a comment.
     """
+    import tomli_w
+
     with _reported():
         explained = CONTEXT.explained()
     values = explained.settings.model_dump(mode="json")
@@ -157,6 +162,10 @@ def show_config() -> None:
 
 def _masked_database_url(url: str) -> str:
     """The database URL with its password as ``***`` (it goes to terminals and tickets)."""
+    from sqlalchemy.exc import ArgumentError
+
+    from aggregator.store.engine import parse_url
+
     try:
         return parse_url(url).render_as_string(hide_password=True)
     except ArgumentError:

@@ -16,19 +16,30 @@ path, reads the store's tables (stages: ARCHITECTURE.md).
 
 from __future__ import annotations
 
+import functools
+import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Connection
 
-__all__ = ["MIGRATIONS", "alembic_config", "upgrade"]
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+__all__ = ["MIGRATIONS", "alembic_config", "head_revisions", "upgrade"]
 
 MIGRATIONS = Path(__file__).resolve().parent
+
+# ``revision: str = "0005"`` and ``down_revision: ... = "0004"`` (or a tuple, or None).
+_REVISION = re.compile(r"^revision\b[^=\n]*=\s*['\"](?P<id>[^'\"]+)['\"]", re.MULTILINE)
+_DOWN_REVISION = re.compile(r"^down_revision\b[^=\n]*=(?P<value>.*)$", re.MULTILINE)
+_QUOTED = re.compile(r"['\"]([^'\"]+)['\"]")
 
 
 def alembic_config(connection: Connection) -> Config:
     """A config whose ``env.py`` runs on ``connection`` (and inside its transaction)."""
+    from alembic.config import Config
+
     config = Config()
     # ConfigParser interpolates '%', which a checkout path may contain.
     config.set_main_option("script_location", str(MIGRATIONS).replace("%", "%%"))
@@ -37,4 +48,22 @@ def alembic_config(connection: Connection) -> Config:
 
 
 def upgrade(connection: Connection, revision: str = "head") -> None:
+    from alembic import command
+
     command.upgrade(alembic_config(connection), revision)
+
+
+@functools.cache
+def head_revisions() -> frozenset[str]:
+    """The newest revisions, read from the revision files' ``revision`` and
+    ``down_revision`` lines: a glance at the database can then tell that no migration
+    is due without importing alembic, which was a third of the daemon's start-up."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in (MIGRATIONS / "versions").glob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        if (revision := _REVISION.search(text)) is not None:
+            revisions.add(revision["id"])
+        if (down := _DOWN_REVISION.search(text)) is not None:
+            parents.update(_QUOTED.findall(down["value"]))
+    return frozenset(revisions - parents)

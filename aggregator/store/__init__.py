@@ -18,10 +18,10 @@ from __future__ import annotations
 
 from types import TracebackType
 
-from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, select, text
+from sqlalchemy.exc import SQLAlchemyError
 
-from aggregator.migrations import upgrade
+from aggregator.migrations import head_revisions, upgrade
 from aggregator.store import _meta, _search
 from aggregator.store._articles import ArticlesMixin
 from aggregator.store._pages import PagesMixin
@@ -75,8 +75,11 @@ class Store(StateMixin, PagesMixin, ArticlesMixin, ReadsMixin, RetentionMixin):
 
         The whole upgrade is one transaction holding a lock (an advisory lock on
         PostgreSQL, SQLite's write lock), so the second process waits and then finds
-        nothing to do.  The upgrade that creates the search index also fills it.
+        nothing to do.  The upgrade that creates the search index also fills it.  A
+        database already at the newest revision is told by one query, without alembic.
         """
+        if self._revisions() == head_revisions():
+            return
         with self._errors("migrate the database"), writing(self._engine) as connection:
             if is_postgresql(self._engine):
                 connection.execute(
@@ -87,8 +90,20 @@ class Store(StateMixin, PagesMixin, ArticlesMixin, ReadsMixin, RetentionMixin):
             if not indexed:
                 _search.rebuild(connection)
 
+    def _revisions(self) -> frozenset[str] | None:
+        """The revisions ``alembic_version`` holds; ``None`` when it cannot be read
+        (no such table yet): then alembic decides."""
+        try:
+            with self._engine.connect() as connection:
+                rows = connection.execute(text("SELECT version_num FROM alembic_version"))
+                return frozenset(rows.scalars())
+        except SQLAlchemyError:
+            return None
+
     def current_revision(self) -> str | None:
         """The schema revision the database is at; ``None`` before any migration."""
+        from alembic.runtime.migration import MigrationContext
+
         with self._errors("read the schema revision"), self._engine.connect() as connection:
             return MigrationContext.configure(connection).get_current_revision()
 

@@ -10,8 +10,8 @@ changes: the ids in subscribers' readers were built from the first one.
 from __future__ import annotations
 
 from sqlalchemy import Connection, select
-from sqlalchemy.dialects import postgresql, sqlite
 
+from aggregator.store._base import dialect_insert
 from aggregator.store.tables import meta
 
 __all__ = ["ID_AUTHORITY", "adopt"]
@@ -26,7 +26,7 @@ def adopt(conn: Connection, key: str, proposed: str | None) -> str | None:
     ``proposed=None`` only reads: the caller has nothing worth keeping yet.
     """
     if proposed is not None:
-        insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-        conn.execute(insert(meta).values(key=key, value=proposed).on_conflict_do_nothing())
+        statement = dialect_insert(conn, meta).values(key=key, value=proposed)
+        conn.execute(statement.on_conflict_do_nothing())
     value = conn.execute(select(meta.c.value).where(meta.c.key == key)).scalar_one_or_none()
     return None if value is None else str(value)

@@ -15,7 +15,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from aggregator.store._base import BATCH, StoreBase, chunks, dialect_insert
 from aggregator.store.engine import is_postgresql, writing
@@ -206,7 +205,7 @@ def release_lease(conn: Connection, source_id: str, owner: str) -> None:
 def _state_upsert(dialect: str, names: tuple[str, ...]) -> Any:
     """The state row's upsert, built once: building it (``excluded`` proxies for
     every column) cost more CPU than running it, on every 304 poll."""
-    statement = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(source_state)
+    statement = dialect_insert(dialect, source_state)
     changed = {name: statement.excluded[name] for name in names if name != "source_id"}
     return statement.on_conflict_do_update(index_elements=["source_id"], set_=changed)
 

@@ -1,0 +1,96 @@
+"""Start-up stays cheap: what a command does not need is not imported.
+
+Each check runs in a fresh interpreter (this one has imported everything already)
+and reads ``sys.modules``: a module-level import of a heavy library anywhere on the
+path of ``--help`` or of the store fails it.
+"""
+
+from __future__ import annotations
+
+import json
+import pkgutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from aggregator import cli
+
+#: Libraries that cost start-up time and memory, with who may import them.
+HEAVY = (
+    "alembic",  # a migration, only when one is due
+    "bs4",  # the generic adapter's plain-text helper
+    "sqlalchemy.dialects.postgresql",  # a PostgreSQL database
+    "uvicorn",  # run / serve
+    "starlette",
+    "httpx2",  # run / poll
+    "apscheduler",
+    "rich",  # formatted output
+    "lxml",  # parsing, cleaning, export
+    "yaml",  # the archive
+    "concurrent.futures.process",  # the parse pool
+)
+
+
+def _loaded(code: str) -> list[str]:
+    script = f"import json, sys\n{code}\nprint(json.dumps(sorted(sys.modules)))"
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    modules: list[str] = json.loads(done.stdout.splitlines()[-1])
+    return modules
+
+
+def _heavy(modules: list[str], allowed: tuple[str, ...] = ()) -> list[str]:
+    return sorted(
+        name
+        for name in HEAVY
+        if name not in allowed and any(m == name or m.startswith(name + ".") for m in modules)
+    )
+
+
+def test_the_cli_module_imports_no_heavy_library() -> None:
+    modules = _loaded("import aggregator.cli")
+    assert _heavy(modules) == []
+    for name in ("sqlalchemy", "pydantic", "aggregator.store", "aggregator.settings"):
+        assert name not in modules, name
+
+
+@pytest.mark.parametrize(
+    "module",
+    sorted(f"aggregator.cli.{info.name}" for info in pkgutil.iter_modules(cli.__path__)),
+)
+def test_each_cli_module_imports_no_heavy_library(module: str) -> None:
+    modules = _loaded(f"import {module}")
+    assert module in modules  # the check can fail: the module itself is seen
+    assert _heavy(modules) == []
+    for name in ("sqlalchemy", "pydantic", "aggregator.store", "aggregator.settings"):
+        assert name not in modules, name
+
+
+def test_help_imports_no_heavy_library() -> None:
+    code = (
+        "from aggregator.cli import app\n"
+        "try:\n"
+        "    app(['--help'], standalone_mode=False)\n"
+        "except SystemExit:\n"
+        "    pass"
+    )
+    modules = _loaded(code)
+    assert _heavy(modules) == []
+    assert "sqlalchemy" not in modules
+
+
+def test_a_current_database_opens_without_alembic(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/db.sqlite"
+    migrate = f"from aggregator.store import Store\nStore.open({url!r}).close()"
+    subprocess.run([sys.executable, "-c", migrate], check=True, timeout=60)  # migrates
+    modules = _loaded(migrate)  # a second start finds the schema current
+    assert _heavy(modules) == []
+
+
+def test_a_new_database_is_migrated_with_alembic(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/db.sqlite"
+    modules = _loaded(f"from aggregator.store import Store\nStore.open({url!r}).close()")
+    assert "alembic" in modules  # the check above can fail: alembic is seen when used
