@@ -1,6 +1,6 @@
 """Hostile values in the settings and sources files.
 
-Contract (settings.py): every problem stops the start with ``file:key: problem``.
+Contract (settings/): every problem stops the start with ``file:key: problem``.
 tests/test_settings.py covers unknown keys, wrong types, duplicate ids and unknown
 adapters.  Here: NaN/inf/huge numbers, non-UTF-8 bytes, very long ids, URLs with
 credentials, spaces and control characters.

@@ -10,9 +10,13 @@ middle, :mod:`aggregator.normalize`) run in a process pool when there is one,
 else in a thread, and the database transaction runs in a thread, so the HTTP
 service sharing the loop stays responsive during a large poll.
 
-Imports from the package: ``fetch``, ``normalize``, ``store``, ``metrics``, ``log``,
-``timing``, ``errors``, ``types``; never the scheduler or the CLI above it (stages:
-ARCHITECTURE.md).
+Here the poll itself and its mirror failover; beside it, :mod:`.pages` fetches the
+article pages of full-text sources in the background once the poll is stored (the
+``pipeline`` contract in ``pyproject.toml``: the page fetcher never imports the poller).
+
+Imports from the package: ``fetch``, ``normalize``, ``mirrors``, ``store``, ``metrics``,
+``log``, ``timing``, ``errors``, ``types`` and its own ``pages``; never the scheduler or
+the CLI above it (stages: ARCHITECTURE.md).
 """
 
 from __future__ import annotations
@@ -23,24 +27,18 @@ import functools
 import logging
 import random
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import BrokenExecutor, Executor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TypeVar
-from urllib.parse import urlsplit
 
-from aggregator import fulltext, log, mirrors, timing
+from aggregator import log, mirrors, timing
 from aggregator.errors import (
-    AdapterError,
     AggregatorError,
-    BlockedURLError,
     GoneError,
-    HTTPStatusError,
     MirrorsFailedError,
     RateLimitedError,
-    ResponseTooLargeError,
     SourceError,
     StorageError,
 )
@@ -49,14 +47,12 @@ from aggregator.metrics import DEFAULT as DEFAULT_METRICS
 from aggregator.metrics import Metrics
 from aggregator.normalize import Normalized, parse_and_adapt
 from aggregator.parse.limits import DEFAULT_LIMITS, EntryLimits
+from aggregator.pipeline.pages import PageFetcher, PageJob
 from aggregator.store import Store
 from aggregator.types import (
     UTC,
-    Article,
     FetchResult,
-    Page,
     PollCounts,
-    RawEntry,
     Source,
     SourceState,
 )
@@ -141,26 +137,6 @@ class _GroupCommit:
             _settle(done, None)
 
 
-@dataclass(frozen=True)
-class _PageJob:
-    """An article page to fetch: the entry, its article's link and first-fetched
-    time, and the page stored before (its validators make the fetch conditional)."""
-
-    raw: RawEntry
-    link: str
-    fetched: datetime
-    page: Page | None
-
-
-def _permanent(error: SourceError) -> bool:
-    """Is a failed page fetch not worth retrying (the page is not coming back)?"""
-    if isinstance(error, GoneError | BlockedURLError | ResponseTooLargeError):
-        return True
-    if isinstance(error, RateLimitedError):
-        return False
-    return isinstance(error, HTTPStatusError) and 400 <= error.status < 500 and error.status != 408
-
-
 class _AllFailed(Exception):
     """Every URL of a source with mirrors failed: the error, and the state that
     records each URL's own failure."""
@@ -196,7 +172,8 @@ class Poller:
     ``executor`` (a process pool) runs :func:`parse_and_adapt`; without one it
     runs in a worker thread, which keeps the event loop free but uses one core.
     ``limits``: what one entry may carry (the settings' ``max_entry_bytes`` and
-    ``max_title_bytes``), sent with every parse task.
+    ``max_title_bytes``), sent with every parse task.  ``pages_per_poll`` and
+    ``pages_per_host`` bound the full-text page fetches (:class:`.pages.PageFetcher`).
     """
 
     def __init__(
@@ -224,12 +201,9 @@ class Poller:
         self.jitter = jitter
         self.backoff_cap = backoff_cap
         self.mirror_retry = mirror_retry
-        self.pages_per_poll = pages_per_poll
-        self._page_hosts: defaultdict[str, asyncio.Semaphore] = defaultdict(
-            lambda: asyncio.Semaphore(pages_per_host)
+        self.pages = PageFetcher(
+            store, fetcher, self._cpu, per_poll=pages_per_poll, per_host=pages_per_host
         )
-        self._page_tasks: set[asyncio.Task[None]] = set()
-        self._pages_pending: set[tuple[str, str]] = set()  # (source id, link) in flight
         self.metrics = metrics
         self.clock = clock
         self.rng = rng or random.Random()
@@ -274,15 +248,15 @@ class Poller:
                 await self._finish(new_state, owner)
                 return PollOutcome(source.id, "not-modified", released=owner is not None)
             normalized = parsed or await self._normalize(source, result, now)
-            jobs: list[_PageJob] = []
+            jobs: list[PageJob] = []
             if source.fulltext:
                 normalized, jobs = await asyncio.to_thread(
-                    self._with_pages, source, normalized, now
+                    self.pages.with_pages, source, normalized, now
                 )
             outcome = await asyncio.to_thread(
                 self._store_result, source, attempt, result, normalized, now, owner
             )
-            self._start_pages(source, jobs)
+            self.pages.start(source, jobs)
             return outcome
         except _AllFailed as failure:
             return await self._failed(source, failure.state, failure.error, now, owner)
@@ -388,131 +362,10 @@ class Poller:
                 self.executor = None
         return await asyncio.to_thread(work)
 
-    # ----------------------------------------------------------------- full text
-
-    def _with_pages(
-        self, source: Source, normalized: Normalized, now: datetime
-    ) -> tuple[Normalized, list[_PageJob]]:
-        """The poll's articles with stored pages applied, and the pages to fetch.
-
-        Runs in a thread (text measuring, one read, re-adapting stored pages).  An
-        entry whose page is stored gets its page body now, so a re-poll never puts
-        the summary back; an entry whose page failed for good keeps its summary.
-        """
-        pairs = list(normalized.pairs)
-        wanted = [
-            i for i, (raw, _) in enumerate(pairs) if fulltext.wants_page(raw, source.fulltext)
-        ]
-        if not wanted:
-            return normalized, []
-        stored = self.store.pages_for(source.id, [pairs[i][1].link for i in wanted])
-        jobs = []
-        for i in wanted:
-            raw, article = pairs[i]
-            fetched = article.fetched or now
-            page = stored.get(article.link)
-            if page is not None and page.failure is not None:
-                continue
-            if page is not None and page.main is not None:
-                try:
-                    pairs[i] = (
-                        raw,
-                        fulltext.page_article(raw, page.main, source=source, fetched_at=fetched),
-                    )
-                except AdapterError as exc:
-                    logger.warning("stored page not usable: %s", exc)
-                if page.entry_updated == raw.updated:
-                    continue
-            jobs.append(_PageJob(raw, article.link, fetched, page))
-        return dataclasses.replace(normalized, pairs=pairs), jobs
-
-    def _start_pages(self, source: Source, jobs: list[_PageJob]) -> None:
-        """Fetch up to ``pages_per_poll`` pages in the background; the rest wait for
-        the next poll (they are still summaries then, so still wanted)."""
-        started = 0
-        for job in jobs:
-            key = (source.id, job.link)
-            if key in self._pages_pending:
-                continue
-            if started == self.pages_per_poll:
-                logger.info(
-                    "source %r: %d article pages left for the next poll",
-                    source.id,
-                    len(jobs) - started,
-                )
-                break
-            started += 1
-            self._pages_pending.add(key)
-            task = asyncio.create_task(self._upgrade(source, job))
-            self._page_tasks.add(task)
-            task.add_done_callback(self._page_tasks.discard)
-
     async def wait_for_pages(self, timeout: float) -> None:
         """Wait up to ``timeout`` seconds for the page fetches started so far (one-shot
         polls: the process is about to end)."""
-        if self._page_tasks:
-            await asyncio.wait(set(self._page_tasks), timeout=timeout)
-
-    async def _upgrade(self, source: Source, job: _PageJob) -> None:
-        """Fetch one article page and store the article with its main content."""
-        try:
-            page = await self._fetch_page(source, job)
-            if page is None:
-                return
-            upgraded: list[tuple[RawEntry, Article]] = []
-            if page.main is not None:
-                try:
-                    upgraded.append(
-                        (
-                            job.raw,
-                            fulltext.page_article(
-                                job.raw, page.main, source=source, fetched_at=job.fetched
-                            ),
-                        )
-                    )
-                except AdapterError as exc:
-                    page = dataclasses.replace(page, failure=f"page not usable: {exc}"[:500])
-            await asyncio.to_thread(self.store.save_page, source, job.link, page, upgraded)
-        except StorageError as exc:
-            logger.error("page not stored: source=%r url=%r: %s", source.id, job.link, exc)
-        except Exception:  # a bug met on a hostile page must not end the daemon's loop
-            logger.exception("page fetch crashed: source=%r url=%r", source.id, job.link)
-        finally:
-            self._pages_pending.discard((source.id, job.link))
-
-    async def _fetch_page(self, source: Source, job: _PageJob) -> Page | None:
-        """The page as it is to be stored; ``None`` after a failure worth retrying."""
-        old = job.page if job.page is not None and job.page.html is not None else None
-        try:
-            async with self._page_hosts[(urlsplit(job.link).hostname or "").lower()]:
-                result = await self.fetcher.fetch_page(
-                    job.link,
-                    source=source,
-                    etag=old.etag if old else None,
-                    last_modified=old.last_modified if old else None,
-                )
-        except SourceError as exc:
-            if not _permanent(exc):
-                logger.info("page fetch failed, retried next poll: %s", exc)
-                return None
-            logger.warning("page fetch failed for good: %s", exc)
-            return Page(job.link, failure=str(exc)[:500], entry_updated=job.raw.updated)
-        if result.not_modified and old is not None:
-            html = old.html or ""
-        else:
-            html = fulltext.decode_page(result.content or b"", result.headers)
-        main = await self._cpu(
-            functools.partial(fulltext.extract_main, html, url=result.url, adapter=source.adapter)
-        )
-        return Page(
-            job.link,
-            html=html,
-            main=main,
-            etag=result.etag,
-            last_modified=result.last_modified,
-            entry_updated=job.raw.updated,
-            failure=None if main is not None else "no main content found on the page",
-        )
+        await self.pages.wait(timeout)
 
     def _store_result(
         self,
