@@ -59,12 +59,6 @@ SLACK = 0.05
 
 
 @pytest.fixture
-def server() -> Iterator[FeedServer]:
-    with FeedServer() as feed_server:
-        yield feed_server
-
-
-@pytest.fixture
 def start(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
     with daemons(tmp_path) as factory:
         yield factory

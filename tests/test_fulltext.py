@@ -8,20 +8,17 @@ test file leaves ``fulltext`` off, so no test reaches for a page it did not serv
 from __future__ import annotations
 
 import asyncio
-import os
 import random
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from html import escape
 from pathlib import Path
 
 import pytest
+from conftest import RunCli
 from feedserver import Exchange, FeedServer, redirect, static, status
-from typer.testing import CliRunner
 
 from aggregator.adapters import register
 from aggregator.adapters.generic import AdapterSpec, GenericAdapter
-from aggregator.cli import app
 from aggregator.fetch import Fetcher, FetchLimits
 from aggregator.fulltext import wants_page
 from aggregator.pipeline import Poller, PollOutcome
@@ -64,18 +61,6 @@ def _source(server: FeedServer, adapter: str = "generic") -> Source:
         allow_private=True,
         fulltext="auto",
     )
-
-
-@pytest.fixture
-def server() -> Iterator[FeedServer]:
-    with FeedServer() as feed_server:
-        yield feed_server
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[Store]:
-    with Store.open(database_url) as opened:
-        yield opened
 
 
 def _serve(server: FeedServer, *, etag: str | None = None, count: int = 3) -> None:
@@ -225,27 +210,18 @@ def test_adapter_content_selector_wins_over_the_generic_extraction(
 
 
 def test_renormalize_extracts_from_stored_pages_without_refetching(
-    server: FeedServer, store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    server: FeedServer, store: Store, run_cli: RunCli
 ) -> None:
     _serve(server, count=1)
     source = _source(server)
     _poll(store, source)
     requests = len(server.requests())
-    for name in list(os.environ):
-        if name.startswith("AGGREGATOR_"):
-            monkeypatch.delenv(name)
-    (tmp_path / "sources.toml").write_text(
+    result = run_cli(
+        store,
         f'[[source]]\nid = "teasers"\nname = "Teasers"\nurl = "{source.url}"\n'
         'allow_private = true\nfulltext = "auto"\n',
-        encoding="utf-8",
+        "renormalize",
     )
-    config = tmp_path / "aggregator.toml"
-    config.write_text(
-        f'database_url = "{store.engine.url.render_as_string(hide_password=False)}"\n'
-        f'sources_file = "{tmp_path / "sources.toml"}"\n',
-        encoding="utf-8",
-    )
-    result = CliRunner().invoke(app, ["--config", str(config), "renormalize"])
     assert result.exit_code == 0, result.output
     assert len(server.requests()) == requests
     # The raw entry is the teaser: without the stored page this would be the summary again.

@@ -10,20 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 import socket
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
+from conftest import RunCli
 from feedserver import FeedServer, redirect, static, status
-from typer.testing import CliRunner
 
-from aggregator.cli import app
 from aggregator.fetch import Fetcher, FetchLimits
 from aggregator.metrics import Metrics
 from aggregator.pipeline import Poller, PollOutcome
@@ -44,18 +41,6 @@ class Clock:
 
     def __call__(self) -> datetime:
         return self.now
-
-
-@pytest.fixture
-def server() -> Iterator[FeedServer]:
-    with FeedServer() as feed_server:
-        yield feed_server
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[Store]:
-    with Store.open(database_url) as opened:
-        yield opened
 
 
 def _source(*urls: str) -> Source:
@@ -243,31 +228,19 @@ def test_getaddrinfo_refuses_the_dead_host() -> None:
 
 
 def test_sources_command_lists_each_urls_state(
-    server: FeedServer,
-    store: Store,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    server: FeedServer, store: Store, monkeypatch: pytest.MonkeyPatch, run_cli: RunCli
 ) -> None:
     server.route("/broken", status(500))
     server.route("/feed", static(VOA))
     source = _source(_dead_url(server), server.url("/broken"), server.url("/feed"))
     _poll(store, source, Clock())
-    for name in list(os.environ):
-        if name.startswith("AGGREGATOR_"):
-            monkeypatch.delenv(name)
     monkeypatch.setenv("COLUMNS", "300")
-    (tmp_path / "sources.toml").write_text(
+    result = run_cli(
+        store,
         f'[[source]]\nid = "voa"\nname = "VOA"\nurls = {json.dumps(list(source.urls))}\n'
         'adapter = "voa"\nallow_private = true\n',
-        encoding="utf-8",
+        "sources",
     )
-    config = tmp_path / "aggregator.toml"
-    config.write_text(
-        f'database_url = "{store.engine.url.render_as_string(hide_password=False)}"\n'
-        f'sources_file = "{tmp_path / "sources.toml"}"\n',
-        encoding="utf-8",
-    )
-    result = CliRunner().invoke(app, ["--config", str(config), "sources"])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     for url, status_text in zip(

@@ -10,7 +10,7 @@ import asyncio
 import dataclasses
 import logging
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -28,18 +28,6 @@ VOA = (FIXTURES / "adapters" / "seeds-voa.xml").read_bytes()
 ZAOBAO = (FIXTURES / "feeds" / "zaobao-1.xml").read_bytes()
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 INTERVAL = timedelta(minutes=30)
-
-
-@pytest.fixture
-def server() -> Iterator[FeedServer]:
-    with FeedServer() as feed_server:
-        yield feed_server
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[Store]:
-    with Store.open(database_url) as opened:
-        yield opened
 
 
 def _source(server: FeedServer, path: str, source_id: str = "voa", adapter: str = "voa") -> Source:

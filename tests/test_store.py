@@ -6,7 +6,6 @@ import multiprocessing
 import os
 import threading
 import uuid
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,12 +32,6 @@ NOW = T0 + timedelta(days=1)
 HOUR = timedelta(hours=1)
 A = Source("a", "Source A", "https://a.example/feed")
 B = Source("b", "Source B", "https://b.example/feed")
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[Store]:
-    with Store.open(database_url) as opened:
-        yield opened
 
 
 def save_state(store: Store, state: SourceState) -> None:
