@@ -102,7 +102,7 @@ def add_tokens(conn: Connection, docs: Iterable[tuple[int, str]]) -> None:
 def _with_characters(found: list[str]) -> list[str]:
     """PostgreSQL's array: the tokens and the first character of each CJK pair."""
     starts = {token[0] for token in found if len(token) == 2 and is_cjk_char(token[0])}
-    return found + sorted(starts.difference(found))
+    return [*found, *starts.difference(found)]
 
 
 def _forget(conn: Connection, docs: Iterable[tuple[int, str]]) -> None:
