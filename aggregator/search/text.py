@@ -8,11 +8,14 @@ wrong here: it rewrites words (軟體 -> 软件), so a query could match a docum
 that never contains it; one character for one character keeps ``fold`` a
 per-character map, and a substring of the text stays a substring after folding.
 
-Tokens: every CJK character and every pair of adjacent CJK characters (so a CJK
-term of any length is found through its bigrams, and a one-character term through
-its unigram), and every run of other letters and digits as one word.  A term is
-looked up by its tokens and then verified against the folded text, so the tokens
-only have to be a superset test, never an exact one.
+Tokens: every pair of adjacent CJK characters, so a CJK term of two or more
+characters is found through its pairs, and every run of other letters and digits as
+one word.  A one-character term is found as a prefix: the pairs it starts, plus the
+character alone where it ends a CJK run and starts no pair in the text (防 in
+"...国防" with no 防X anywhere).  Single characters are not all indexed: they were a
+third of the tokens and of the index's write cost, and a one-character query is
+rare.  A term is looked up by its tokens and then verified against the folded text,
+so the tokens only have to be a superset test, never an exact one.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ __all__ = [
     "fold",
     "html_text",
     "indexed_tokens",
+    "is_cjk_char",
     "term_tokens",
     "tokens",
 ]
@@ -123,10 +127,15 @@ def document_text(title: str, body: str) -> str:
 
 
 def tokens(folded: str) -> set[str]:
-    """Every index token of a folded text."""
-    found = set(_CJK_CHAR.findall(folded))
+    """Every index token of a folded text: CJK pairs, the CJK run ends no pair
+    starts with, words."""
+    found: set[str] = set()
+    ends: set[str] = set()
     for run in _CJK_RUN.findall(folded):
         found.update(map(str.__add__, run, run[1:]))
+        ends.add(run[-1])
+    ends.difference_update(pair[0] for pair in found)
+    found |= ends
     found.update(word[:WORD_TOKEN_MAX] for word in _WORD.findall(folded))
     return found
 
@@ -158,12 +167,19 @@ def article_tokens(article: Article) -> str:
 
 def term_tokens(folded: str) -> frozenset[str]:
     """The fewest tokens every text containing the folded term must have: a CJK run
-    contributes its pairs (its one character when alone), a word its own token."""
+    contributes its pairs (its one character when alone, which the index looks up as
+    a prefix: see :func:`is_cjk_char`), a word its own token."""
     found: set[str] = set()
     for run in _CJK_RUN.findall(folded):
         found.update(_CJK_PAIR.findall(run) if len(run) > 1 else run)
     found.update(word[:WORD_TOKEN_MAX] for word in _WORD.findall(folded))
     return frozenset(found)
+
+
+def is_cjk_char(token: str) -> bool:
+    """True for a single CJK character: as a term's token it stands for every index
+    token starting with it (the pairs it starts, or itself at a run's end)."""
+    return len(token) == 1 and _CJK_CHAR.match(token) is not None
 
 
 def is_word_char(char: str) -> bool:

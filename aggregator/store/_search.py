@@ -1,19 +1,24 @@
 """The search index: which articles hold which tokens, kept by the database in C.
 
 The parse workers compute each article's tokens (:func:`aggregator.search.tokens`:
-CJK characters and pairs, other words); the store hands them to the database as
+CJK pairs and run ends, other words); the store hands them to the database as
 one string or array per article, and the database inverts them:
 
 - SQLite: an FTS5 table, contentless (the tokens are not stored twice), without
   positions or sizes (``detail=none``, ``columnsize=0``: candidates are verified
-  against the text anyway).  Its ``unicode61`` tokenizer counts every category but
-  separators and controls as a token character, so it splits the worker's
-  newline-joined string into exactly the worker's tokens, a CJK pair included.  A
-  contentless table forgets nothing by itself: an article leaves the index through
-  FTS5's ``delete`` command with the tokens it was indexed with, which its stored
-  title and body give again (SQLite before 3.43 has no ``contentless_delete``).
+  against the text anyway).  Its ``ascii`` tokenizer splits at ASCII punctuation
+  and spaces only, which a token never holds (words are letters and digits), so it
+  splits the worker's newline-joined string into exactly the worker's tokens, a CJK
+  pair included, and costs less than ``unicode61``'s per-character categories.  A
+  one-character CJK term is a prefix query (``"防"*``): the pairs it starts and the
+  character alone where a run ends with it.  A contentless table forgets nothing by
+  itself: an article leaves the index through FTS5's ``delete`` command with the
+  tokens it was indexed with, which its stored title and body give again (SQLite
+  before 3.43 has no ``contentless_delete``).
 - PostgreSQL: a side table of ``(article_id, tokens text[])`` with a GIN index;
-  a deleted article's row goes with it (``ON DELETE CASCADE``).
+  a deleted article's row goes with it (``ON DELETE CASCADE``).  GIN cannot look
+  a prefix up, so each array also holds the first character of every CJK pair: a
+  one-character term is then one exact element, as on SQLite a prefix.
 
 A query asks the index for the ids holding every token of some term of each
 clause; :func:`newest_first` orders them and :meth:`Store.search` verifies each
@@ -42,7 +47,7 @@ from sqlalchemy import (
 from sqlalchemy.sql.expression import TableClause
 
 from aggregator.search import Query, Term
-from aggregator.search.text import article_tokens, indexed_tokens
+from aggregator.search.text import article_tokens, indexed_tokens, is_cjk_char
 from aggregator.store.tables import UTCDateTime, articles, provenance
 from aggregator.types import Article, Cursor
 
@@ -97,10 +102,16 @@ def add_tokens(conn: Connection, docs: Iterable[tuple[int, str]]) -> None:
         rows: list[tuple[int, Any]] = [(id_, found) for id_, found in docs]
         statement = _SQLITE_ADD
     else:
-        rows = [(id_, found.split("\n") if found else []) for id_, found in docs]
+        rows = [(id_, _with_characters(found.split("\n") if found else [])) for id_, found in docs]
         statement = _PG_SET
     if rows:
         conn.exec_driver_sql(statement, rows)
+
+
+def _with_characters(found: list[str]) -> list[str]:
+    """PostgreSQL's array: the tokens and the first character of each CJK pair."""
+    starts = {token[0] for token in found if len(token) == 2 and is_cjk_char(token[0])}
+    return [*found, *starts.difference(found)]
 
 
 def _forget(conn: Connection, docs: Iterable[tuple[int, str]]) -> None:
@@ -156,9 +167,13 @@ def rebuild(conn: Connection) -> int:
 # -- querying -------------------------------------------------------------------------
 
 
+def _fts_token(token: str) -> str:
+    quoted = '"' + token.replace('"', '""') + '"'
+    return quoted + "*" if is_cjk_char(token) else quoted
+
+
 def _fts_term(term: Term) -> str:
-    quoted = ('"' + token.replace('"', '""') + '"' for token in sorted(term.tokens))
-    return "(" + " AND ".join(quoted) + ")"
+    return "(" + " AND ".join(map(_fts_token, sorted(term.tokens))) + ")"
 
 
 def candidates(conn: Connection, query: Query) -> set[int]:

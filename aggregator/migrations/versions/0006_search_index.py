@@ -6,8 +6,8 @@ what the running code writes and a revision must not import application code.
 
 SQLite: contentless (``content=''``), no positions (``detail=none``) and no sizes
 (``columnsize=0``): the index only proposes candidates, which are verified against
-the text.  The tokenizer counts everything but separators and controls as part of a
-token, so the newline-joined tokens come out exactly as they went in.
+the text.  The ``ascii`` tokenizer splits only at ASCII spaces and punctuation, which
+no token holds, so the newline-joined tokens come out exactly as they went in.
 PostgreSQL: one row of tokens per article, going with its article (cascade), and a
 GIN index kept with ``fastupdate`` (writes land in its pending list, merged later).
 
@@ -34,8 +34,7 @@ def upgrade() -> None:
     if op.get_context().dialect.name == "sqlite":
         op.execute(
             "CREATE VIRTUAL TABLE search_index USING fts5(tokens, content='', detail=none, "
-            'columnsize=0, tokenize="unicode61 remove_diacritics 0 '
-            "categories 'L* N* M* P* S* Co'\")"
+            "columnsize=0, tokenize='ascii')"
         )
         return
     op.create_table(
