@@ -131,11 +131,12 @@ def tokens(folded: str) -> set[str]:
     starts with, words."""
     found: set[str] = set()
     ends: set[str] = set()
+    starts: set[str] = set()  # the characters some pair starts with
     for run in _CJK_RUN.findall(folded):
         found.update(map(str.__add__, run, run[1:]))
         ends.add(run[-1])
-    ends.difference_update(pair[0] for pair in found)
-    found |= ends
+        starts.update(run[:-1])
+    found |= ends - starts
     found.update(word[:WORD_TOKEN_MAX] for word in _WORD.findall(folded))
     return found
 
