@@ -298,9 +298,7 @@ class Poller:
                 error = (
                     exc if isinstance(exc, SourceError) else _unexpected(exc, source, record.url)
                 )
-                logger.info(
-                    "source %r: %s failed, trying the next URL: %s", source.id, record.url, error
-                )
+                logger.info("%s failed, trying the next URL: %s", record.url, error)
                 self.metrics.record_url_failure(source.id, record.configured, error.kind)
                 state = mirrors.with_record(state, mirrors.failed(record, error, now))
                 continue

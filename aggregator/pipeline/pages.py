@@ -133,11 +133,7 @@ class PageFetcher:
             if key in self._pending:
                 continue
             if started == self.per_poll:
-                logger.info(
-                    "source %r: %d article pages left for the next poll",
-                    source.id,
-                    len(jobs) - started,
-                )
+                logger.info("%d article pages left for the next poll", len(jobs) - started)
                 break
             started += 1
             self._pending.add(key)
@@ -172,9 +168,9 @@ class PageFetcher:
                     page = dataclasses.replace(page, failure=f"page not usable: {exc}"[:500])
             await asyncio.to_thread(self.store.save_page, source, job.link, page, upgraded)
         except StorageError as exc:
-            logger.error("page not stored: source=%r url=%r: %s", source.id, job.link, exc)
+            logger.error("page %s not stored: %s", job.link, exc)
         except Exception:  # a bug met on a hostile page must not end the daemon's loop
-            logger.exception("page fetch crashed: source=%r url=%r", source.id, job.link)
+            logger.exception("page %s: fetch crashed", job.link)
         finally:
             self._pending.discard((source.id, job.link))
 
