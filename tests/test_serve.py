@@ -22,19 +22,18 @@ from typing import Any
 import feedparser
 import httpx2
 import pytest
+from fakereader import LatestReader
 from starlette.testclient import TestClient
 
 from aggregator.errors import StorageError
 from aggregator.export import encode_cursor
 from aggregator.metrics import Metrics
-from aggregator.search import Query, document_text
 from aggregator.serve import SourceCatalog, build_server, create_app
 from aggregator.types import (
     UTC,
     Article,
     Cursor,
     Provenance,
-    ReadBound,
     SourceState,
     StoredArticle,
     UrlState,
@@ -46,7 +45,7 @@ T0 = datetime(2024, 3, 1, 8, 0, 0, 123000, tzinfo=UTC)
 
 
 @dataclass
-class FakeReader:
+class FakeReader(LatestReader):
     """An in-memory ArticleReader with the store's ordering and filtering rules."""
 
     articles: list[StoredArticle] = field(default_factory=list)
@@ -81,32 +80,9 @@ class FakeReader:
             rows = [row for row in rows if row.cursor < before]
         return rows[:limit]
 
-    def feed_page(
-        self,
-        *,
-        sources: Sequence[str] | None = None,
-        limit: int = 50,
-        before: Cursor | None = None,
-        bound: ReadBound,
-    ) -> tuple[list[StoredArticle], bool]:
-        rows = self.latest(sources=sources, limit=limit + 1, before=before)
-        return rows[:limit], len(rows) > limit
-
     def last_updated(self, sources: Sequence[str] | None = None) -> datetime | None:
         self._check()
         return max((s.updated for s in self._select(sources)), default=None)
-
-    def search(
-        self,
-        query: Query,
-        *,
-        sources: Sequence[str] | None = None,
-        limit: int = 50,
-        before: Cursor | None = None,
-    ) -> list[StoredArticle]:
-        rows = self.latest(sources=sources, limit=len(self.articles), before=before)
-        found = [s for s in rows if query.matches(document_text(s.article.title, s.article.body))]
-        return found[:limit]
 
     def article(self, article_id: int) -> StoredArticle | None:
         self._check()

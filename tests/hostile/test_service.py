@@ -10,16 +10,16 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import pytest
+from fakereader import LatestReader
 from starlette.testclient import TestClient
 
-from aggregator.search import Query, document_text
 from aggregator.serve import create_app
-from aggregator.types import Article, Cursor, Provenance, ReadBound, SourceState, StoredArticle
+from aggregator.types import Article, Cursor, Provenance, SourceState, StoredArticle
 
 NOW = datetime(2024, 1, 1, tzinfo=UTC)
 
 
-class TinyReader:
+class TinyReader(LatestReader):
     """Two articles, one source; enough for every endpoint to render."""
 
     def __init__(self) -> None:
@@ -41,31 +41,8 @@ class TinyReader:
         rows = [row for row in self.rows if before is None or row.cursor < before]
         return rows[:limit]
 
-    def feed_page(
-        self,
-        *,
-        sources: Sequence[str] | None = None,
-        limit: int = 50,
-        before: Cursor | None = None,
-        bound: ReadBound,
-    ) -> tuple[list[StoredArticle], bool]:
-        rows = self.latest(sources=sources, limit=limit + 1, before=before)
-        return rows[:limit], len(rows) > limit
-
     def last_updated(self, sources: Sequence[str] | None = None) -> datetime | None:
         return NOW
-
-    def search(
-        self,
-        query: Query,
-        *,
-        sources: Sequence[str] | None = None,
-        limit: int = 50,
-        before: Cursor | None = None,
-    ) -> list[StoredArticle]:
-        rows = self.latest(limit=len(self.rows), before=before)
-        found = [r for r in rows if query.matches(document_text(r.article.title, r.article.body))]
-        return found[:limit]
 
     def article(self, article_id: int) -> StoredArticle | None:
         return next((row for row in self.rows if row.id == article_id), None)
