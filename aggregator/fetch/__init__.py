@@ -41,7 +41,7 @@ import functools
 import logging
 import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import TracebackType
 from urllib.parse import urlsplit
 
@@ -276,7 +276,7 @@ class Fetcher:
                 if status not in _REDIRECTS:
                     result = await self._answer(attempt, response, state, started)
                     if attempt.permanent and attempt.hops > 0 and attempt.url != start_url:
-                        result = _with_permanent_url(result, attempt.url)
+                        result = replace(result, permanent_url=attempt.url)
                     return result
                 location = response.headers.get("location")
                 if not location:
@@ -430,19 +430,6 @@ async def _close(response: httpx2.Response) -> None:
         logger.debug("connection to %s not reusable (%s)", response.request.url, exc)
     finally:
         await response.aclose()
-
-
-def _with_permanent_url(result: FetchResult, url: str) -> FetchResult:
-    return FetchResult(
-        url=result.url,
-        status=result.status,
-        content=result.content,
-        headers=result.headers,
-        etag=result.etag,
-        last_modified=result.last_modified,
-        permanent_url=url,
-        elapsed=result.elapsed,
-    )
 
 
 class _translate:
