@@ -194,27 +194,29 @@ def _store_round(
 
 
 @contextlib.contextmanager
-def progress_bar(total: int) -> Iterator[Callable[[int], None]]:
-    """A transient progress bar on stderr with the files done and posts per second;
+def progress_bar(
+    total: int, *, doing: str = "importing", unit: str = "posts"
+) -> Iterator[Callable[[int], None]]:
+    """A transient progress bar on stderr with the items done and items per second;
     yields the function that advances it."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     started = time.monotonic()
     columns = (
-        TextColumn("importing"),
+        TextColumn(doing),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.fields[rate]}"),
     )
     with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task("importing", total=total, rate="")
+        task = bar.add_task(doing, total=total, rate="")
         done = 0
 
-        def advance(files: int) -> None:
+        def advance(items: int) -> None:
             nonlocal done
-            done += files
+            done += items
             rate = done / max(time.monotonic() - started, 1e-3)
-            bar.update(task, advance=files, rate=f"{rate:,.0f} posts/s")
+            bar.update(task, advance=items, rate=f"{rate:,.0f} {unit}/s")
 
         yield advance

@@ -96,6 +96,12 @@ class Metrics:
             "1 when the last scrape could read the database.",
             registry=reg,
         )
+        self.search_backlog = Gauge(
+            "aggregator_search_backlog",
+            "Stored articles waiting for the search index (searches still find them; "
+            "a backlog that stays high means the daemon never has a pause to index in).",
+            registry=reg,
+        )
         self.url_failures = Counter(
             "aggregator_source_url_failures",
             "Failed attempts of one URL of a source with mirrors, by error kind.",

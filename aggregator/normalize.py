@@ -27,7 +27,7 @@ from aggregator.adapters import get_adapter
 from aggregator.errors import AdapterError, ParseError
 from aggregator.parse import EntryLimits, parse_feed
 from aggregator.parse.limits import DEFAULT_LIMITS, MAX_TITLE_BYTES, cut_bytes, cut_problem
-from aggregator.search.text import article_tokens, fold
+from aggregator.search.text import fold
 from aggregator.types import Article, RawEntry, Source
 
 __all__ = [
@@ -131,14 +131,14 @@ def adapt_entries(
 
 
 def _fingerprinted(article: Article) -> Article:
-    """``article`` with its fingerprint and search tokens computed now, in the parse
-    worker.
+    """``article`` with its fingerprint computed now, in the parse worker.
 
-    The cached values are pickled with the article, so the daemon's one store thread
-    does not spend its time hashing and tokenizing bodies that many workers could.
+    The cached value is pickled with the article, so the daemon's one store thread
+    does not spend its time hashing bodies that many workers could.  (Search tokens
+    are not computed here: the index is written behind the polls, see
+    ``store._search``.)
     """
     article.fingerprint  # noqa: B018 - computed for its cache
-    article_tokens(article)  # computed for its cache, pickled with the article
     return article
 
 

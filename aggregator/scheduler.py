@@ -43,9 +43,14 @@ from aggregator.settings import Settings
 from aggregator.store import Store
 from aggregator.types import UTC, Source, SourceState
 
-__all__ = ["Daemon", "HostSlots", "host_of", "instance_id", "sync_sources"]
+__all__ = ["INDEX_BACKLOG_MAX", "Daemon", "HostSlots", "host_of", "instance_id", "sync_sources"]
 
 logger = logging.getLogger(__name__)
+
+#: A search-index backlog this long is taken even while polls run.  A search reads
+#: every waiting article (some 50 us each), so this bounds what a search during a
+#: long burst of polls pays (a few seconds); below it, the index waits for a pause.
+INDEX_BACKLOG_MAX = 50_000
 
 
 def host_of(url: str) -> str:
@@ -182,6 +187,8 @@ class Daemon:
         self.hosts = HostSlots(settings.max_polls_per_host)
         self._background: set[asyncio.Task[object]] = set()
         self.claim_failures = _FailureReport("claiming due sources")
+        self.index_failures = _FailureReport("updating the search index")
+        self._indexing = False
 
     async def poll_due(self) -> list[str]:
         """Claim what is due (a batch, when the queue runs low) and start what fits."""
@@ -322,6 +329,47 @@ class Daemon:
             ", ".join(changed) or "none",
         )
 
+    async def index_soon(self) -> None:
+        """Start taking the search index's backlog unless that is under way (every
+        tick; a coroutine, so that APScheduler runs it on the loop, not in a thread)."""
+        if not self._indexing and not self._stopping:
+            self._indexing = True
+            self._spawn(self.index_behind())
+
+    async def index_behind(self) -> None:
+        """Index the articles stored since the index last caught up, a batch per
+        transaction, while no poll runs (or the backlog passes
+        :data:`INDEX_BACKLOG_MAX`).
+
+        The index is written behind the polls (``store._search``): in a burst of
+        polls the store's thread stores, and indexes in the pause after it.  A poll
+        that starts meanwhile waits for one batch at most.
+        """
+        started, done = time.monotonic(), 0
+        try:
+            while not self._stopping:
+                if self.in_flight or self.queue:
+                    backlog = await asyncio.to_thread(self.store.search_backlog)
+                    if backlog <= INDEX_BACKLOG_MAX:
+                        break
+                indexed = await asyncio.to_thread(self.store.index_pending)
+                if not indexed:
+                    break
+                done += indexed
+        except StorageError as exc:
+            self.index_failures.failed(exc)
+            return
+        finally:
+            self._indexing = False
+        self.index_failures.succeeded()
+        if done:
+            logger.log(
+                logging.INFO if time.monotonic() - started > 1 else logging.DEBUG,
+                "search index: %d articles indexed in %.1f s",
+                done,
+                time.monotonic() - started,
+            )
+
     async def renew_leases(self) -> None:
         """Extend the claims of the polls still running, so none outlasts its lease."""
         running = sorted(self.in_flight)
@@ -376,6 +424,14 @@ class Daemon:
             max_instances=1,
             coalesce=True,
             next_run_time=datetime.now(UTC),
+        )
+        self.scheduler.add_job(
+            self.index_soon,
+            "interval",
+            seconds=self.tick,
+            id="index-behind",
+            max_instances=1,
+            coalesce=True,
         )
         self.scheduler.add_job(
             self.renew_leases,

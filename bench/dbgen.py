@@ -240,7 +240,11 @@ def reset(path: Path) -> None:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("BEGIN IMMEDIATE")
         # A contentless index forgets an article given the tokens it was indexed with.
-        gone = "SELECT id, title, body FROM articles WHERE source_id >= 'c' AND source_id < 'z'"
+        # Those still waiting for the index are not in it (their queue rows go with them).
+        gone = (
+            "SELECT id, title, body FROM articles WHERE source_id >= 'c' AND source_id < 'z' "
+            "AND id NOT IN (SELECT article_id FROM search_pending)"
+        )
         conn.executemany(
             f"INSERT INTO {TABLE} ({TABLE}, rowid, tokens) VALUES ('delete', ?, ?)",
             [(id_, indexed_tokens(title, body)) for id_, title, body in conn.execute(gone)],

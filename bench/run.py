@@ -300,6 +300,7 @@ class Bench:
             )
             if count == self.large:
                 self.add_rss(f"Peak RSS of the daemon, {count}-feed full poll", ours)
+                self.catch_up(count, entries, ours)
             else:
                 self.fulltext(count, ids, ours)
             reader = None
@@ -317,8 +318,8 @@ class Bench:
                 self.add(
                     f"Full-poll speed ratio ours/reader, {count} feeds",
                     f"{rate / rrate:.2f}x",
-                    ">= 2.5x",
-                    rate / rrate >= 2.5,
+                    ">= 3x",
+                    rate / rrate >= 3,
                 )
             if count == self.large:
                 log(f"re-poll, {count} unchanged feeds ({REPOLLS} in one process): ours ...")
@@ -659,6 +660,23 @@ class Bench:
             f"{cond['rps']:,.0f} requests/s (p50 {cond['p50'] * 1000:.1f} ms)",
         )
 
+    def catch_up(self, count: int, entries: int, ours: dict[str, Any]) -> None:
+        """The search index, written in the pause after the poll: its cost beside the
+        poll's own (daemon and parse workers), per article."""
+        indexed = ours["catch_up_articles"]
+        if not indexed:
+            self.notes.append(f"ours-full-{count}: the search index had nothing to catch up")
+            return
+        per_article = ours["catch_up_cpu"] / indexed
+        poll_cpu = (ours["cpu"] + ours["workers_cpu"]) / entries
+        self.add(
+            f"Search index catch-up after the {count}-feed full poll",
+            f"{indexed} articles in {ours['catch_up_wall']:.1f} s, "
+            f"{per_article * 1000:.3f} ms CPU per article "
+            f"({per_article / poll_cpu:.0%} of the poll's {poll_cpu * 1000:.3f} ms of CPU "
+            "per entry, daemon and parse workers; taken when the polls pause)",
+        )
+
     def growth_cost(self, dbs: dict[int, Path]) -> None:
         growth_ids = feed_ids(0, self.growth)
         entries = self.entries(growth_ids)
@@ -700,8 +718,8 @@ class Bench:
         share = statistics.median(index_shares)
         self.add(
             "Search index writes in a full poll (store thread CPU, all sizes)",
-            f"+{share:.0%} of the daemon's other CPU per entry "
-            "(tokens are computed in the parse workers, not counted here)",
+            f"+{share:.1%} of the daemon's other CPU per entry (the poll queues its "
+            "articles; the index itself is written after it: see the catch-up)",
             "<= +25%",
             share <= 0.25,
         )

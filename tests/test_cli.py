@@ -21,7 +21,8 @@ from typer.testing import CliRunner
 from aggregator import archive
 from aggregator.adapters import get_adapter, register
 from aggregator.cli import app
-from aggregator.store import Store
+from aggregator.search import parse_query
+from aggregator.store import Store, _search
 from aggregator.store.tables import articles
 from aggregator.types import Article, RawEntry, Source
 
@@ -114,9 +115,16 @@ def invoke(config: Path) -> Iterator[Invoke]:
     yield run
 
 
-def test_import_then_jekyll_export_reproduces_the_seeds(invoke: Invoke, tmp_path: Path) -> None:
+def test_import_then_jekyll_export_reproduces_the_seeds(
+    invoke: Invoke, tmp_path: Path, database_url: str
+) -> None:
     output = invoke("import", *map(str, SEEDS))
     assert "5 files: 5 new" in output
+    with Store.open(database_url) as store:  # indexed before the command exited
+        assert store.search_backlog() == 0
+        found = {item.id for item in store.search(parse_query("防长"))}
+        with store.engine.connect() as conn:
+            assert _search.candidates(conn, parse_query("防长")) == found != set()
     assert "0 new" in invoke("import", str(FIXTURES / "seeds"))  # twice adds nothing
 
     out = tmp_path / "site"

@@ -638,6 +638,11 @@ FEEDS = {
 }
 
 
+def _backlog(daemon: DaemonProcess) -> int:
+    body = httpx2.get(daemon.url + "/healthz", timeout=10).json()
+    return int(body["search_backlog"])
+
+
 def test_the_running_daemon_serves_what_it_polled(
     server: FeedServer, tmp_path: Path, start: Callable[..., DaemonProcess]
 ) -> None:
@@ -664,8 +669,11 @@ def test_the_running_daemon_serves_what_it_polled(
         lambda: all((health().get(s) or {}).get("last_success") for s in FEEDS), 30, step=0.2
     ), daemon.log()
 
+    # The index takes what the polls stored in the next pause (a tick).
+    assert wait_until(lambda: health() and _backlog(daemon) == 0, 30, step=0.2), daemon.log()
     with Store.open(_sqlite_url(tmp_path), migrate=False) as store:
         stored = store.latest(limit=1000)
+        assert store.search_backlog() == 0
     assert len(stored) > 30
     db_links = [item.article.link for item in stored]
     db_titles = {item.article.link: item.article.title for item in stored}

@@ -144,8 +144,10 @@ def test_poll_stores_every_source_once_and_cleanly(
     try:
         stored = store.latest(limit=1000)
         counts = store.article_counts()
+        backlog = store.search_backlog()
     finally:
         store.close()
+    assert backlog == 0  # the one-shot poll indexed what it stored before exiting
 
     expected = len(set().union(*(_stories(path) for _, _, path in FEEDS.values())))
     assert expected == 20 + 15 + 1 + 1 + 1 + 2

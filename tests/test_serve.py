@@ -52,6 +52,7 @@ class FakeReader(LatestReader):
     source_states: list[SourceState] = field(default_factory=list)
     down: bool = False
     latest_calls: int = 0
+    backlog: int = 0
 
     def _check(self) -> None:
         if self.down:
@@ -98,6 +99,10 @@ class FakeReader(LatestReader):
     def article_counts(self) -> dict[str, int]:
         self._check()
         return dict(Counter(p.source_id for s in self.articles for p in s.provenance))
+
+    def search_backlog(self) -> int:
+        self._check()
+        return self.backlog
 
 
 def make_article(
@@ -493,6 +498,10 @@ def test_metrics_endpoint(client: TestClient, metrics: Metrics, reader: FakeRead
     )
     assert success is not None and float(success[1]) == T0.timestamp()
     assert "aggregator_database_up 1.0" in text
+    assert "aggregator_search_backlog 0.0" in text
+    reader.backlog = 7
+    assert "aggregator_search_backlog 7.0" in client.get("/metrics").text
+    assert client.get("/healthz").json()["search_backlog"] == 7
 
     reader.down = True
     down = client.get("/metrics")

@@ -5,6 +5,7 @@ database threads, the poller, the feeds' site and the HTTP app.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -22,6 +23,9 @@ if TYPE_CHECKING:
     from aggregator.settings import Settings
     from aggregator.store import Store
     from aggregator.types import Source
+
+
+logger = logging.getLogger(__package__)  # "aggregator.cli", as in _context
 
 
 def _limits(settings: Settings) -> FetchLimits:
@@ -46,6 +50,29 @@ def _store(settings: Settings) -> Iterator[Store]:
         yield store
     finally:
         store.close()
+
+
+def _index_stored(store: Store) -> None:
+    """Bring the search index up to what the command stored, before it exits.
+
+    The index is written behind the writes (``store._search``); the daemon catches
+    up between polls, but a one-shot command has no later idle time, and a backlog
+    left behind would make every search read the waiting articles one by one.
+    """
+    import time
+
+    from aggregator.importer import progress_bar
+
+    backlog = store.search_backlog()
+    if not backlog:
+        return
+    started = time.monotonic()
+    done = 0
+    with progress_bar(backlog, doing="indexing for search", unit="articles") as advance:
+        while indexed := store.index_pending():
+            done += indexed
+            advance(indexed)
+    logger.info("search index: %d articles indexed in %.1f s", done, time.monotonic() - started)
 
 
 def _use_database_threads(store: Store) -> None:

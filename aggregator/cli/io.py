@@ -26,7 +26,7 @@ from aggregator.cli._context import (
     logger,
     out,
 )
-from aggregator.cli._wiring import _feed_site, _store
+from aggregator.cli._wiring import _feed_site, _index_stored, _store
 from aggregator.errors import AdapterError, ConfigError, QueryError
 
 # Imported where used, as everywhere in the CLI (see _context).
@@ -191,22 +191,20 @@ def import_(
         settings = CONTEXT.settings()
         configured = _sources(settings)
         forced = _pick(configured, [source])[0] if source else None
-        with (
-            _store(settings) as store,
-            parse_pool(settings) as pool,
-            importer.progress_bar(len(files)) as advance,
-        ):
-            imported = importer.import_files(
-                files,
-                store,
-                pool,
-                sources=configured,
-                forced=forced,
-                restore=restore,
-                max_title_bytes=settings.max_title_bytes,
-                skipped=lambda line: _say(f"skipped {line}"),
-                progress=advance,
-            )
+        with _store(settings) as store:
+            with parse_pool(settings) as pool, importer.progress_bar(len(files)) as advance:
+                imported = importer.import_files(
+                    files,
+                    store,
+                    pool,
+                    sources=configured,
+                    forced=forced,
+                    restore=restore,
+                    max_title_bytes=settings.max_title_bytes,
+                    skipped=lambda line: _say(f"skipped {line}"),
+                    progress=advance,
+                )
+            _index_stored(store)
     counts, skipped = imported.counts, imported.skipped
     held = counts.tombstoned  # part of the store's skipped count: not duplicates
     out.print(
@@ -281,6 +279,7 @@ def renormalize(
                     pairs.append((entry, result))
                 counts = store.replace_articles(chosen[source_id], pairs)
                 out.print(f"{source_id}: {counts.updated} updated, {counts.unchanged} unchanged")
+            _index_stored(store)
     if skipped:
         out.print(f"{skipped} entries skipped (see log)")
 

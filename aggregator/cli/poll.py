@@ -10,7 +10,13 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from aggregator.cli._context import CONTEXT, SourceOption, _pick, _reported, _sources, app, out
-from aggregator.cli._wiring import _limits, _poller, _store, _use_database_threads
+from aggregator.cli._wiring import (
+    _index_stored,
+    _limits,
+    _poller,
+    _store,
+    _use_database_threads,
+)
 from aggregator.errors import RateLimitedError
 
 # Imported where used, as everywhere in the CLI (see _context).
@@ -98,6 +104,7 @@ def poll(
             if force:
                 _lift_disabled(store, [states[item.id] for item in polled if item.id in states])
             outcomes = asyncio.run(_poll_once(settings, polled, store)) if polled else []
+            _index_stored(store)
     table = Table("source", "status", "new", "updated", "unchanged", "time", "problem")
     by_id = {outcome.source_id: outcome for outcome in outcomes}
     for item in chosen:

@@ -27,8 +27,6 @@ import unicodedata
 
 import opencc
 
-from aggregator.types import Article
-
 __all__ = [
     "WORD_TOKEN_MAX",
     "document_text",
@@ -143,27 +141,8 @@ def tokens(folded: str) -> set[str]:
 
 def indexed_tokens(title: str, body: str) -> str:
     """An article's tokens as the index receives them: one per line (a line break is a
-    separator to SQLite's tokenizer and cheap to pickle and split)."""
+    separator to SQLite's tokenizer and cheap to split)."""
     return "\n".join(tokens(document_text(title, body)))
-
-
-_CACHE_KEY = "_search_tokens"
-
-
-def article_tokens(article: Article) -> str:
-    """:func:`indexed_tokens` of ``article``, cached on it.
-
-    Kept in the article's ``__dict__`` (as ``functools.cached_property`` keeps
-    ``Article.fingerprint``), so it is pickled with the article: the parse workers
-    compute the tokens, not the daemon's one store thread.  One string, because
-    unpickling a thousand small ones cost the daemon more than splitting one (130
-    against 40 us an article).  ``dataclasses.replace`` makes a new article without
-    it, as a changed body needs.
-    """
-    cached = article.__dict__.get(_CACHE_KEY)
-    if cached is None:
-        cached = article.__dict__[_CACHE_KEY] = indexed_tokens(article.title, article.body)
-    return cached
 
 
 def term_tokens(folded: str) -> frozenset[str]:

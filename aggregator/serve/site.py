@@ -85,6 +85,10 @@ class ArticleReader(Protocol):
 
     def article_counts(self) -> dict[str, int]: ...
 
+    def search_backlog(self) -> int:
+        """Stored articles the search index has not taken yet."""
+        ...
+
 
 class BadRequest(Exception):
     """A client mistake; the message is shown to the client, so keep it short and safe."""

@@ -74,6 +74,7 @@ def _healthz_endpoint(reader: ArticleReader, site: _Site) -> Route:
         try:
             reader.ping()
             states = reader.states()
+            backlog = reader.search_backlog()
         except StorageError as exc:
             # The reason goes to the log only: it may name the database URL.
             logger.warning("health check: database unreachable: %s", exc)
@@ -87,6 +88,7 @@ def _healthz_endpoint(reader: ArticleReader, site: _Site) -> Route:
             "status": "degraded" if problems else "ok",
             "database": "ok",
             "failing": [_failing_json(problem) for problem in problems],
+            "search_backlog": backlog,
             "sources": sources,
         }
         return _json(body, headers={"Cache-Control": "no-store"})
@@ -103,6 +105,7 @@ def _metrics_endpoint(reader: ArticleReader, site: _Site) -> Route:
     def endpoint(request: Request) -> Response:
         try:
             site.metrics.observe_states(reader.states())
+            site.metrics.search_backlog.set(reader.search_backlog())
             site.metrics.database_up.set(1)
         except StorageError as exc:
             # A scrape must still succeed when the database is down: that is when the

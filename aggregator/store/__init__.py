@@ -2,9 +2,10 @@
 
 One :class:`Store` facade over per-domain mixins, as reader splits its storage:
 ``_state`` (polling state and leases), ``_articles`` (writes, provenance, raw
-entries), ``_pages`` (article pages fetched for full text), ``_reads`` (pages,
-counts, raw entries back), ``_retention`` (prune and tombstones), all on
-``_base`` (engine, error wrapper, SQL helpers).  A new method goes into the mixin
+entries), ``_indexing`` (the search index's queue), ``_pages`` (article pages
+fetched for full text), ``_reads`` (pages, counts, raw entries back),
+``_retention`` (prune and tombstones), all on ``_base`` (engine, error wrapper,
+SQL helpers).  A new method goes into the mixin
 of its domain; this module keeps only opening, closing and the schema.
 
 Every database failure leaves as :class:`~aggregator.errors.StorageError` naming
@@ -24,6 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from aggregator.migrations import head_revisions, upgrade
 from aggregator.store import _meta, _search
 from aggregator.store._articles import ArticlesMixin
+from aggregator.store._indexing import IndexingMixin
 from aggregator.store._pages import PagesMixin
 from aggregator.store._reads import ReadsMixin
 from aggregator.store._retention import PruneReport, RetentionMixin, SourcePrune
@@ -36,7 +38,7 @@ __all__ = ["PruneReport", "SourcePrune", "Store"]
 _MIGRATION_LOCK = 0x61676772  # "aggr"
 
 
-class Store(StateMixin, PagesMixin, ArticlesMixin, ReadsMixin, RetentionMixin):
+class Store(StateMixin, PagesMixin, ArticlesMixin, IndexingMixin, ReadsMixin, RetentionMixin):
     """One database, shared safely by several processes and threads.
 
     Methods are thread-safe (each takes its own pooled connection).  ``now`` is an

@@ -159,14 +159,15 @@ class ReadsMixin(StoreBase):
         """The newest ``limit`` articles matching ``query`` (older than ``before``),
         newest first, as :meth:`latest` orders and filters them.
 
-        The index proposes candidates in order; each is checked against its folded
-        text, so the answer is exactly the articles that match.
+        The index proposes candidates, and every article still waiting for the
+        index is one too; each is checked against its folded text, so the answer is
+        exactly the articles that match.
         """
         if limit <= 0:
             return []
         found: list[StoredArticle] = []
         with self._errors("search", query=str(query)), self._engine.connect() as conn:
-            blocks = _search.candidates(conn, query)
+            blocks = _search.candidates(conn, query) | _search.pending(conn)
             ordered = _search.newest_first(
                 conn, blocks, sources=sources, before=before, limit=limit
             )

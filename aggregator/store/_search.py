@@ -23,6 +23,16 @@ one string or array per article, and the database inverts them:
 A query asks the index for the ids holding every token of some term of each
 clause; :func:`newest_first` orders them and :meth:`Store.search` verifies each
 against its text, so the index only has to propose a superset.
+
+The index is written behind the writes, not in them.  Its tokens cost about as much
+CPU as parsing and cleaning an entry, and a first poll of many feeds, an import or
+a renormalize would pay it on the store's one thread while every poll waits.  So
+a stored or rewritten article is only named in ``search_pending`` (in the write's
+own transaction, so a crash loses nothing), and :func:`index_pending` takes the
+queue in batches when there is time (the daemon between polls; the one-shot
+commands before they exit).  A search adds every waiting article to the index's
+candidates and verifies it like them: the answer is exact however far behind the
+index is, only slower while thousands wait.
 """
 
 from __future__ import annotations
@@ -47,16 +57,20 @@ from sqlalchemy import (
 from sqlalchemy.sql.expression import TableClause
 
 from aggregator.search import Query, Term
-from aggregator.search.text import article_tokens, indexed_tokens, is_cjk_char
-from aggregator.store.tables import UTCDateTime, articles, provenance
+from aggregator.search.text import indexed_tokens, is_cjk_char
+from aggregator.store._base import dialect_insert
+from aggregator.store.tables import UTCDateTime, articles, provenance, search_pending
 from aggregator.types import Article, Cursor
 
 __all__ = [
     "TABLE",
     "add_tokens",
+    "backlog",
     "candidates",
     "index",
+    "index_pending",
     "newest_first",
+    "pending",
     "rebuild",
     "reindex",
     "unindex",
@@ -114,34 +128,84 @@ def _with_characters(found: list[str]) -> list[str]:
     return [*found, *starts.difference(found)]
 
 
-def _forget(conn: Connection, docs: Iterable[tuple[int, str]]) -> None:
-    """Take articles out of the SQLite index, given the tokens they were indexed with."""
-    if rows := list(docs):
+def _forget(conn: Connection, gone: Iterable[tuple[int, Article]]) -> None:
+    """Take articles out of the SQLite index, given the text they were indexed with
+    (the caller has left out those still waiting: they are not in it)."""
+    if rows := [(id_, indexed_tokens(article.title, article.body)) for id_, article in gone]:
         conn.exec_driver_sql(_SQLITE_DELETE, rows)
 
 
+def _waiting(conn: Connection, ids: Iterable[int]) -> set[int]:
+    """Which of ``ids`` are still in the queue."""
+    found: set[int] = set()
+    ordered = sorted(ids)
+    pending_id = search_pending.c.article_id
+    for start in range(0, len(ordered), _BATCH):
+        chunk = ordered[start : start + _BATCH]
+        found.update(conn.scalars(select(pending_id).where(pending_id.in_(chunk))))
+    return found
+
+
+def _enqueue(conn: Connection, ids: Iterable[int]) -> None:
+    if rows := [{"article_id": id_} for id_ in ids]:
+        conn.execute(dialect_insert(conn, search_pending).on_conflict_do_nothing(), rows)
+
+
 def index(conn: Connection, added: Mapping[int, Article]) -> None:
-    """Index articles just inserted."""
-    add_tokens(conn, ((id_, article_tokens(article)) for id_, article in added.items()))
+    """Queue articles just inserted for the index."""
+    _enqueue(conn, added)
 
 
 def unindex(conn: Connection, gone: Mapping[int, Article]) -> None:
     """Forget articles about to be deleted (their ids may be reused).  PostgreSQL's
-    rows go with the articles."""
+    index rows and both databases' queue rows go with the articles (cascade)."""
     if _sqlite(conn):
-        _forget(conn, ((id_, article_tokens(article)) for id_, article in gone.items()))
+        waiting = _waiting(conn, gone)
+        _forget(conn, ((id_, article) for id_, article in gone.items() if id_ not in waiting))
 
 
 def reindex(conn: Connection, changed: Iterable[tuple[int, Article, Article]]) -> None:
-    """Follow ``(id, old, new)`` rewrites whose text changed."""
-    rewritten = [
-        (id_, old, new)
-        for id_, old, new in changed
-        if (old.title, old.body) != (new.title, new.body)
-    ]
+    """Follow ``(id, old, new)`` rewrites whose text changed: the old tokens leave the
+    SQLite index now (they are known now), the new ones come with the queue.
+    PostgreSQL's row is replaced when the queue reaches it."""
+    rewritten = {
+        id_: old for id_, old, new in changed if (old.title, old.body) != (new.title, new.body)
+    }
     if _sqlite(conn):
-        _forget(conn, ((id_, article_tokens(old)) for id_, old, _ in rewritten))
-    add_tokens(conn, ((id_, article_tokens(new)) for id_, _, new in rewritten))
+        waiting = _waiting(conn, rewritten)
+        _forget(conn, ((id_, old) for id_, old in rewritten.items() if id_ not in waiting))
+    _enqueue(conn, rewritten)
+
+
+def pending(conn: Connection) -> set[int]:
+    """The articles waiting for the index: a search verifies each of them."""
+    return set(conn.scalars(select(search_pending.c.article_id)))
+
+
+def backlog(conn: Connection) -> int:
+    """How many articles wait for the index."""
+    return conn.scalar(select(func.count()).select_from(search_pending)) or 0
+
+
+def index_pending(conn: Connection, limit: int) -> int:
+    """Index up to ``limit`` waiting articles, oldest first, and take them off the
+    queue, in the caller's (writing) transaction; returns how many.
+
+    On PostgreSQL the rows taken are locked and those another process holds are
+    skipped, so several daemons sharing the database split the queue.
+    """
+    pending_id = search_pending.c.article_id
+    taking = select(pending_id).order_by(pending_id).limit(limit)
+    if not _sqlite(conn):
+        taking = taking.with_for_update(skip_locked=True)
+    ids = list(conn.scalars(taking))
+    if not ids:
+        return 0
+    a = articles.c
+    texts = conn.execute(select(a.id, a.title, a.body).where(a.id.in_(ids)))
+    add_tokens(conn, ((id_, indexed_tokens(title, body)) for id_, title, body in texts))
+    conn.execute(search_pending.delete().where(pending_id.in_(ids)))
+    return len(ids)
 
 
 def rebuild(conn: Connection) -> int:
@@ -151,6 +215,7 @@ def rebuild(conn: Connection) -> int:
         conn.exec_driver_sql(f"INSERT INTO {TABLE} ({TABLE}) VALUES ('delete-all')")
     else:
         conn.exec_driver_sql(f"DELETE FROM {TABLE}")
+    conn.execute(search_pending.delete())
     a = articles.c
     last, count = 0, 0
     while True:

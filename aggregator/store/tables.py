@@ -47,6 +47,7 @@ __all__ = [
     "PageRow",
     "ProvenanceRow",
     "RawEntryRow",
+    "SearchPendingRow",
     "SourceStateRow",
     "TombstoneRow",
     "UTCDateTime",
@@ -58,6 +59,7 @@ __all__ = [
     "pages",
     "provenance",
     "raw_entries",
+    "search_pending",
     "source_state",
     "state_values",
     "to_article",
@@ -264,6 +266,21 @@ class TombstoneRow(SQLModel, table=True):
     pruned_at: datetime = Field(sa_type=UTCDateTime)
 
 
+class SearchPendingRow(SQLModel, table=True):
+    """An article stored but not yet in the search index (see ``store._search``)."""
+
+    __tablename__ = "search_pending"
+
+    article_id: int = Field(
+        sa_type=Integer,
+        primary_key=True,
+        sa_column_args=[
+            ForeignKey("articles.id", ondelete="CASCADE", name="fk_search_pending_article")
+        ],
+        sa_column_kwargs={"autoincrement": False},
+    )
+
+
 class PageRow(SQLModel, table=True):
     """An article page fetched for a summary-only entry (full text).
 
@@ -300,6 +317,7 @@ leases: Table = metadata.tables["leases"]
 tombstones: Table = metadata.tables["tombstones"]
 meta: Table = metadata.tables["meta"]
 pages: Table = metadata.tables["pages"]
+search_pending: Table = metadata.tables["search_pending"]
 
 
 def article_values(article: Article, *, updated: datetime) -> dict[str, Any]:

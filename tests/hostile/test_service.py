@@ -56,6 +56,9 @@ class TinyReader(LatestReader):
     def article_counts(self) -> dict[str, int]:
         return {"one": 2}
 
+    def search_backlog(self) -> int:
+        return 0
+
 
 @pytest.fixture(scope="module")
 def client() -> TestClient:

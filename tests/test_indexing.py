@@ -1,0 +1,77 @@
+"""The search index written behind the writes: the daemon takes the backlog in the
+pauses between polls, and during a long burst only once it passes its bound."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import pytest
+
+from aggregator import scheduler
+from aggregator.scheduler import Daemon
+from aggregator.search import parse_query
+from aggregator.settings import Settings
+from aggregator.store import Store, _search
+from aggregator.types import Article
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _articles(count: int) -> list[Article]:
+    return [
+        Article("a", "A", f"防长 {n}", f"https://a.example/{n}", "<p>x</p>", NOW, NOW)
+        for n in range(count)
+    ]
+
+
+def _daemon(store: Store) -> Daemon:
+    # The poller is never reached: only the indexing is exercised.
+    return Daemon(Settings(database_url="sqlite://"), [], store, poller=None)  # type: ignore[arg-type]
+
+
+def test_the_daemon_indexes_in_a_pause_and_waits_while_polls_run(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Store.open(database_url) as store:
+        store.import_articles(_articles(30), now=NOW)
+        daemon = _daemon(store)
+
+        async def run() -> None:
+            poll = asyncio.get_running_loop().create_future()
+            daemon.in_flight["x"] = poll  # type: ignore[assignment]
+            await daemon.index_behind()
+            assert store.search_backlog() == 30  # a poll runs: the index waits
+            monkeypatch.setattr(scheduler, "INDEX_BACKLOG_MAX", 10)
+            await daemon.index_behind()
+            assert store.search_backlog() == 0  # past the bound it goes on anyway
+            poll.cancel()
+
+        asyncio.run(run())
+        store.import_articles(_articles(40)[30:], now=NOW)
+
+        async def pause() -> None:
+            daemon.in_flight.clear()
+            await daemon.index_soon()  # what the tick does
+            await daemon.index_soon()  # a second tick meanwhile starts nothing more
+            await asyncio.gather(*daemon._background)
+
+        asyncio.run(pause())
+        assert store.search_backlog() == 0
+        assert len(store.search(parse_query("防长"), limit=100)) == 40
+
+
+def test_the_queue_is_taken_oldest_first_in_bounded_batches(database_url: str) -> None:
+    with Store.open(database_url) as store:
+        store.import_articles(_articles(7), now=NOW)
+        ids = sorted(item.id for item in store.latest(limit=100))
+
+        def indexed() -> set[int]:
+            with store.engine.connect() as conn:
+                return _search.candidates(conn, parse_query("防长"))
+
+        assert store.index_pending(limit=3) == 3
+        assert indexed() == set(ids[:3])
+        assert [store.index_pending(limit=3) for _ in range(3)] == [3, 1, 0]
+        assert indexed() == set(ids)
+        assert store.search_backlog() == 0
