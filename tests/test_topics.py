@@ -80,6 +80,10 @@ def test_topic_json_feed_validates(client: TestClient) -> None:
     JSON_VALIDATOR.validate(document)
     assert document["title"].endswith("中俄防长")
     assert client.get("/topics/nope/feed.json").status_code == 400
+    both = client.get("/topics/defence/feed.json", params={"q": "香港"})
+    assert both.status_code == 400 and "q and topic cannot be combined" in both.text
+    assert client.get("/", params={"topic": "defence", "q": "香港"}).status_code == 400
+    assert client.get("/", params={"topic": "defence", "q": " "}).status_code == 200
 
 
 def test_the_page_searches_and_highlights(client: TestClient) -> None:

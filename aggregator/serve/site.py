@@ -320,14 +320,18 @@ def _in_script(stored: StoredArticle, script: Script | None) -> StoredArticle:
 
 def _search_of(request: Request, site: _Site) -> tuple[Query | None, Topic | None]:
     """The search a request asks for: a topic (``/topics/ID/...`` or ``?topic=``)
-    or a query (``?q=``); a blank ``q`` is no search (an empty search box)."""
+    or a query (``?q=``); a blank ``q`` is no search (an empty search box).  Both at
+    once is refused rather than one silently ignored: the feed's title and links
+    would name a search other than the one asked for."""
     topic_id = request.path_params.get("topic") or request.query_params.get("topic")
+    text = request.query_params.get("q", "")
     if topic_id is not None:
+        if text.strip():
+            raise BadRequest("q and topic cannot be combined")
         topic = site.topics.get(topic_id)
         if topic is None:
             raise BadRequest(f"unknown topic {topic_id[:64]!r}")
         return topic.query, topic
-    text = request.query_params.get("q", "")
     if not text.strip():
         return None, None
     try:
