@@ -174,3 +174,79 @@ def test_an_edited_file_is_reloaded_without_a_signal_and_a_broken_one_is_not(
     assert not server.requests("/c")
     assert len(server.requests("/a")) <= polls_of_a + 1  # at most one already under way
     assert daemon.stop(30) == 0
+
+
+# -- topics reload with the sources file ---------------------------------------------
+
+
+def _topic_block(topic_id: str, title: str, query: str) -> str:
+    return f'\n[[topic]]\nid = "{topic_id}"\ntitle = "{title}"\nquery = "{query}"\n'
+
+
+def test_topics_added_changed_and_removed_in_the_file_are_served_without_a_restart(
+    tmp_path: Path, server: FeedServer, start: Callable[..., DaemonProcess]
+) -> None:
+    config = write_config(tmp_path, server, [SourceSpec("a", "/a")], parse_processes=0)
+    sources = tmp_path / "sources.toml"
+    base = sources.read_text(encoding="utf-8")
+    sources.write_text(base + _topic_block("story", "Stories", "story"), encoding="utf-8")
+    daemon = start(config, database_url=_database(tmp_path))
+    daemon.wait_http()
+
+    def feed(topic_id: str, headers: dict[str, str] | None = None) -> httpx2.Response:
+        url = f"{daemon.url}/topics/{topic_id}/feed.json"
+        return httpx2.get(url, headers=headers or {}, timeout=5)
+
+    def titles(topic_id: str) -> list[str] | None:
+        """The topic feed's item titles; None while it is no topic (400)."""
+        response = feed(topic_id)
+        if response.status_code == 400:
+            return None
+        assert response.status_code == 200, response.text
+        return [item["title"] for item in response.json()["items"]]
+
+    def page() -> str:
+        return httpx2.get(daemon.url + "/", timeout=5).text
+
+    assert wait_until(lambda: titles("story") == ["First [story]"], 30), daemon.log()
+    before = feed("story")
+    assert "Firsts" not in page()
+
+    # "story" searches for something else now (its articles change under the same URL,
+    # so its validator must too); "first" is added.
+    sources.write_text(
+        base
+        + _topic_block("story", "Stories", "nothing-matches-this")
+        + _topic_block("first", "Firsts", "first"),
+        encoding="utf-8",
+    )
+    assert wait_until(lambda: titles("story") == [], 30), daemon.log()
+    assert titles("first") == ["First [story]"]
+    assert "added first; removed none; changed story" in daemon.log()
+    again = feed("story", {"If-None-Match": before.headers["etag"]})
+    assert again.status_code == 200 and again.json()["items"] == []
+    listed = page()
+    assert f'href="{daemon.url}/?topic=first">Firsts</a>' in listed and "Stories" in listed
+    atom = httpx2.get(f"{daemon.url}/topics/first/atom.xml", timeout=5).text
+    assert "<title>aggregator: Firsts</title>" in atom
+
+    # "first" is broken by an edit (it stays as it was), "story" removed, "third" added.
+    sources.write_text(
+        base
+        + _topic_block("first", "Firsts", "first OR")
+        + _topic_block("third", "Thirds", "body"),
+        encoding="utf-8",
+    )
+    assert wait_until(lambda: titles("third") is not None, 30), daemon.log()
+    assert titles("story") is None
+    assert titles("first") == ["First [story]"]
+    assert titles("third") == ["First [story]"]
+    reported = [line for line in daemon.log().splitlines() if "(first)" in line]
+    assert len(reported) == 1, reported  # one line, naming the file and the topic
+    assert (
+        f"topic not reloaded: {sources}:topic[0] (first).query: OR needs a term on each side;"
+        " the topic stays as it was"
+    ) in reported[0]
+    listed = page()
+    assert "Thirds" in listed and "Stories" not in listed and "Firsts" in listed
+    assert daemon.stop(30) == 0

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import html
 import re
 import zoneinfo
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import feedparser
 import pytest
+from httpx2 import Response
+from lxml import etree
+from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from aggregator import archive
+from aggregator.export.feeds import ATOM_NS
+from aggregator.search import Topic, parse_query
 from aggregator.search.script import chinese_script, convert, convert_html
 from aggregator.serve import create_app
 from aggregator.settings import Settings
@@ -135,3 +142,111 @@ def test_settings_check_the_time_zone_and_hide_the_token() -> None:
     assert TOKEN not in repr(settings)
     with pytest.raises(ValueError):
         Settings(feed_token="short")
+
+
+# -- the token in the links back to the service ------------------------------------------
+
+HERE = "http://testserver"  # the base URL is the test client's, so every link can be followed
+
+
+def _links(response: Response) -> list[str]:
+    """Every URL a feed or page answer writes: hrefs, form actions, RSS links, JSON URLs."""
+    kind = response.headers["content-type"]
+    if "json" in kind:
+        document = response.json()
+        found = [document.get(key) for key in ("home_page_url", "feed_url", "next_url")]
+        for item in document["items"]:
+            found += [item["url"], *(source["url"] for source in item["_aggregator"]["sources"])]
+        return [url for url in found if url]
+    if "html" in kind:
+        hrefs = [html.unescape(url) for url in re.findall(r'href="([^"]*)"', response.text)]
+        return hrefs + _searched(response.text)
+    root = etree.fromstring(response.content)
+    hrefs = [str(url) for url in root.xpath("//@href")]
+    texts = [str(url) for url in root.xpath("//*[local-name()='link']/text()")]
+    return hrefs + texts
+
+
+def _searched(page: str) -> list[str]:
+    """The URL a browser asks for when the page's search form is sent: a GET form's
+    fields replace the query of its action."""
+    form = re.search(r'<form [^>]*action="([^"]*)"(.*?)</form>', page)
+    if form is None:
+        return []
+    hidden = re.findall(r'<input type="hidden" name="([^"]*)" value="([^"]*)">', form.group(2))
+    fields = [("q", "防长"), *((name, html.unescape(value)) for name, value in hidden)]
+    return [f"{html.unescape(form.group(1))}?{urlencode(fields)}"]
+
+
+def _crawl(app: Starlette, starts: list[str]) -> dict[str, Response]:
+    """Every answer reachable from ``starts`` through links back to the service, each
+    fetched as a feed reader would: with a new client (no cookie), by its URL alone."""
+    fetched: dict[str, Response] = {}
+    waiting = list(starts)
+    while waiting and len(fetched) < 200:
+        url = waiting.pop()
+        if url in fetched:
+            continue
+        fetched[url] = response = TestClient(app, base_url=HERE).get(url)
+        assert response.status_code == 200, (url, response.status_code, response.text[:200])
+        waiting += [link for link in _links(response) if link.startswith(HERE)]
+    assert not waiting, "more than 200 answers"
+    return fetched
+
+
+def _token_app(store: Store) -> Starlette:
+    topics = [Topic("defence", "中俄防长", parse_query("防長 OR 国防部长"))]
+    return create_app(store, base_url=HERE, feed_token=TOKEN, default_limit=2, topics=topics)
+
+
+STARTS = [
+    "/feed.xml",
+    "/atom.xml",
+    "/feed.json",
+    "/topics/defence/feed.xml",
+    "/topics/defence/atom.xml",
+    "/topics/defence/feed.json",
+    "/feed.json?q=防长&limit=1&script=hant",
+    "/",
+    "/?q=防长",
+]
+
+
+def test_links_back_carry_the_token_of_a_query_and_lead_to_200(store: Store) -> None:
+    app = _token_app(store)
+    token = urlencode({"token": TOKEN})
+    fetched = _crawl(
+        app, [f"{HERE}{start}{'&' if '?' in start else '?'}{token}" for start in STARTS]
+    )
+    links = [link for response in fetched.values() for link in _links(response)]
+    ours = [link for link in links if link.startswith(HERE)]
+    others = [link for link in links if not link.startswith(HERE)]
+    assert ours and others
+    assert all(parse_qs(urlsplit(link).query)["token"] == [TOKEN] for link in ours)
+    assert not any(TOKEN in link for link in others)  # never to other sites
+    kinds = {urlsplit(url).path.rpartition("/")[2] or "/" for url in fetched}
+    assert {"feed.xml", "atom.xml", "feed.json", "/"} <= kinds
+    assert any(urlsplit(url).path.startswith("/articles/") for url in fetched)
+    assert sum("before=" in url for url in fetched) >= 6  # next pages of every format
+    for url, response in fetched.items():
+        if urlsplit(url).path.endswith("atom.xml"):  # the feed's id is no secret
+            feed_id = etree.fromstring(response.content).findtext(f"{{{ATOM_NS}}}id")
+            assert feed_id and TOKEN not in feed_id and feed_id.startswith(HERE)
+        assert response.headers.get("cache-control", "").startswith(("private", "no-cache"))
+
+
+@pytest.mark.parametrize("how", ["bearer", "cookie"])
+def test_links_back_carry_no_token_when_it_came_otherwise(store: Store, how: str) -> None:
+    app = _token_app(store)
+    if how == "bearer":
+        client = TestClient(app, base_url=HERE, headers={"Authorization": f"Bearer {TOKEN}"})
+    else:
+        client = TestClient(app, base_url=HERE)
+        client.get("/", params={"token": TOKEN})  # sets the cookie
+    for start in STARTS:
+        response = client.get(start)
+        assert response.status_code == 200
+        assert TOKEN not in response.text, start
+    # The header wins over a query token: its client sends the header again.
+    both = TestClient(app, base_url=HERE, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert TOKEN not in both.get("/feed.json", params={"token": TOKEN}).text

@@ -25,7 +25,7 @@ from aggregator.errors import AggregatorError, ConfigError
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from aggregator.settings import Explained, Settings
+    from aggregator.settings import Explained, Settings, SourcesFile
     from aggregator.types import Source
 
 logger = logging.getLogger(__package__)  # "aggregator.cli", one name for every command
@@ -156,6 +156,14 @@ def _sources(settings: Settings) -> list[Source]:
     from aggregator.settings import load_sources
 
     return load_sources(settings, adapters=adapter_names())
+
+
+def _sources_file(settings: Settings) -> SourcesFile:
+    """The sources and topics, from one read of the sources file."""
+    from aggregator.adapters import adapter_names
+    from aggregator.settings import read_sources_file
+
+    return read_sources_file(settings, adapters=adapter_names())
 
 
 def _pick(sources: Sequence[Source], wanted: Sequence[str] | None) -> list[Source]:

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from aggregator.export.site import FeedSite
     from aggregator.fetch import Fetcher, FetchLimits
     from aggregator.pipeline import Poller
-    from aggregator.serve import SourceCatalog
+    from aggregator.serve import SourceCatalog, TopicCatalog
     from aggregator.settings import Settings
     from aggregator.store import Store
     from aggregator.types import Source
@@ -162,9 +162,10 @@ def _feed_site(settings: Settings, sources: Mapping[str, str], store: Store) -> 
     )
 
 
-def _http_app(settings: Settings, catalog: SourceCatalog, store: Store) -> Starlette:
+def _http_app(
+    settings: Settings, catalog: SourceCatalog, topics: TopicCatalog, store: Store
+) -> Starlette:
     from aggregator.serve import create_app
-    from aggregator.settings import load_topics
 
     site = _feed_site(settings, catalog, store)
     return create_app(
@@ -175,7 +176,7 @@ def _http_app(settings: Settings, catalog: SourceCatalog, store: Store) -> Starl
         default_limit=site.default_limit,
         max_limit=settings.feed_max_limit,
         id_authority=site.id_authority,
-        topics=load_topics(settings, catalog),
+        topics=topics,
         display_timezone=settings.display_timezone,
         feed_token=settings.feed_token.get_secret_value() if settings.feed_token else None,
     )

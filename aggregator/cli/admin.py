@@ -8,7 +8,16 @@ from typing import Annotated
 
 import typer
 
-from aggregator.cli._context import CONTEXT, _reported, _sources, console, db_app, opml_app, out
+from aggregator.cli._context import (
+    CONTEXT,
+    _reported,
+    _sources,
+    _sources_file,
+    console,
+    db_app,
+    opml_app,
+    out,
+)
 from aggregator.cli._wiring import _base_url, _store
 from aggregator.errors import ConfigError
 
@@ -45,15 +54,14 @@ def opml_export(
 ) -> None:
     """Write the configured sources as OPML 2.0."""
     from aggregator import opml
-    from aggregator.settings import load_topics
 
     with _reported():
         settings = CONTEXT.settings()
-        sources = _sources(settings)
+        configured = _sources_file(settings)
         payload = opml.export_opml(
-            sources,
+            configured.sources,
             title=settings.feed_title,
-            topics=load_topics(settings, {source.id for source in sources}),
+            topics=configured.every_topic(),
             base_url=_base_url(settings),
         )
     if out_path is None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -21,6 +20,7 @@ from aggregator.cli._context import (
     _pick,
     _reported,
     _sources,
+    _sources_file,
     app,
     console,
     logger,
@@ -32,8 +32,7 @@ from aggregator.errors import AdapterError, ConfigError, QueryError
 # Imported where used, as everywhere in the CLI (see _context).
 if TYPE_CHECKING:
     from aggregator import archive
-    from aggregator.search import Topic
-    from aggregator.settings import Settings
+    from aggregator.search import Query
     from aggregator.store import Store
     from aggregator.types import Article, Page, RawEntry, Source
 
@@ -66,17 +65,18 @@ def export(
 
     with _reported():
         settings = CONTEXT.settings()
-        configured = _sources(settings)
-        chosen = _pick(configured, source) if source else None
-        ids = [item.id for item in chosen] if chosen else None
-        picked = _topic(settings, configured, topic) if topic else None
-        if picked is not None and ids is None and picked.sources is not None:
-            ids = list(picked.sources)
+        configured = _sources_file(settings)
+        chosen = _pick(configured.sources, source) if source else None
+        asked = [item.id for item in chosen] if chosen else []
+        picked = configured.topic(topic) if topic else None
+        # What is read: the sources asked for, else the topic's, else all.  The links
+        # and title name only what was asked for, as the service's do.
+        ids = asked or (list(picked.sources) if picked and picked.sources else None)
         with _store(settings) as store:
             if format is ExportFormat.jekyll:
                 if out_path is None:
                     raise ConfigError("jekyll export needs --out FOLDER", key="--out")
-                written = _export_jekyll(store, ids, out_path)
+                written = _export_jekyll(store, ids, picked.query if picked else None, out_path)
                 console.print(f"{written.written} written, {written.unchanged} unchanged")
                 return
             if picked is not None:
@@ -87,11 +87,10 @@ def export(
                 path = FEED_PATHS[format.value]
             items = rows[:limit]
             # A snapshot of the first page; its next link continues on the HTTP service.
-            meta = _feed_site(
-                settings, {item.id: item.name for item in _sources(settings)}, store
-            ).meta(
+            names = {item.id: item.name for item in configured.sources}
+            meta = _feed_site(settings, names, store).meta(
                 path,
-                ids or [],
+                asked,
                 limit,
                 updated=store.last_updated(ids),
                 next_page=items[-1].cursor if len(rows) > limit else None,
@@ -103,15 +102,6 @@ def export(
         sys.stdout.buffer.write(payload)
     else:
         out_path.write_bytes(payload)
-
-
-def _topic(settings: Settings, sources: Sequence[Source], topic_id: str) -> Topic:
-    from aggregator.settings import load_topics
-
-    for topic in load_topics(settings, {source.id for source in sources}):
-        if topic.id == topic_id:
-            return topic
-    raise ConfigError(f"no [[topic]] with id {topic_id!r}", key="--topic")
 
 
 @app.command()
@@ -144,14 +134,20 @@ def search(
     console.print(f"{len(found)} matches")
 
 
-def _export_jekyll(store: Store, ids: list[str] | None, folder: Path) -> archive.WriteCounts:
-    """Walk the whole store newest-first, page by page, so memory stays flat."""
+def _export_jekyll(
+    store: Store, ids: list[str] | None, query: Query | None, folder: Path
+) -> archive.WriteCounts:
+    """Walk the whole store (or a topic's matches) newest-first, page by page, so
+    memory stays flat."""
     from aggregator import archive
 
     total = archive.WriteCounts()
     cursor = None
     while True:
-        page = store.latest(sources=ids, limit=500, before=cursor)
+        if query is None:
+            page = store.latest(sources=ids, limit=500, before=cursor)
+        else:
+            page = store.search(query, sources=ids, limit=500, before=cursor)
         if not page:
             return total
         counts = archive.write_archive((stored.article for stored in page), folder)

@@ -6,7 +6,7 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING
 
-from aggregator.cli._context import CONTEXT, _reported, _sources, app, logger
+from aggregator.cli._context import CONTEXT, _reported, _sources_file, app, logger
 from aggregator.cli._wiring import (
     _base_url,
     _catalog,
@@ -22,21 +22,27 @@ if TYPE_CHECKING:
     import asyncio
 
     from aggregator.scheduler import Daemon
-    from aggregator.serve import SourceCatalog
-    from aggregator.settings import Settings
+    from aggregator.search import Topic
+    from aggregator.serve import SourceCatalog, TopicCatalog
+    from aggregator.settings import Settings, SourcesFile
     from aggregator.store import Store
     from aggregator.types import Source
 
 
 async def _serve_until_signalled(
-    settings: Settings, sources: Sequence[Source], store: Store, *, poll: bool
+    settings: Settings,
+    sources: Sequence[Source],
+    topics: Sequence[Topic],
+    store: Store,
+    *,
+    poll: bool,
 ) -> None:
     import asyncio
     import signal
 
     from aggregator.fetch import Fetcher
     from aggregator.scheduler import Daemon
-    from aggregator.serve import build_server, listen
+    from aggregator.serve import TopicCatalog, build_server, listen
     from aggregator.workers import parse_pool
 
     listening = listen(settings.http_host, settings.http_port)  # a port in use: one line
@@ -46,8 +52,9 @@ async def _serve_until_signalled(
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     catalog = _catalog(sources)
+    served = TopicCatalog(topics)
     server = build_server(
-        _http_app(settings, catalog, store), settings.http_host, settings.http_port
+        _http_app(settings, catalog, served, store), settings.http_host, settings.http_port
     )
     serving = asyncio.create_task(server.serve(sockets=[listening]))
     logger.info("serving feeds on %s/feed.xml", _base_url(settings))
@@ -63,10 +70,10 @@ async def _serve_until_signalled(
                 async with Fetcher(_limits(settings)) as fetcher:
                     poller = _poller(settings, store, fetcher, pool)
                     daemon = Daemon(settings, sources, store, poller)
-                    async with _reloading(settings, stop, catalog, daemon):
+                    async with _reloading(settings, stop, catalog, served, daemon):
                         await daemon.run(stop)
         else:
-            async with _reloading(settings, stop, catalog, None):
+            async with _reloading(settings, stop, catalog, served, None):
                 await stop.wait()
     finally:
         server.stop()
@@ -76,20 +83,27 @@ async def _serve_until_signalled(
 
 @contextlib.asynccontextmanager
 async def _reloading(
-    settings: Settings, stop: asyncio.Event, catalog: SourceCatalog, daemon: Daemon | None
+    settings: Settings,
+    stop: asyncio.Event,
+    catalog: SourceCatalog,
+    topics: TopicCatalog,
+    daemon: Daemon | None,
 ) -> AsyncIterator[None]:
-    """Re-read the sources file on SIGHUP and when it changes, for as long as this lasts."""
+    """Re-read the sources file on SIGHUP and when it changes, for as long as this
+    lasts: the daemon polls the new sources, the HTTP service serves their names and
+    the new topics."""
     import asyncio
     import signal
 
-    from aggregator.reload import SourcesReloader
+    from aggregator.reload import SourcesReloader, topics_to_serve
 
-    async def apply(sources: Sequence[Source]) -> None:
+    async def apply(loaded: SourcesFile) -> None:
         if daemon is not None:
-            await daemon.replace_sources(sources)
-        _catalog(sources, catalog)
+            await daemon.replace_sources(loaded.sources)
+        _catalog(loaded.sources, catalog)
+        topics.replace(topics_to_serve(topics, loaded))
 
-    reloader = SourcesReloader(settings.sources_file, lambda: _sources(settings), apply)
+    reloader = SourcesReloader(settings.sources_file, lambda: _sources_file(settings), apply)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGHUP, reloader.request)
     watching = asyncio.create_task(reloader.watch(stop, settings.tick_seconds))
@@ -113,9 +127,12 @@ def run() -> None:
 
     with _reported():
         settings = CONTEXT.settings()
-        sources = _sources(settings)
+        configured = _sources_file(settings)
+        topics = configured.every_topic()  # a bad one stops the start, before the database
         with _store(settings) as store:
-            asyncio.run(_serve_until_signalled(settings, sources, store, poll=True))
+            asyncio.run(
+                _serve_until_signalled(settings, configured.sources, topics, store, poll=True)
+            )
 
 
 @app.command()
@@ -125,6 +142,9 @@ def serve() -> None:
 
     with _reported():
         settings = CONTEXT.settings()
-        sources = _sources(settings)
+        configured = _sources_file(settings)
+        topics = configured.every_topic()  # a bad one stops the start, before the database
         with _store(settings) as store:
-            asyncio.run(_serve_until_signalled(settings, sources, store, poll=False))
+            asyncio.run(
+                _serve_until_signalled(settings, configured.sources, topics, store, poll=False)
+            )

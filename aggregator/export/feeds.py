@@ -145,6 +145,7 @@ class FeedMeta:
     ``self_url`` is this exact document (with its query); ``first_url`` the newest
     page of the same selection; ``next_url`` the page after this one, or ``None`` on
     the last page.  ``updated`` is the newest change to anything in the selection.
+    ``id_url``: the feed's identity when the links carry more (the feed token).
     """
 
     title: str
@@ -156,11 +157,12 @@ class FeedMeta:
     first_url: str | None = None
     description: str = ""
     language: str | None = None
+    id_url: str | None = None
 
     @property
     def feed_id(self) -> str:
         """The feed's own id: the first page's URL, so all pages share one identity."""
-        return self.first_url or self.self_url
+        return self.id_url or self.first_url or self.self_url
 
     @property
     def source_scheme(self) -> str:

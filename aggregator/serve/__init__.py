@@ -20,7 +20,7 @@ from ..export.site import FEED_PATHS
 from .app import MAX_PAGE_BYTES, create_app
 from .feeds import _ResponseCache as _ResponseCache  # for its test
 from .server import EmbeddedServer, build_server, listen
-from .site import ArticleReader, SourceCatalog
+from .site import ArticleReader, SourceCatalog, TopicCatalog
 
 __all__ = [
     "FEED_PATHS",
@@ -28,6 +28,7 @@ __all__ = [
     "ArticleReader",
     "EmbeddedServer",
     "SourceCatalog",
+    "TopicCatalog",
     "build_server",
     "create_app",
     "listen",

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hmac
 import logging
 import zoneinfo
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
@@ -31,7 +31,15 @@ from ..export.site import default_id_authority
 from ..search import Topic
 from .feeds import _feed_endpoint, _ResponseCache, _topic_endpoint
 from .page import _article_endpoint, _index_endpoint
-from .site import _FEED_PATHS, ArticleReader, BadRequest, SourceCatalog, _Site
+from .site import (
+    _FEED_PATHS,
+    LINK_TOKEN,
+    ArticleReader,
+    BadRequest,
+    SourceCatalog,
+    TopicCatalog,
+    _Site,
+)
 from .status import _healthz_endpoint, _metrics_endpoint
 
 logger = logging.getLogger(__name__)
@@ -77,10 +85,14 @@ class _SecurityHeaders:
 
 class _TokenGate:
     """With ``feed_token`` set, everything but ``/healthz`` needs the token: as
-    ``?token=``, as ``Authorization: Bearer``, or as the cookie a page visit with
+    ``Authorization: Bearer``, as ``?token=``, or as the cookie a page visit with
     ``?token=`` sets (so the page's own links and search form keep working in a
     browser without the token in every URL).  Compared with
     :func:`hmac.compare_digest`, so the time taken does not tell how much matched.
+
+    A request let in by ``?token=`` has the token left in its scope under
+    :data:`LINK_TOKEN`, for the links of the answer (:class:`~.site._Links` says why
+    only those).
     """
 
     COOKIE = "aggregator_token"
@@ -88,9 +100,14 @@ class _TokenGate:
 
     def __init__(self, app: ASGIApp, token: str, *, secure: bool) -> None:
         self.app = app
-        self.token = token.encode("utf-8")
+        self.token = token
         self.cookie = f"{self.COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict" + (
             "; Secure" if secure else ""
+        )
+
+    def _valid(self, given: str | None) -> bool:
+        return given is not None and hmac.compare_digest(
+            given.encode("utf-8"), self.token.encode("utf-8")
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -98,9 +115,9 @@ class _TokenGate:
             await self.app(scope, receive, send)
             return
         request = Request(scope)
-        from_query = request.query_params.get("token")
-        given = from_query or _bearer(request) or request.cookies.get(self.COOKIE) or ""
-        if not hmac.compare_digest(given.encode("utf-8"), self.token):
+        by_header = self._valid(_bearer(request))
+        by_query = not by_header and self._valid(request.query_params.get("token"))
+        if not (by_header or by_query or self._valid(request.cookies.get(self.COOKIE))):
             answer = PlainTextResponse(
                 "a token is required (?token= or Authorization: Bearer)\n",
                 status_code=401,
@@ -111,9 +128,10 @@ class _TokenGate:
             )
             await answer(scope, receive, send)
             return
-        if from_query is None:
+        if not by_query:
             await self.app(scope, receive, send)
             return
+        scope[LINK_TOKEN] = self.token
 
         async def send_with_cookie(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -153,7 +171,7 @@ def create_app(
     cache_max_age: int = 60,
     max_page_bytes: int = MAX_PAGE_BYTES,
     metrics: metrics_module.Metrics | None = None,
-    topics: Sequence[Topic] = (),
+    topics: Iterable[Topic] | TopicCatalog = (),
     display_timezone: str = "UTC",
     feed_token: str | None = None,
 ) -> Starlette:
@@ -172,7 +190,8 @@ def create_app(
         metrics: defaults to :data:`aggregator.metrics.DEFAULT`, where the pipeline
             records polls.
         topics: saved searches, served at ``/topics/ID/feed.xml`` (and the other
-            formats) and as ``?topic=ID``.
+            formats) and as ``?topic=ID``.  A :class:`TopicCatalog` can be replaced
+            while the app runs, when the daemon reloads its sources file.
         display_timezone: the IANA zone the pages show times in.
         feed_token: when set, every endpoint but ``/healthz`` asks for it.
     """
@@ -195,8 +214,9 @@ def create_app(
         cache_max_age=cache_max_age,
         max_page_bytes=max_page_bytes,
         metrics=metrics or metrics_module.DEFAULT,
-        topics={topic.id: topic for topic in topics},
+        topics=topics if isinstance(topics, TopicCatalog) else TopicCatalog(topics),
         timezone=zoneinfo.ZoneInfo(display_timezone),
+        private=feed_token is not None,
     )
     cache = _ResponseCache(ttl=cache_max_age)
     routes = [

@@ -16,7 +16,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from email.utils import format_datetime, parsedate_to_datetime
 from urllib.parse import urlencode
@@ -31,7 +31,16 @@ from ..export.feeds import (
     shortened,
 )
 from ..types import UTC, StoredArticle
-from .site import ArticleReader, _articles, _feed_title, _in_script, _parse_query, _Query, _Site
+from .site import (
+    ArticleReader,
+    _articles,
+    _feed_title,
+    _in_script,
+    _Links,
+    _parse_query,
+    _Query,
+    _Site,
+)
 
 # Bump when the rendered documents change shape, so caches drop old validators.
 _RENDER_VERSION = "1"
@@ -48,10 +57,20 @@ def _http_date(moment: datetime) -> str:
     return format_datetime(moment.astimezone(UTC).replace(microsecond=0), usegmt=True)
 
 
-def _etag(site: _Site, kind: str, query: _Query, last_updated: datetime | None) -> str:
+def _etag(
+    site: _Site, kind: str, query: _Query, links: _Links, last_updated: datetime | None
+) -> str:
+    """What the document depends on: the selection, its newest update, and what a
+    reload of the sources file may change under the same URL (a topic's query and
+    sources, the feed's title with the sources' names and the topic's title), and
+    whether the links carry the token."""
     digest = hashlib.sha256()
     stamp = last_updated.isoformat() if last_updated else "-"
-    for part in (_RENDER_VERSION, site.base_url, site.title, kind, stamp):
+    search = str(query.search) if query.search is not None else "-"
+    selection = ",".join(query.selection or ["*"])
+    linked = "token" if links.token else "-"
+    title = _feed_title(site, query)
+    for part in (_RENDER_VERSION, site.base_url, title, kind, stamp, search, selection, linked):
         digest.update(part.encode("utf-8") + b"\x00")
     digest.update(urlencode(query.params(site, before=query.before_token)).encode("ascii"))
     return f'W/"{digest.hexdigest()[:32]}"'
@@ -152,16 +171,15 @@ def _feed_endpoint(
 ) -> Route:
     def endpoint(request: Request) -> Response:
         query = _parse_query(request, site)
-        if query.topic is not None and "topic" in request.path_params:
-            where = f"/topics/{query.topic.id}{path}"
-        else:
-            where = path
+        links = _Links.of(request, site)
+        in_path = query.topic is not None and "topic" in request.path_params
+        where = f"/topics/{query.topic.id}{path}" if query.topic and in_path else path
         last_updated = reader.last_updated(query.selection)
         # The path is part of the document (its self link), so part of the validator.
-        etag = _etag(site, fmt.name if where == path else where, query, last_updated)
+        etag = _etag(site, fmt.name if where == path else where, query, links, last_updated)
         headers = {
             "ETag": etag,
-            "Cache-Control": f"public, max-age={site.cache_max_age}",
+            "Cache-Control": site.cache_control,
             "Vary": "Accept-Encoding",
         }
         if last_updated is not None:
@@ -170,7 +188,8 @@ def _feed_endpoint(
             return Response(status_code=304, headers=headers)
         rendered = cache.get(etag)
         if rendered is None:
-            rendered = cache.put(etag, _render(reader, site, fmt, where, query, last_updated))
+            document = _Document(fmt, where, not in_path, query, links)
+            rendered = cache.put(etag, _render(reader, site, document, last_updated))
         body = rendered.body
         if len(body) >= _GZIP_MINIMUM and _accepts_gzip(request):
             # Already encoded: the GZipMiddleware passes it through untouched.
@@ -191,28 +210,43 @@ def _topic_endpoint(
     )
 
 
+@dataclass(frozen=True)
+class _Document:
+    """Which feed document to render: the format at ``path`` for ``query``, its links
+    built by ``links`` (``topic_param``: the topic is not in the path, so in the query)."""
+
+    fmt: FeedFormat
+    path: str
+    topic_param: bool
+    query: _Query
+    links: _Links
+
+    def url(self, path: str, *, before: str | None = None) -> str:
+        topic = self.topic_param or path != self.path
+        return self.links.url(path, self.query.params(self.links.site, before=before, topic=topic))
+
+
 def _render(
-    reader: ArticleReader,
-    site: _Site,
-    fmt: FeedFormat,
-    path: str,
-    query: _Query,
-    last_updated: datetime | None,
+    reader: ArticleReader, site: _Site, document: _Document, last_updated: datetime | None
 ) -> bytes:
+    query, path = document.query, document.path
     rows, more = _articles(reader, query, site.read_bound)
     page = [shortened(_in_script(stored, query.script), site.max_item_chars) for stored in rows]
     while True:
         next_token = encode_cursor(page[-1].cursor) if more and page else None
-        # The site's metadata, with the title and links of this search's selection.
+        # The site's metadata, with the title and links of this search's selection; the
+        # feed's id is its first page's URL as the site names it, token or not.
+        first = query.params(site, topic=document.topic_param)
         meta = replace(
             site.meta(path, query.sources, query.limit, updated=last_updated),
             title=_feed_title(site, query),
-            self_url=site.url(path, query.params(site, before=query.before_token)),
-            first_url=site.url(path, query.params(site)),
-            next_url=site.url(path, query.params(site, before=next_token)) if next_token else None,
-            html_url=site.url("/", query.params(site)),
+            self_url=document.url(path, before=query.before_token),
+            first_url=document.url(path),
+            next_url=document.url(path, before=next_token) if next_token else None,
+            html_url=document.url("/"),
+            id_url=site.url(path, first),
         )
-        body = fmt.render(meta, page)
+        body = document.fmt.render(meta, page)
         if len(body) <= site.max_page_bytes or len(page) <= 1:
             return body
         # Fewer items, the rest on the next page (its link starts after the last kept).

@@ -29,6 +29,7 @@ from .site import (
     _articles,
     _feed_title,
     _in_script,
+    _Links,
     _parse_query,
     _Query,
     _script_of,
@@ -78,6 +79,7 @@ def _safe_href(url: str) -> str | None:
 def _index_endpoint(reader: ArticleReader, site: _Site) -> Route:
     def endpoint(request: Request) -> Response:
         query = _parse_query(request, site)
+        links = _Links.of(request, site)
         # Titles only for a plain listing: no body is read (a search reads bodies
         # for its snippets).
         bound = dataclasses.replace(site.read_bound, body_chars=0, head_chars=0)
@@ -87,43 +89,43 @@ def _index_endpoint(reader: ArticleReader, site: _Site) -> Route:
         params = query.params(site)
         alternates = "\n".join(
             f'<link rel="alternate" type="{fmt.mime}" title="{_e(title)} ({fmt.name})" '
-            f'href="{_e(site.url(path, params))}">'
+            f'href="{_e(links.url(path, params))}">'
             for path, fmt in _FEED_PATHS.items()
         )
         feed_links = " ".join(
-            f'<a href="{_e(site.url(path, params))}">{fmt.name}</a>'
+            f'<a href="{_e(links.url(path, params))}">{fmt.name}</a>'
             for path, fmt in _FEED_PATHS.items()
         )
         problems = {
             problem.source_id: problem
             for problem in health.failing(reader.states(), site.catalog.enabled)
         }
-        nav = [f'<a href="{_e(site.url("/"))}"{_current(not query.sources)}>All</a>']
+        nav = [f'<a href="{_e(links.url("/"))}"{_current(not query.sources)}>All</a>']
         for source_id, name in site.sources.items():
-            href = site.url("/", [("source", source_id)])
+            href = links.url("/", [("source", source_id)])
             label = f"{name} ({counts.get(source_id, 0)})"
             marked = ' class="failing" title="failing"' if source_id in problems else ""
             current = _current(query.sources == (source_id,))
             nav.append(f'<a href="{_e(href)}"{current}><span{marked}>{_e(label)}</span></a>')
         for topic in site.topics.values():
-            href = site.url("/", [("topic", topic.id)])
+            href = links.url("/", [("topic", topic.id)])
             current = _current(query.topic is not None and query.topic.id == topic.id)
             nav.append(f'<a class="topic" href="{_e(href)}"{current}>{_e(topic.title)}</a>')
         empty = "<li>No articles found.</li>" if query.search else "<li>No articles yet.</li>"
         items = "\n".join(
-            _index_item(site, _in_script(stored, query.script), query) for stored in page
+            _index_item(links, _in_script(stored, query.script), query) for stored in page
         )
         items = items or empty
         older = ""
         if more and page:
-            href = site.url("/", query.params(site, before=encode_cursor(page[-1].cursor)))
+            href = links.url("/", query.params(site, before=encode_cursor(page[-1].cursor)))
             older = f'<p><a rel="next" href="{_e(href)}">Older articles</a></p>'
         document = _PAGE.format(
             lang=_e(site.language or "en"),
             title=_e(title),
             alternates=alternates,
             nav="\n".join(nav),
-            search=_search_form(site, query),
+            search=_search_form(links, query),
             failing=_failing_list(problems.values(), site.sources),
             feed_links=feed_links,
             items=items,
@@ -167,16 +169,19 @@ def _current(flag: bool) -> str:
     return ' class="current"' if flag else ""
 
 
-def _search_form(site: _Site, query: _Query) -> str:
-    """A plain GET form: the page stays script-free."""
+def _search_form(links: _Links, query: _Query) -> str:
+    """A plain GET form: the page stays script-free.  What the search keeps (the
+    sources, the script, the token) goes in hidden fields: a browser replaces the
+    query of a GET form's action with the form's fields."""
     value = str(query.search) if query.search is not None and query.topic is None else ""
     kept = [("source", source) for source in query.sources]
     kept += [("script", query.script)] if query.script else []
+    kept += [("token", links.token)] if links.token else []
     hidden = "".join(
         f'<input type="hidden" name="{name}" value="{_e(value)}">' for name, value in kept
     )
     return (
-        f'<form class="search" role="search" method="get" action="{_e(site.url("/"))}">'
+        f'<form class="search" role="search" method="get" action="{_e(links.site.url("/"))}">'
         f'<input type="search" name="q" value="{_e(value)}" aria-label="Search" '
         f'placeholder="防长, &quot;exact phrase&quot;, -excluded, a OR b">{hidden}'
         "<button>Search</button></form>"
@@ -189,15 +194,15 @@ def _snippet_html(stored: StoredArticle, search: Query) -> str:
     return "".join(f"<mark>{_e(part)}</mark>" if marked else _e(part) for part, marked in pieces)
 
 
-def _index_item(site: _Site, stored: StoredArticle, query: _Query) -> str:
+def _index_item(links: _Links, stored: StoredArticle, query: _Query) -> str:
     article = stored.article
     search = query.search
     href = _safe_href(article.link)
     title = _e(article.title or article.link)
     heading = f'<a href="{_e(href)}">{title}</a>' if href else title
     names = dict.fromkeys(p.source_name for p in stored.provenance) or {article.source_name: None}
-    stamp = _time_html(site, stored.cursor.sort_time)
-    read = _e(_article_url(site, stored.id, query.script))
+    stamp = _time_html(links.site, stored.cursor.sort_time)
+    read = _e(_article_url(links, stored.id, query.script))
     meta = (
         f'<span class="meta">{_e(", ".join(names))} · {stamp} · '
         f'<a class="read" href="{read}">read here</a></span>'
@@ -266,8 +271,8 @@ def _time_html(site: _Site, moment: datetime | None) -> str:
     return f'<time datetime="{moment.isoformat()}">{local:%Y-%m-%d %H:%M %Z}</time>'
 
 
-def _article_url(site: _Site, article_id: int, script: Script | None) -> str:
-    return site.url(f"/articles/{article_id}", [("script", script)] if script else [])
+def _article_url(links: _Links, article_id: int, script: Script | None) -> str:
+    return links.url(f"/articles/{article_id}", [("script", script)] if script else [])
 
 
 def _source_item(site: _Site, route: Provenance) -> str:
@@ -288,6 +293,7 @@ def _article_endpoint(reader: ArticleReader, site: _Site) -> Route:
     def endpoint(request: Request) -> Response:
         article_id: int = request.path_params["article_id"]
         script = _script_of(request)
+        links = _Links.of(request, site)
         found = reader.article(article_id)
         if found is None:
             return PlainTextResponse("no such article\n", status_code=404)
@@ -298,7 +304,7 @@ def _article_endpoint(reader: ArticleReader, site: _Site) -> Route:
         title = _e(article.title or article.link)
         sources = "".join(_source_item(site, route) for route in stored.provenance)
         scripts = " ".join(
-            f'<a href="{_e(_article_url(site, article_id, choice))}" lang="{_LANG[choice]}"'
+            f'<a href="{_e(_article_url(links, article_id, choice))}" lang="{_LANG[choice]}"'
             f"{_current(choice == script)}>{label}</a>"
             for choice, label in _SCRIPT_LABELS.items()
         )
@@ -306,7 +312,7 @@ def _article_endpoint(reader: ArticleReader, site: _Site) -> Route:
             site_lang=_e(site.language or "en"),
             site_title=_e(site.title),
             title=title,
-            home=_e(site.url("/")),
+            home=_e(links.url("/")),
             scripts=scripts,
             lang=_LANG[written] if written else _e(site.language or "en"),
             heading=f'<a href="{_e(href)}">{title}</a>' if href else title,

@@ -1,8 +1,9 @@
 """What every endpoint shares: the reader protocol, the site and the validated query.
 
 The service only *reads*, through :class:`ArticleReader` (which the store satisfies),
-and never fetches.  :class:`SourceCatalog` is the one piece the daemon replaces while
-the app runs (on a reload); everything else here is fixed when the app is built.
+and never fetches.  :class:`SourceCatalog` and :class:`TopicCatalog` are the pieces the
+daemon replaces while the app runs (on a reload of the sources file); everything else
+here is fixed when the app is built.
 
 Imports from the package: ``export``, ``metrics``, ``search``, ``errors``, ``types``;
 never ``store`` (it reads through the ``ArticleReader`` protocol) nor the poll.
@@ -11,7 +12,7 @@ never ``store`` (it reads through the ``ArticleReader`` protocol) nor the poll.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import ItemsView, Iterable, Iterator, Mapping, Sequence, ValuesView
 from dataclasses import dataclass, field, replace
 from datetime import datetime, tzinfo
 from typing import Protocol
@@ -127,6 +128,39 @@ class SourceCatalog(Mapping[str, str]):
     def __len__(self) -> int:
         return len(self._view[0])
 
+    def items(self) -> ItemsView[str, str]:
+        """One version's items: the mixin's would look each key up again, in a version
+        a reload may have replaced meanwhile (a removed source: KeyError)."""
+        return self._view[0].items()
+
+
+class TopicCatalog(Mapping[str, Topic]):
+    """The topics served (id -> topic), replaced whole on a reload.
+
+    As with :class:`SourceCatalog`, a reload swaps one reference (atomic) while the
+    server's threads read it, and never changes a dict a request is iterating.
+    """
+
+    def __init__(self, topics: Iterable[Topic] = ()) -> None:
+        self._topics: Mapping[str, Topic] = {}
+        self.replace(topics)
+
+    def replace(self, topics: Iterable[Topic]) -> None:
+        self._topics = {topic.id: topic for topic in topics}
+
+    def __getitem__(self, topic_id: str) -> Topic:
+        return self._topics[topic_id]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._topics)
+
+    def __len__(self) -> int:
+        return len(self._topics)
+
+    def values(self) -> ValuesView[Topic]:
+        """One version's topics (see :meth:`SourceCatalog.items`)."""
+        return self._topics.values()
+
 
 @dataclass(frozen=True, kw_only=True)
 class _Site(FeedSite):
@@ -137,8 +171,16 @@ class _Site(FeedSite):
     cache_max_age: int
     max_page_bytes: int
     metrics: metrics_module.Metrics = field(repr=False)
-    topics: Mapping[str, Topic] = field(default_factory=dict)
+    topics: TopicCatalog = field(default_factory=TopicCatalog)
     timezone: tzinfo = UTC  # the pages' times
+    private: bool = False  # answers need the feed token: no shared cache may keep them
+
+    @property
+    def cache_control(self) -> str:
+        """``private`` when a token is needed: ``public`` lets a shared cache store an
+        answer to a request with ``Authorization`` (RFC 9111 section 3.5) and hand it
+        to anyone asking for the same URL without the token."""
+        return f"{'private' if self.private else 'public'}, max-age={self.cache_max_age}"
 
     @property
     def max_item_chars(self) -> int:
@@ -157,6 +199,40 @@ class _Site(FeedSite):
             head_chars=EXCERPT_HEAD_CHARS,
             title_chars=MAX_TITLE_CHARS + 1,
         )
+
+
+#: The ASGI scope key under which the token gate leaves the token for the links of an
+#: answer to a request that authenticated with ``?token=`` (see :class:`_Links`).
+LINK_TOKEN = "aggregator.link_token"
+
+
+@dataclass(frozen=True)
+class _Links:
+    """The URLs of one answer that lead back to this service.
+
+    When the request authenticated with ``?token=``, every such link carries the token
+    too: a feed reader knows a feed by its URL alone and follows its self, first and
+    next links (and a page's alternate links get pasted into one) with nothing else,
+    so a link without the token would be refused.  Links to other sites never get it.
+    A request that authenticated with ``Authorization: Bearer`` gets no token in its
+    links: its client sends the header again with every request it makes, and a
+    token in a URL is one more copy of the secret (proxy logs, browser history).
+    Nor does a browser that authenticated with the cookie: it sends the cookie again.
+    """
+
+    site: _Site
+    token: str | None = None
+
+    @classmethod
+    def of(cls, request: Request, site: _Site) -> _Links:
+        token = request.scope.get(LINK_TOKEN)
+        return cls(site, token if isinstance(token, str) else None)
+
+    def url(self, path: str, params: Sequence[tuple[str, str]] = ()) -> str:
+        """``site.url``, with the token when the request brought it in its query."""
+        if self.token is None:
+            return self.site.url(path, params)
+        return self.site.url(path, [*params, ("token", self.token)])
 
 
 @dataclass(frozen=True)
@@ -178,10 +254,15 @@ class _Query:
             return list(self.sources)
         return list(self.topic.sources) if self.topic and self.topic.sources else None
 
-    def params(self, site: _Site, *, before: str | None = None) -> list[tuple[str, str]]:
+    def params(
+        self, site: _Site, *, before: str | None = None, topic: bool = True
+    ) -> list[tuple[str, str]]:
+        """``topic=False`` leaves the topic out, for links whose path names it
+        (``/topics/ID/feed.xml``)."""
         params = [("source", source) for source in self.sources]
         if self.topic is not None:
-            params.append(("topic", self.topic.id))
+            if topic:
+                params.append(("topic", self.topic.id))
         elif self.search is not None:
             params.append(("q", str(self.search)))
         if self.script is not None:
@@ -243,14 +324,18 @@ def _in_script(stored: StoredArticle, script: Script | None) -> StoredArticle:
 
 def _search_of(request: Request, site: _Site) -> tuple[Query | None, Topic | None]:
     """The search a request asks for: a topic (``/topics/ID/...`` or ``?topic=``)
-    or a query (``?q=``); a blank ``q`` is no search (an empty search box)."""
+    or a query (``?q=``); a blank ``q`` is no search (an empty search box).  Both at
+    once is refused rather than one silently ignored: the feed's title and links
+    would name a search other than the one asked for."""
     topic_id = request.path_params.get("topic") or request.query_params.get("topic")
+    text = request.query_params.get("q", "")
     if topic_id is not None:
+        if text.strip():
+            raise BadRequest("q and topic cannot be combined")
         topic = site.topics.get(topic_id)
         if topic is None:
             raise BadRequest(f"unknown topic {topic_id[:64]!r}")
         return topic.query, topic
-    text = request.query_params.get("q", "")
     if not text.strip():
         return None, None
     try:

@@ -1,4 +1,5 @@
-"""Settings and the source list: read once, at start, by the CLI; passed down explicitly.
+"""Settings and the source list, read by the CLI and passed down explicitly: the
+settings at start only, the sources file again on each reload of a running daemon.
 
 :mod:`.model` holds the pydantic :class:`Settings` and builds it from the settings
 file and the environment; :mod:`.sources` reads the ``[[source]]`` and ``[[topic]]``
@@ -18,16 +19,24 @@ from aggregator.settings.model import (
     load_settings,
     unknown_environment,
 )
-from aggregator.settings.sources import load_sources, load_topics, sources_to_toml
+from aggregator.settings.sources import (
+    BadTopic,
+    SourcesFile,
+    load_sources,
+    read_sources_file,
+    sources_to_toml,
+)
 
 __all__ = [
     "DEFAULT_CONFIG_FILE",
+    "BadTopic",
     "Explained",
     "Settings",
+    "SourcesFile",
     "explain_settings",
     "load_settings",
     "load_sources",
-    "load_topics",
+    "read_sources_file",
     "sources_to_toml",
     "unknown_environment",
 ]

@@ -14,8 +14,9 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -34,7 +35,7 @@ from aggregator.settings.files import Problem, _config_error, _problems, _read_t
 from aggregator.settings.model import DAY, Settings
 from aggregator.types import Source
 
-__all__ = ["load_sources", "load_topics", "sources_to_toml"]
+__all__ = ["BadTopic", "SourcesFile", "load_sources", "read_sources_file", "sources_to_toml"]
 
 
 def _parse_interval(value: object) -> object:
@@ -157,22 +158,33 @@ class SourceConfig(BaseModel):
 
 def load_sources(settings: Settings, *, adapters: Sequence[str]) -> list[Source]:
     """Read and validate the source list; ``adapters`` are the registered adapter names."""
-    path = settings.sources_file
-    file = str(path)
-    data = _read_toml(path)
+    return _sources_of(_read_toml(settings.sources_file), settings, adapters)
+
+
+def _where(kind: str, index: int, table: object) -> str:
+    """How a problem names a table: its place in the file, and its id when it has one."""
+    if isinstance(table, Mapping) and isinstance(table.get("id"), str):
+        return f"{kind}[{index}] ({_short(table['id'], 70)})"
+    return f"{kind}[{index}]"
+
+
+def _sources_of(
+    data: Mapping[str, Any], settings: Settings, adapters: Sequence[str]
+) -> list[Source]:
+    file = str(settings.sources_file)
     unknown = set(data) - {"source", "topic"}
     if unknown:
         raise ConfigError("unknown key (expected [[source]] tables)", file=file, key=min(unknown))
     tables = data.get("source", [])
     if not isinstance(tables, list):
         raise ConfigError("expected [[source]] tables", file=file, key="source")
+    if not isinstance(data.get("topic", []), list):
+        raise ConfigError("expected [[topic]] tables", file=file, key="topic")
     sources: list[Source] = []
     problems: list[Problem] = []
     seen: dict[str, int] = {}
     for index, table in enumerate(tables):
-        where = f"source[{index}]"
-        if isinstance(table, Mapping) and isinstance(table.get("id"), str):
-            where = f"source[{index}] ({_short(table['id'], 70)})"
+        where = _where("source", index, table)
         try:
             config = SourceConfig.model_validate(table)
         except ValidationError as exc:
@@ -211,34 +223,98 @@ class TopicConfig(BaseModel):
     sources: list[str] | None = None
 
 
-def load_topics(settings: Settings, known: Collection[str]) -> list[Topic]:
-    """The ``[[topic]]`` tables of the sources file, each query parsed and each
-    source checked against the ``known`` source ids."""
-    file = str(settings.sources_file)
-    tables = _read_toml(settings.sources_file).get("topic", [])
-    if not isinstance(tables, list):
-        raise ConfigError("expected [[topic]] tables", file=file, key="topic")
+@dataclass(frozen=True)
+class BadTopic:
+    """A ``[[topic]]`` table that does not validate: its id when it names one, and
+    every problem with it."""
+
+    id: str | None
+    problems: tuple[Problem, ...]
+
+    def __str__(self) -> str:
+        """One line, ``file:key: problem; key: problem``: a reload logs a line per topic."""
+        (file, key, problem), *rest = self.problems
+        return "; ".join([f"{file}:{key}: {problem}", *(f"{k}: {p}" for _, k, p in rest)])
+
+
+@dataclass(frozen=True)
+class SourcesFile:
+    """What the sources file configures, read from one version of the file.
+
+    A bad source makes the whole file bad (:func:`read_sources_file` raises), since
+    polling a half-read list would drop sources silently.  Topics are checked one by
+    one instead: a bad topic is in ``bad_topics`` and the others are good, so a
+    reload can serve them while the bad one is reported.
+    """
+
+    sources: list[Source]
+    topics: list[Topic]
+    bad_topics: list[BadTopic]
+
+    def every_topic(self) -> list[Topic]:
+        """The topics; :class:`ConfigError` naming every problem when one is bad (the
+        daemon's start and commands that use them all)."""
+        if self.bad_topics:
+            raise _config_error([problem for bad in self.bad_topics for problem in bad.problems])
+        return self.topics
+
+    def topic(self, topic_id: str) -> Topic:
+        """One topic; :class:`ConfigError` when it is bad or missing (the others may be bad)."""
+        for topic in self.topics:
+            if topic.id == topic_id:
+                return topic
+        for bad in self.bad_topics:
+            if bad.id == topic_id:
+                raise _config_error(bad.problems)
+        raise ConfigError(f"no [[topic]] with id {_short(topic_id)!r}", key="--topic")
+
+
+def read_sources_file(settings: Settings, *, adapters: Sequence[str]) -> SourcesFile:
+    """The sources and topics of the sources file, read once; raises
+    :class:`ConfigError` with every problem of the file or its sources."""
+    data = _read_toml(settings.sources_file)
+    sources = _sources_of(data, settings, adapters)
     topics: dict[str, Topic] = {}
-    for index, table in enumerate(tables):
-        where = f"topic[{index}]"
-        try:
-            config = TopicConfig.model_validate(table)
-        except ValidationError as exc:
-            raise _config_error(_problems(exc, lambda _field: file, prefix=where)) from exc
-        if config.id in topics:
-            raise ConfigError(f"duplicate topic id {config.id!r}", file=file, key=f"{where}.id")
-        try:
-            query = parse_query(config.query)
-        except QueryError as exc:
-            raise ConfigError(str(exc), file=file, key=f"{where}.query") from exc
-        for source_id in config.sources or ():
-            if source_id not in known:
-                raise ConfigError(
-                    f"unknown source {_short(source_id)!r}", file=file, key=f"{where}.sources"
-                )
-        chosen = tuple(sorted(set(config.sources))) if config.sources is not None else None
-        topics[config.id] = Topic(config.id, config.title, query, chosen)
-    return list(topics.values())
+    bad: list[BadTopic] = []
+    for index, table in enumerate(data.get("topic", [])):
+        found = _topic_of(table, _where("topic", index, table), settings, sources, topics)
+        if isinstance(found, Topic):
+            topics[found.id] = found
+        else:
+            bad.append(found)
+    return SourcesFile(sources, list(topics.values()), bad)
+
+
+def _topic_of(
+    table: object,
+    where: str,
+    settings: Settings,
+    sources: Collection[Source],
+    seen: Collection[str],
+) -> Topic | BadTopic:
+    """One ``[[topic]]`` table as a topic, or what is wrong with it."""
+    file = str(settings.sources_file)
+    named = table.get("id") if isinstance(table, Mapping) else None
+    topic_id = named if isinstance(named, str) else None
+    try:
+        config = TopicConfig.model_validate(table)
+    except ValidationError as exc:
+        return BadTopic(topic_id, tuple(_problems(exc, lambda _field: file, prefix=where)))
+    problems: list[Problem] = []
+    if config.id in seen:
+        problems.append((file, f"{where}.id", f"duplicate topic id {config.id!r}"))
+    try:
+        query = parse_query(config.query)
+    except QueryError as exc:
+        problems.append((file, f"{where}.query", exc.message))
+    known = {source.id for source in sources}
+    for source_id in config.sources or ():
+        if source_id not in known:
+            problems.append((file, f"{where}.sources", f"unknown source {_short(source_id)!r}"))
+    if problems:
+        return BadTopic(topic_id, tuple(problems))
+    chosen = tuple(sorted(set(config.sources))) if config.sources is not None else None
+    return Topic(config.id, config.title, query, chosen)
 
 
 def sources_to_toml(sources: Sequence[Source]) -> str:
