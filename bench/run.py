@@ -523,6 +523,14 @@ class Bench:
             ">= 1,200 posts/s",
             rate >= 1200,
         )
+        indexed = ours["catch_up_articles"]
+        whole = count / (ours["wall"] + ours["catch_up_wall"])
+        self.add(
+            f"Import of a {count:,}-post archive: search index afterwards",
+            f"{indexed:,} articles in {ours['catch_up_wall']:.1f} s "
+            f"({ours['catch_up_cpu'] / max(indexed, 1) * 1000:.3f} ms CPU per article; "
+            f"`aggregator import` does it before exiting: {whole:,.0f} posts/s with it)",
+        )
         main = ours["VmHWM"] / 2**20
         children = [hwm / 2**20 for hwm in ours["workers_hwm"]]
         total = main + sum(children)

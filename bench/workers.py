@@ -329,6 +329,7 @@ def import_ours(config: dict[str, Any]) -> dict[str, Any]:
         )
         wall, cpu = time.perf_counter() - wall, _cpu() - cpu
         workers = [_proc_status(pid).get("VmHWM", 0) for pid in _children()]
+        catch_up = _catch_up(store)  # what the command does before it exits
     counts = imported.counts
     return {
         "files": len(files),
@@ -339,6 +340,7 @@ def import_ours(config: dict[str, Any]) -> dict[str, Any]:
         "workers_hwm": workers,
         "counts": {"new": counts.new, "duplicates": counts.skipped, "skipped": imported.skipped},
         "skipped": skipped[:5],
+        **catch_up,
     }
 
 
