@@ -17,7 +17,7 @@ the poll ends.  Because of that
   whose host is busy waits in the queue while sources of other hosts go ahead.
 
 Imports from the package: ``pipeline``, ``settings``, ``store`` and what lies below them
-(``log``, ``errors``, ``types``); only the CLI imports it (stages: ARCHITECTURE.md).
+(``heap``, ``log``, ``errors``, ``types``); only the CLI imports it (stages: ARCHITECTURE.md).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from urllib.parse import urlsplit
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from aggregator import log
+from aggregator import heap, log
 from aggregator.errors import StorageError
 from aggregator.pipeline import Poller, PollOutcome
 from aggregator.settings import Settings
@@ -289,6 +289,8 @@ class Daemon:
                 refill = len(self.queue) <= self._low_water and not self._all_claimed
                 if refill and not self._claim_lock.locked():
                     self._spawn(self.poll_due())
+            if not self.in_flight and not self.queue:
+                heap.trim()  # the round is over: its freed pages go back until the next
 
     async def _release(self, source_id: str) -> None:
         try:

@@ -83,10 +83,14 @@ def _use_database_threads(store: Store) -> None:
     its own, which was a quarter of the daemon's peak memory.  SQLite writes one
     transaction at a time anyway, so two threads (a poll being stored, a claim or a
     poll's end) lose nothing; PostgreSQL writes in parallel and gets a few more.
+    The threads started from here on share :data:`heap.ARENAS` malloc arenas.
     """
     import asyncio
     from concurrent.futures import ThreadPoolExecutor
 
+    from aggregator import heap
+
+    heap.limit_arenas()
     asyncio.get_running_loop().set_default_executor(
         ThreadPoolExecutor(max_workers=_database_threads(store), thread_name_prefix="database")
     )

@@ -24,6 +24,12 @@ from aggregator.errors import ConfigError, StorageError
 __all__ = ["BUSY_TIMEOUT_MS", "create_engine", "is_postgresql", "parse_url", "writing"]
 
 BUSY_TIMEOUT_MS = 30_000
+#: Prepared statements each SQLite connection keeps (the sqlite3 module's default is
+#: 128).  A poll's multi-row INSERTs and IN lists come in many sizes, each a statement
+#: of its own of up to ~100 KB of SQLite memory, so 128 of them per connection were 20
+#: MB of the daemon's peak; the statements that repeat (claims, leases, a poll's end)
+#: stay cached at 32, and a poll's CPU did not change measurably.
+CACHED_STATEMENTS = 32
 _WRITE = "aggregator_write"
 _BACKENDS = frozenset({"sqlite", "postgresql"})
 
@@ -63,8 +69,9 @@ def create_engine(database_url: str) -> Engine:
     of an exception in the middle of a poll.  SQLite has no server to lose, so it is
     not pinged (that is a ``SELECT 1`` before every checkout).  It gets WAL (readers
     never block the writer), foreign keys (cascading deletes rely on them), a busy
-    timeout (a second process waits for the write lock instead of failing) and
-    ``synchronous=NORMAL`` (durable at checkpoints, safe with WAL).
+    timeout (a second process waits for the write lock instead of failing),
+    ``synchronous=NORMAL`` (durable at checkpoints, safe with WAL) and a smaller
+    statement cache (:data:`CACHED_STATEMENTS`).
     """
     url = parse_url(database_url)
     if url.get_backend_name() != "sqlite":
@@ -79,7 +86,7 @@ def create_engine(database_url: str) -> Engine:
             raise StorageError(f"cannot create the database folder {str(folder)!r}") from exc
     engine = sa_create_engine(
         url,
-        connect_args={"timeout": BUSY_TIMEOUT_MS / 1000},
+        connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "cached_statements": CACHED_STATEMENTS},
         # One in-memory database exists per connection, so share a single one.
         **({"poolclass": StaticPool} if in_memory else {}),
     )
