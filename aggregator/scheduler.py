@@ -39,9 +39,11 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from aggregator import heap, log
 from aggregator.errors import StorageError
 from aggregator.pipeline import Poller, PollOutcome
+from aggregator.search.text import tokens_of
 from aggregator.settings import Settings
 from aggregator.store import Store
 from aggregator.types import UTC, Source, SourceState
+from aggregator.workers import batched
 
 __all__ = ["INDEX_BACKLOG_MAX", "Daemon", "HostSlots", "host_of", "instance_id", "sync_sources"]
 
@@ -348,17 +350,19 @@ class Daemon:
         that starts meanwhile waits for one batch at most.
         """
         started, done = time.monotonic(), 0
+        executor = self.poller.executor  # the parse pool: tokens are CPU work too
+        tokenize = batched(executor, tokens_of) if executor is not None else tokens_of
         try:
             while not self._stopping:
                 if self.in_flight or self.queue:
                     backlog = await asyncio.to_thread(self.store.search_backlog)
                     if backlog <= INDEX_BACKLOG_MAX:
                         break
-                indexed = await asyncio.to_thread(self.store.index_pending)
+                indexed = await asyncio.to_thread(self.store.index_pending, tokenize=tokenize)
                 if not indexed:
                     break
                 done += indexed
-        except StorageError as exc:
+        except Exception as exc:  # a full disk, a broken pool: one line, retried next tick
             self.index_failures.failed(exc)
             return
         finally:

@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
@@ -44,6 +44,7 @@ __all__ = [
     "DEMAND_WINDOW",
     "IDLE_SECONDS",
     "ParsePool",
+    "batched",
     "parse_pool",
     "pool_size",
 ]
@@ -59,6 +60,24 @@ IDLE_SECONDS = 60.0
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
+
+
+_A = TypeVar("_A")
+
+
+def batched(
+    executor: Executor, fn: Callable[[Sequence[_A]], list[_T]], chunk: int = 50
+) -> Callable[[Sequence[_A]], list[_T]]:
+    """``fn`` over a sequence as tasks of ``chunk`` items on ``executor``, the results
+    in order: one round trip of pickles per chunk rather than per item, and the
+    chunks spread over the pool's processes (the search index's tokens, which the
+    store asks for a batch at a time)."""
+
+    def run(items: Sequence[_A]) -> list[_T]:
+        futures = [executor.submit(fn, items[i : i + chunk]) for i in range(0, len(items), chunk)]
+        return [result for future in futures for result in future.result()]
+
+    return run
 
 
 def pool_size(settings: Settings) -> int:

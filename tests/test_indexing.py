@@ -4,16 +4,22 @@ pauses between polls, and during a long burst only once it passes its bound."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime
+from types import SimpleNamespace
 
 import pytest
 
 from aggregator import scheduler
 from aggregator.scheduler import Daemon
 from aggregator.search import parse_query
+from aggregator.search.text import tokens_of
 from aggregator.settings import Settings
 from aggregator.store import Store, _search
-from aggregator.types import Article
+from aggregator.types import Article, RawEntry, Source, SourceState
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -25,17 +31,22 @@ def _articles(count: int) -> list[Article]:
     ]
 
 
-def _daemon(store: Store) -> Daemon:
-    # The poller is never reached: only the indexing is exercised.
-    return Daemon(Settings(database_url="sqlite://"), [], store, poller=None)  # type: ignore[arg-type]
+def _daemon(store: Store, executor: Executor | None) -> Daemon:
+    # Only the indexing is exercised: of the poller, only its parse pool is read.
+    poller = SimpleNamespace(executor=executor)
+    return Daemon(Settings(database_url="sqlite://"), [], store, poller)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("pool", [False, True], ids=["in-thread", "pool"])
 def test_the_daemon_indexes_in_a_pause_and_waits_while_polls_run(
-    database_url: str, monkeypatch: pytest.MonkeyPatch
+    database_url: str, monkeypatch: pytest.MonkeyPatch, pool: bool
 ) -> None:
-    with Store.open(database_url) as store:
+    with (
+        Store.open(database_url) as store,
+        ThreadPoolExecutor(2) if pool else contextlib.nullcontext() as executor,
+    ):
         store.import_articles(_articles(30), now=NOW)
-        daemon = _daemon(store)
+        daemon = _daemon(store, executor)
 
         async def run() -> None:
             poll = asyncio.get_running_loop().create_future()
@@ -75,3 +86,32 @@ def test_the_queue_is_taken_oldest_first_in_bounded_batches(database_url: str) -
         assert [store.index_pending(limit=3) for _ in range(3)] == [3, 1, 0]
         assert indexed() == set(ids)
         assert store.search_backlog() == 0
+
+
+def test_an_article_rewritten_while_its_tokens_are_made_stays_queued(database_url: str) -> None:
+    """The tokens are made outside the write transaction: a rewrite that lands in
+    between must not be covered by the old text's tokens."""
+    source = Source("a", "A", "https://a.example/feed")
+    first = Article("a", "A", "防长 shoigu", "https://a.example/1", "<p>x</p>", NOW, NOW)
+    with Store.open(database_url) as store:
+
+        def save(article: Article) -> None:
+            entry = RawEntry(guid=article.link, link=article.link, title=article.title)
+            store.save_poll(source, [(entry, article)], SourceState("a", source.url), now=NOW)
+
+        save(first)
+
+        def rewriting_meanwhile(texts: Sequence[tuple[str, str]]) -> list[str]:
+            save(replace(first, title="防长 lavrov"))
+            return tokens_of(texts)
+
+        assert store.index_pending(tokenize=rewriting_meanwhile) == 1
+        assert store.search_backlog() == 1  # the new text still waits
+        with store.engine.connect() as conn:
+            assert _search.candidates(conn, parse_query("shoigu")) == set()
+        assert store.index_pending() == 1
+        assert store.search_backlog() == 0
+        [found] = store.search(parse_query("lavrov"))
+        with store.engine.connect() as conn:
+            assert _search.candidates(conn, parse_query("lavrov")) == {found.id}
+            assert _search.candidates(conn, parse_query("shoigu")) == set()

@@ -52,8 +52,9 @@ def _store(settings: Settings) -> Iterator[Store]:
         store.close()
 
 
-def _index_stored(store: Store) -> None:
-    """Bring the search index up to what the command stored, before it exits.
+def _index_stored(store: Store, executor: Executor | None = None) -> None:
+    """Bring the search index up to what the command stored, before it exits, with
+    the tokens made on ``executor`` (the command's parse pool) when there is one.
 
     The index is written behind the writes (``store._search``); the daemon catches
     up between polls, but a one-shot command has no later idle time, and a backlog
@@ -62,6 +63,8 @@ def _index_stored(store: Store) -> None:
     import time
 
     from aggregator.importer import progress_bar
+    from aggregator.search.text import tokens_of
+    from aggregator.workers import batched
 
     backlog = store.search_backlog()
     if not backlog:
@@ -69,7 +72,8 @@ def _index_stored(store: Store) -> None:
     started = time.monotonic()
     done = 0
     with progress_bar(backlog, doing="indexing for search", unit="articles") as advance:
-        while indexed := store.index_pending():
+        tokenize = batched(executor, tokens_of) if executor is not None else tokens_of
+        while indexed := store.index_pending(tokenize=tokenize):
             done += indexed
             advance(indexed)
     logger.info("search index: %d articles indexed in %.1f s", done, time.monotonic() - started)

@@ -187,8 +187,8 @@ def import_(
         settings = CONTEXT.settings()
         configured = _sources(settings)
         forced = _pick(configured, [source])[0] if source else None
-        with _store(settings) as store:
-            with parse_pool(settings) as pool, importer.progress_bar(len(files)) as advance:
+        with _store(settings) as store, parse_pool(settings) as pool:
+            with importer.progress_bar(len(files)) as advance:
                 imported = importer.import_files(
                     files,
                     store,
@@ -200,7 +200,7 @@ def import_(
                     skipped=lambda line: _say(f"skipped {line}"),
                     progress=advance,
                 )
-            _index_stored(store)
+            _index_stored(store, pool)  # its own progress bar, after the import's
     counts, skipped = imported.counts, imported.skipped
     held = counts.tombstoned  # part of the store's skipped count: not duplicates
     out.print(

@@ -54,7 +54,9 @@ async def _poll_once(
             # Full-text pages are fetched after their feed's articles are stored; a
             # one-shot poll gives them up to one fetch deadline more before exiting.
             await poller.wait_for_pages(settings.total_timeout)
-            return outcomes
+        # Still inside the pool (unless it broke): it makes the index's tokens too.
+        await asyncio.to_thread(_index_stored, store, poller.executor)
+        return outcomes
 
 
 @app.command()
@@ -104,7 +106,6 @@ def poll(
             if force:
                 _lift_disabled(store, [states[item.id] for item in polled if item.id in states])
             outcomes = asyncio.run(_poll_once(settings, polled, store)) if polled else []
-            _index_stored(store)
     table = Table("source", "status", "new", "updated", "unchanged", "time", "problem")
     by_id = {outcome.source_id: outcome for outcome in outcomes}
     for item in chosen:

@@ -24,6 +24,7 @@ import functools
 import html
 import re
 import unicodedata
+from collections.abc import Sequence
 
 import opencc
 
@@ -36,6 +37,7 @@ __all__ = [
     "is_cjk_char",
     "term_tokens",
     "tokens",
+    "tokens_of",
 ]
 
 # Han (with extension A and the compatibility block), kana and the supplementary
@@ -161,6 +163,12 @@ def indexed_tokens(title: str, body: str) -> str:
     """An article's tokens as the index receives them: one per line (a line break is a
     separator to SQLite's tokenizer and cheap to split)."""
     return "\n".join(tokens(document_text(title, body)))
+
+
+def tokens_of(texts: Sequence[tuple[str, str]]) -> list[str]:
+    """:func:`indexed_tokens` of each ``(title, body)``: a batch is one task (one
+    round trip of pickles) when a process pool makes them."""
+    return [indexed_tokens(title, body) for title, body in texts]
 
 
 def term_tokens(folded: str) -> frozenset[str]:

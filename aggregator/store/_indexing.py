@@ -6,23 +6,40 @@ forward (the writes that fill the queue are in :mod:`._articles` and
 
 from __future__ import annotations
 
+from aggregator.search.text import tokens_of
 from aggregator.store import _search
 from aggregator.store._base import BATCH, StoreBase
+from aggregator.store._search import Tokenize
 from aggregator.store.engine import writing
 
 __all__ = ["IndexingMixin"]
 
 
 class IndexingMixin(StoreBase):
-    def index_pending(self, limit: int = BATCH) -> int:
-        """Index up to ``limit`` of the articles waiting for the search index, in one
-        transaction; returns how many (0: the index is current)."""
+    def index_pending(self, limit: int = BATCH, *, tokenize: Tokenize = tokens_of) -> int:
+        """Index up to ``limit`` of the articles waiting for the search index; returns
+        how many it read from the head of the queue (0: the index is current).
+
+        The texts are read first and ``tokenize`` makes their tokens (a caller with a
+        process pool spreads that over it) before one short write transaction takes
+        them, so the tokens never hold the database's write lock.  An article
+        rewritten meanwhile stays queued and is read again by the next call.
+        """
         with self._errors("update the search index"):
             with self._engine.connect() as conn:
-                if not _search.backlog(conn):  # no write lock taken for nothing
-                    return 0
+                texts = _search.waiting_texts(conn, limit)
+            if not texts:
+                return 0
+            made = tokenize([(title, body) for _, _, title, body in texts])
             with writing(self._engine) as conn:
-                return _search.index_pending(conn, limit)
+                _search.take_waiting(
+                    conn,
+                    [
+                        (id_, fingerprint, found)
+                        for (id_, fingerprint, _, _), found in zip(texts, made, strict=True)
+                    ],
+                )
+            return len(texts)
 
     def search_backlog(self) -> int:
         """How many stored articles the search index has not taken yet (a search

@@ -28,8 +28,8 @@ The index is written behind the writes, not in them.  Its tokens cost about as m
 CPU as parsing and cleaning an entry, and a first poll of many feeds, an import or
 a renormalize would pay it on the store's one thread while every poll waits.  So
 a stored or rewritten article is only named in ``search_pending`` (in the write's
-own transaction, so a crash loses nothing), and :func:`index_pending` takes the
-queue in batches when there is time (the daemon between polls; the one-shot
+own transaction, so a crash loses nothing), and the store's ``index_pending`` takes
+the queue in batches when there is time (the daemon between polls; the one-shot
 commands before they exit).  A search adds every waiting article to the index's
 candidates and verifies it like them: the answer is exact however far behind the
 index is, only slower while thousands wait.
@@ -38,7 +38,7 @@ index is, only slower while thousands wait.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -67,13 +67,15 @@ __all__ = [
     "add_tokens",
     "backlog",
     "candidates",
+    "Tokenize",
     "index",
-    "index_pending",
     "newest_first",
     "pending",
     "rebuild",
     "reindex",
+    "take_waiting",
     "unindex",
+    "waiting_texts",
 ]
 
 #: The index's table on both databases (on SQLite FTS5 adds ``TABLE_*`` shadow tables).
@@ -187,25 +189,51 @@ def backlog(conn: Connection) -> int:
     return conn.scalar(select(func.count()).select_from(search_pending)) or 0
 
 
-def index_pending(conn: Connection, limit: int) -> int:
-    """Index up to ``limit`` waiting articles, oldest first, and take them off the
-    queue, in the caller's (writing) transaction; returns how many.
+#: Title and body in, the index's tokens out (:func:`tokens_of` or the same work
+#: spread over processes); one call per batch.
+Tokenize = Callable[[Sequence[tuple[str, str]]], list[str]]
 
-    On PostgreSQL the rows taken are locked and those another process holds are
-    skipped, so several daemons sharing the database split the queue.
-    """
+
+def waiting_texts(conn: Connection, limit: int) -> list[tuple[int, str, str, str]]:
+    """``(id, fingerprint, title, body)`` of up to ``limit`` waiting articles, oldest
+    first: what :func:`take_waiting` needs, read without taking a write lock, so
+    their tokens can be made while the store goes on writing."""
     pending_id = search_pending.c.article_id
-    taking = select(pending_id).order_by(pending_id).limit(limit)
-    if not _sqlite(conn):
-        taking = taking.with_for_update(skip_locked=True)
-    ids = list(conn.scalars(taking))
-    if not ids:
-        return 0
+    ids = select(pending_id).order_by(pending_id).limit(limit).scalar_subquery()
     a = articles.c
-    texts = conn.execute(select(a.id, a.title, a.body).where(a.id.in_(ids)))
-    add_tokens(conn, ((id_, indexed_tokens(title, body)) for id_, title, body in texts))
-    conn.execute(search_pending.delete().where(pending_id.in_(ids)))
-    return len(ids)
+    query = select(a.id, a.fingerprint, a.title, a.body).where(a.id.in_(ids)).order_by(a.id)
+    return [
+        (id_, fingerprint, title, body) for id_, fingerprint, title, body in conn.execute(query)
+    ]
+
+
+def take_waiting(conn: Connection, made: Sequence[tuple[int, str, str]]) -> int:
+    """Index ``(id, fingerprint, tokens)`` made from :func:`waiting_texts` and take those
+    articles off the queue, in the caller's (writing) transaction; returns how many.
+
+    Between the read and this write an article may have been rewritten (its
+    fingerprint changed: it stays queued and its new text is read next time),
+    pruned (its queue row went with it) or, on PostgreSQL, taken by another daemon
+    (its queue row is gone, or locked by that daemon and skipped), so only what is
+    still queued and unchanged is indexed.
+    """
+    if not made:
+        return 0
+    pending_id = search_pending.c.article_id
+    ids = [id_ for id_, _, _ in made]
+    queued = select(pending_id).where(pending_id.in_(ids))
+    if not _sqlite(conn):
+        queued = queued.with_for_update(skip_locked=True)
+    still = set(conn.scalars(queued))
+    a = articles.c
+    current: dict[int, str] = {}
+    if still:  # .all(): dict() of a result would take it for a mapping (it has keys())
+        current = dict(conn.execute(select(a.id, a.fingerprint).where(a.id.in_(still))).all())
+    taken = [(id_, found) for id_, fingerprint, found in made if current.get(id_) == fingerprint]
+    if taken:
+        add_tokens(conn, taken)
+        conn.execute(search_pending.delete().where(pending_id.in_([id_ for id_, _ in taken])))
+    return len(taken)
 
 
 def rebuild(conn: Connection) -> int:
