@@ -195,7 +195,7 @@ def poll_ours(config: dict[str, Any]) -> dict[str, Any]:
                     # interval (setup, not timed: every source due again).
                     make_due(Path(config["db"]))
                     await one_round()
-                catch_up.update(await asyncio.to_thread(_catch_up, store))
+                catch_up.update(await asyncio.to_thread(_catch_up, store, poller.executor))
                 await daemon.shutdown()
                 workers.extend(_proc_status(pid).get("VmHWM", 0) for pid in _children())
                 return outcomes
@@ -280,17 +280,36 @@ def _time_index_writes() -> list[float]:
     return spent
 
 
-def _catch_up(store: Any) -> dict[str, float]:
-    """What the daemon does in the pause after a burst of polls: index the articles
-    they stored, a batch per transaction (its CPU is this thread's: nothing else runs)."""
-    wall, cpu, indexed = time.perf_counter(), time.thread_time(), 0
-    while done := store.index_pending():
+def _catch_up(store: Any, executor: Any) -> dict[str, float]:
+    """What follows a burst of stores: the search index takes the queue, a batch per
+    transaction, its tokens made on the parse pool when one runs (as the daemon and
+    the commands do).  CPU: this process and its pool's processes, read from /proc
+    (they are still alive, so ``os.times`` does not count them yet)."""
+    from aggregator.search.text import tokens_of
+    from aggregator.workers import batched
+
+    tokenize = batched(executor, tokens_of) if executor is not None else tokens_of
+    wall, cpu, indexed = time.perf_counter(), _tree_cpu(), 0
+    while done := store.index_pending(tokenize=tokenize):
         indexed += done
     return {
         "catch_up_wall": time.perf_counter() - wall,
-        "catch_up_cpu": time.thread_time() - cpu,
+        "catch_up_cpu": _tree_cpu() - cpu,
         "catch_up_articles": indexed,
     }
+
+
+def _tree_cpu() -> float:
+    """CPU seconds of this process and its live children."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = _cpu()
+    for pid in _children():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
 
 
 def _children() -> list[int]:
@@ -329,7 +348,7 @@ def import_ours(config: dict[str, Any]) -> dict[str, Any]:
         )
         wall, cpu = time.perf_counter() - wall, _cpu() - cpu
         workers = [_proc_status(pid).get("VmHWM", 0) for pid in _children()]
-        catch_up = _catch_up(store)  # what the command does before it exits
+        catch_up = _catch_up(store, pool)  # what the command does before it exits
     counts = imported.counts
     return {
         "files": len(files),
