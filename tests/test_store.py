@@ -7,16 +7,18 @@ import os
 import threading
 import uuid
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from dbhelpers import ENV, postgres_database
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import DateTime, create_engine, func, select, text
+from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 
 from aggregator.errors import StorageError
 from aggregator.store import Store
-from aggregator.store.tables import articles, provenance
+from aggregator.store._base import BATCH
+from aggregator.store.tables import UTCDateTime, articles, provenance
 from aggregator.types import (
     Article,
     Cursor,
@@ -86,6 +88,17 @@ def test_a_poll_stores_articles_raw_entries_and_state_together(store: Store) -> 
     assert sorted(raw.guid or "" for _, raw, _ in store.iter_raw()) == ["a-1", "a-2"]
     again = store.save_poll(A, entries(article(1), article(2)), state, now=NOW)
     assert (again.new, again.unchanged) == (0, 2)
+
+
+def test_a_poll_longer_than_a_statement_stores_and_finds_every_entry(store: Store) -> None:
+    """Rows go BATCH to an INSERT, and every key of the poll to a lookup as one list."""
+    items = [article(n) for n in range(2 * BATCH + 3)]
+    assert poll(store, A, *items).new == len(items)
+    assert poll(store, A, *items, now=NOW + HOUR).unchanged == len(items)
+    assert store.article_counts() == {"a": len(items)}
+    assert len(list(store.iter_raw())) == len(items)
+    stored = {entry.article.link: entry.article for entry in store.latest(limit=len(items))}
+    assert stored == {item.link: item for item in items}
 
 
 def test_articles_read_back_equal_to_what_was_stored(store: Store) -> None:
@@ -318,6 +331,28 @@ def test_sqlite_pragmas_are_applied(tmp_path: Path) -> None:
     ):
         pragmas = [conn.exec_driver_sql(f"PRAGMA {name}").scalar() for name in names]
     assert pragmas == ["wal", 1, 1, 30000]
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        datetime(2024, 5, 1, 12, 30, 15, 123000, tzinfo=UTC),
+        datetime(2024, 5, 1, tzinfo=UTC),  # no microseconds: still six digits
+        datetime(2024, 5, 2, 1, 0, tzinfo=timezone(timedelta(hours=8))),  # converted to UTC
+        datetime(1, 1, 1, 0, 0, 1, tzinfo=UTC),  # a four-digit year
+    ],
+)
+def test_sqlite_stores_times_as_sqlalchemy_writes_them(moment: datetime) -> None:
+    """The stored text of a time is SQLAlchemy's own (indexes and earlier rows compare
+    with it), though it is written without SQLAlchemy's formatting."""
+    dialect = sqlite_dialect()
+    ours = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
+    theirs = DateTime().dialect_impl(dialect).bind_processor(dialect)
+    assert ours is not None and theirs is not None
+    assert ours(moment) == theirs(moment.astimezone(UTC))
+    assert ours(None) is None
+    with pytest.raises(ValueError, match="naive datetime"):
+        ours(moment.replace(tzinfo=None))
 
 
 # -- PostgreSQL concurrency ----------------------------------------------------------

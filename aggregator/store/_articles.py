@@ -13,19 +13,19 @@ articles) and :mod:`aggregator.dedupe`.
 
 from __future__ import annotations
 
-import json
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from itertools import islice
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, or_, select, update
+from sqlalchemy import Connection, Select, Table, bindparam, delete, or_, select, update
 
 from aggregator import dedupe
 from aggregator.dedupe import AddProvenance, Insert, Mode, Plan, Record, Update
 from aggregator.errors import StorageError
 from aggregator.store import _search
-from aggregator.store._base import BATCH, StoreBase, clock, dialect_insert
+from aggregator.store._base import BATCH, BulkInsert, StoreBase, among, clock, listed
 from aggregator.store._reads import routes_of
 from aggregator.store._state import release_lease, save_states
 from aggregator.store.engine import writing
@@ -34,6 +34,7 @@ from aggregator.store.tables import (
     articles,
     provenance,
     raw_entries,
+    raw_json,
     to_article,
     tombstones,
 )
@@ -118,7 +119,7 @@ class ArticlesMixin(StoreBase):
         batch = [article for _, article in entries]
         keys = sorted({key for article in batch for key in dedupe.identity_keys(article)})
         records = _records(conn, keys)
-        dead = set(conn.scalars(select(tombstones.c.key).where(tombstones.c.key.in_(keys))))
+        dead = _tombstoned(conn, keys)
         plan = dedupe.decide(batch, records.values(), dead, now=now, mode=mode)
         lost = _Execution(conn, plan, entries, records, now).run()
         if not lost:
@@ -131,14 +132,33 @@ class ArticlesMixin(StoreBase):
         return kept.counts + self._store(conn, again, now=now, mode=mode, retries=retries - 1)
 
 
+@functools.cache
+def _lookups(dialect: str) -> tuple[Select[Any], Select[Any]]:
+    """The batch's two lookups on ``dialect``, each taking every key as one parameter:
+    the stored articles owning a key, and the tombstoned keys."""
+    p = provenance.c
+    owners = select(p.article_id).where(
+        or_(among(p.guid_key, dialect, "keys"), among(p.link_key, dialect, "keys"))
+    )
+    owning = articles.select().where(
+        or_(among(articles.c.link_key, dialect, "keys"), articles.c.id.in_(owners))
+    )
+    dead = select(tombstones.c.key).where(among(tombstones.c.key, dialect, "keys"))
+    return owning, dead
+
+
+def _tombstoned(conn: Connection, keys: Sequence[str]) -> set[str]:
+    if not keys:
+        return set()
+    return set(conn.scalars(_lookups(conn.dialect.name)[1], {"keys": listed(conn, keys)}))
+
+
 def _records(conn: Connection, keys: Sequence[str]) -> dict[int, Record]:
     """Every stored article owning one of ``keys``: the one lookup per batch."""
     if not keys:
         return {}
-    p = provenance.c
-    owners = select(p.article_id).where(or_(p.guid_key.in_(keys), p.link_key.in_(keys)))
-    query = articles.select().where(or_(articles.c.link_key.in_(keys), articles.c.id.in_(owners)))
-    rows = list(conn.execute(query).mappings())
+    query = _lookups(conn.dialect.name)[0]
+    rows = list(conn.execute(query, {"keys": listed(conn, keys)}).mappings())
     routes = routes_of(conn, {row["id"]: row["source_id"] for row in rows})
     return {
         row["id"]: Record(
@@ -190,7 +210,7 @@ class _Execution:
                 update(provenance).where(provenance.c.article_id.in_(ids)).values(updated=self.now)
             )
         lost += self._add_routes()
-        self._save_raws()
+        _UPSERT_RAWS(self.conn, self.raws)
         _search.index(self.conn, {id_: intent.article for id_, intent in self.inserted.items()})
         changed = [i for i in intents if isinstance(i, Update)]
         _search.reindex(self.conn, ((i.id, self.records[i.id].article, i.article) for i in changed))
@@ -211,12 +231,7 @@ class _Execution:
             ),
             key=lambda row: str(row["link_key"]),
         )
-        statement = (
-            dialect_insert(self.conn, articles)
-            .on_conflict_do_nothing(index_elements=["link_key"])
-            .returning(articles.c.id, articles.c.link_key)
-        )
-        ids = {key: id_ for id_, key in self.conn.execute(statement, rows)}
+        ids = {key: id_ for id_, key in _INSERT_ARTICLES(self.conn, rows)}
         lost = []
         for intent in inserts:
             id_ = ids.get(dedupe.link_key(intent.article.link))
@@ -264,12 +279,7 @@ class _Execution:
         for row in self.routes:
             row["sort_time"] = self.sort_times[row["article_id"]]
             row["updated"] = self.now
-        statement = (
-            dialect_insert(self.conn, provenance)
-            .on_conflict_do_nothing()
-            .returning(provenance.c.article_id, provenance.c.source_id)
-        )
-        stored = set(self.conn.execute(statement, self.routes))
+        stored = set(_INSERT_ROUTES(self.conn, self.routes))
         orphans = {
             id_: intent
             for id_, intent in self.inserted.items()
@@ -290,20 +300,31 @@ class _Execution:
             {
                 "article_id": article_id,
                 "source_id": source_id,
-                "raw": json.dumps(raw.to_dict(), ensure_ascii=False),
+                "raw": raw_json(raw),
                 "fetched_at": article.fetched or self.now,
             }
         )
 
-    def _save_raws(self) -> None:
-        if not self.raws:
-            return
-        statement = dialect_insert(self.conn, raw_entries)
-        statement = statement.on_conflict_do_update(
-            index_elements=["article_id", "source_id"],
-            set_={"raw": statement.excluded.raw, "fetched_at": statement.excluded.fetched_at},
-        )
-        self.conn.execute(statement, self.raws)
+
+def _columns(table: Table) -> list[str]:
+    """Every column but the generated primary key."""
+    return [column.name for column in table.columns if column.name != "id"]
+
+
+# The hot inserts, as plain SQL (see BulkInsert).  Another process's row with the same
+# identity wins (ON CONFLICT DO NOTHING); RETURNING tells which rows went in.
+_INSERT_ARTICLES = BulkInsert(
+    articles, _columns(articles), "ON CONFLICT (link_key) DO NOTHING RETURNING id, link_key"
+)
+_INSERT_ROUTES = BulkInsert(
+    provenance, _columns(provenance), "ON CONFLICT DO NOTHING RETURNING article_id, source_id"
+)
+_UPSERT_RAWS = BulkInsert(
+    raw_entries,
+    _columns(raw_entries),
+    "ON CONFLICT (article_id, source_id) DO UPDATE "
+    "SET raw = excluded.raw, fetched_at = excluded.fetched_at",
+)
 
 
 def _sort_time(article: Article) -> datetime:

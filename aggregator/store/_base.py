@@ -7,20 +7,44 @@ builds on it.
 
 from __future__ import annotations
 
+import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Connection, Engine, Table, literal
+from sqlalchemy import (
+    ARRAY,
+    ColumnElement,
+    Connection,
+    Dialect,
+    Engine,
+    String,
+    Table,
+    any_,
+    bindparam,
+    func,
+    literal,
+    select,
+)
 from sqlalchemy.exc import SQLAlchemyError
 
 from aggregator.errors import StorageError
 from aggregator.store.tables import UTCDateTime
 from aggregator.types import utc_ms
 
-__all__ = ["BATCH", "StoreBase", "at", "chunks", "clock", "dialect_insert"]
+__all__ = [
+    "BATCH",
+    "BulkInsert",
+    "StoreBase",
+    "among",
+    "at",
+    "chunks",
+    "clock",
+    "dialect_insert",
+    "listed",
+]
 
 # Rows per statement or transaction where a list of ids or articles is split up.
 BATCH = 500
@@ -87,3 +111,89 @@ def clock(now: datetime | None) -> datetime:
 def chunks(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def among(column: ColumnElement[Any], dialect: str, name: str) -> ColumnElement[bool]:
+    """``column`` is one of the strings bound to ``name`` (as :func:`listed` gives them).
+
+    One parameter however many strings: the statement compiles once and is cached, where
+    an ``IN`` list is expanded into a parameter per string on every execution (and
+    SQLite allows 32,766 of them in all).  Both databases still look each string up in
+    the column's index: SQLite through ``json_each``, PostgreSQL through ``= ANY``.
+    """
+    if dialect == "postgresql":
+        return column == any_(bindparam(name, type_=ARRAY(String)))
+    strings = func.json_each(bindparam(name, type_=String)).table_valued("value")
+    return column.in_(select(strings.c.value))
+
+
+def listed(conn: Connection, strings: Sequence[str]) -> Any:
+    """``strings`` as :func:`among`'s parameter on ``conn``'s database."""
+    return list(strings) if conn.dialect.name == "postgresql" else json.dumps(list(strings))
+
+
+class BulkInsert:
+    """An ``INSERT`` of many rows as plain SQL through the driver.
+
+    SQLAlchemy's executemany runs every value of every row through its parameter
+    handling in Python, which on a poll's inserts cost more than the database's own
+    work.  Here the SQL is written once per database, and only columns whose type
+    converts in Python (times, flags) run a converter: the type's own bind
+    processor, so the stored values are exactly those SQLAlchemy would write.
+    ``suffix`` is SQL both databases read alike (``ON CONFLICT``, ``RETURNING``).
+    With ``RETURNING`` the rows go as multi-row ``VALUES`` (:data:`BATCH` rows a
+    statement, since the drivers' executemany returns nothing); without, through
+    the driver's executemany.
+    """
+
+    def __init__(self, table: Table, columns: Sequence[str], suffix: str = "") -> None:
+        self._table = table
+        self._columns = tuple(columns)
+        self._suffix = suffix
+        self._returns = "RETURNING" in suffix.upper()
+        # Per database: the statement up to VALUES, one row's markers, the converters.
+        self._plans: dict[str, tuple[str, str, list[tuple[int, Callable[[Any], Any]]]]] = {}
+
+    def __call__(
+        self, conn: Connection, rows: Sequence[Mapping[str, Any]]
+    ) -> list[tuple[Any, ...]]:
+        """Insert ``rows`` (column name to value); the rows ``RETURNING`` gave, if any."""
+        if not rows:
+            return []
+        plan = self._plans.get(conn.dialect.name)
+        if plan is None:
+            plan = self._plans[conn.dialect.name] = self._plan(conn.dialect)
+        head, markers, converters = plan
+        names = self._columns
+
+        def values(row: Mapping[str, Any]) -> list[Any]:
+            found = [row[name] for name in names]
+            for index, convert in converters:
+                found[index] = convert(found[index])
+            return found
+
+        if not self._returns:
+            statement = f"{head}{markers} {self._suffix}"
+            conn.exec_driver_sql(statement, [tuple(values(row)) for row in rows])
+            return []
+        returned: list[tuple[Any, ...]] = []
+        for chunk in chunks(rows, BATCH):
+            flat: list[Any] = []
+            for row in chunk:
+                flat += values(row)
+            statement = f"{head}{', '.join([markers] * len(chunk))} {self._suffix}"
+            returned += map(tuple, conn.exec_driver_sql(statement, tuple(flat)))
+        return returned
+
+    def _plan(self, dialect: Dialect) -> tuple[str, str, list[tuple[int, Callable[[Any], Any]]]]:
+        quote = dialect.identifier_preparer.quote
+        marker = {"qmark": "?", "format": "%s", "pyformat": "%s"}[dialect.paramstyle]
+        columns = [self._table.c[name] for name in self._columns]
+        converters: list[tuple[int, Callable[[Any], Any]]] = []
+        for index, column in enumerate(columns):
+            convert = column.type.dialect_impl(dialect).bind_processor(dialect)
+            if convert is not None:
+                converters.append((index, convert))
+        names = ", ".join(quote(column.name) for column in columns)
+        head = f"INSERT INTO {quote(self._table.name)} ({names}) VALUES "
+        return head, "(" + ", ".join([marker] * len(columns)) + ")", converters

@@ -18,6 +18,7 @@ GUID longer than PostgreSQL's B-tree row limit (~2.7 kB) then still indexes.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -38,7 +39,7 @@ from sqlalchemy.types import DateTime, TypeDecorator
 from sqlmodel import Field, SQLModel
 
 from aggregator.dedupe import link_key
-from aggregator.types import Article, DateSource, SourceState, UrlState
+from aggregator.types import Article, DateSource, RawEntry, SourceState, UrlState
 
 __all__ = [
     "ArticleRow",
@@ -54,11 +55,13 @@ __all__ = [
     "article_values",
     "articles",
     "leases",
+    "json_list",
     "meta",
     "metadata",
     "pages",
     "provenance",
     "raw_entries",
+    "raw_json",
     "search_pending",
     "source_state",
     "state_values",
@@ -84,11 +87,19 @@ class UTCDateTime(TypeDecorator[datetime]):
     cache_ok = True
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError(f"naive datetime {value.isoformat()!r} sent to the database")
-        return value.astimezone(UTC)
+        return None if value is None else _utc(value)
+
+    def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any] | None:
+        """On SQLite, the stored text through :func:`_sqlite_text`: the generic path
+        runs :meth:`process_bind_param` and then SQLAlchemy's ``%``-formatting of
+        seven fields for every time of every row, a large part of storing a poll."""
+        if dialect.name != "sqlite":
+            return super().bind_processor(dialect)
+
+        def process(value: datetime | None) -> str | None:
+            return None if value is None else _sqlite_text(value)
+
+        return process
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
@@ -119,6 +130,22 @@ class UTCDateTime(TypeDecorator[datetime]):
             return moment.astimezone(UTC)
 
         return process
+
+
+# A poll's rows repeat a few times (the poll's clock, each entry's date in the article
+# and its route), so most are formatted once.  Equal instants give equal text, whatever
+# their zone; a naive time is refused (and errors are not cached).
+@functools.lru_cache(maxsize=1024)
+def _sqlite_text(moment: datetime) -> str:
+    """What SQLAlchemy stores for ``moment`` on SQLite: naive UTC text,
+    ``YYYY-MM-DD HH:MM:SS.ffffff``."""
+    return _utc(moment).isoformat(" ", "microseconds")[: -len("+00:00")]
+
+
+def _utc(moment: datetime) -> datetime:
+    if moment.tzinfo is None:
+        raise ValueError(f"naive datetime {moment.isoformat()!r} sent to the database")
+    return moment.astimezone(UTC)
 
 
 class ArticleRow(SQLModel, table=True):
@@ -336,13 +363,26 @@ def article_values(article: Article, *, updated: datetime) -> dict[str, Any]:
         "fingerprint": article.fingerprint,
         "date_source": article.date_source.value,
         "comments": article.comments,
-        "tags": json.dumps(list(article.tags), ensure_ascii=False),
-        "categories": json.dumps(list(article.categories), ensure_ascii=False),
+        "tags": json_list(article.tags),
+        "categories": json_list(article.categories),
         "source_id": article.source_id,
         "source_name": article.source_name,
         "guid": article.guid,
         "body_source": article.body_source,
     }
+
+
+# One encoder for every row: ``json.dumps`` with an option builds a new one per call.
+_to_json = json.JSONEncoder(ensure_ascii=False).encode
+
+
+def json_list(items: tuple[str, ...]) -> str:
+    return _to_json(items) if items else "[]"  # most articles have no tags
+
+
+def raw_json(raw: RawEntry) -> str:
+    """The stored form of a raw entry (read back by ``RawEntry.from_dict``)."""
+    return _to_json(raw.to_dict())
 
 
 def to_article(row: Mapping[Any, Any]) -> Article:
@@ -393,7 +433,7 @@ def _urls_json(records: tuple[UrlState, ...]) -> str:
         for name in _URL_TIMES:
             row[name] = row[name].isoformat() if row[name] is not None else None
         rows.append(row)
-    return json.dumps(rows, ensure_ascii=False)
+    return _to_json(rows)
 
 
 def _urls_from_json(text: str) -> tuple[UrlState, ...]:
