@@ -52,7 +52,6 @@ _CJK_CHAR = re.compile(f"[{CJK}]")
 _CJK_PAIR = re.compile(f"(?=([{CJK}]{{2}}))")  # overlapping pairs, found in C
 _CJK_RUN = re.compile(f"[{CJK}]+")
 _WORD = re.compile(f"[^\\W_{CJK}]+")  # letters and digits that are not CJK
-_SPACE = re.compile(r"\s+")
 # Tags that break a line: their text must not run into the neighbour's (a Latin word
 # would merge with the next paragraph's first word).  Inline tags vanish without a
 # trace, so 防<b>长</b> is still 防长.
@@ -110,7 +109,9 @@ def fold(text: str) -> str:
     folded = text.translate(_fold_table())
     if not unicodedata.is_normalized("NFKC", folded) or folded.casefold() != folded:
         folded = _fold_slowly(text)
-    return _SPACE.sub(" ", folded).strip()
+    # Single spaces, none at the ends: split() and a regex's \s both take whitespace
+    # as str.isspace() does, and split() costs a tenth of the substitution.
+    return " ".join(folded.split())
 
 
 def html_text(fragment: str) -> str:
