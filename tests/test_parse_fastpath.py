@@ -807,3 +807,10 @@ def test_a_mutated_fast_path_is_caught(
 ) -> None:
     mutate(monkeypatch)
     assert _suite_catches_it()
+
+
+def test_stored_maps_c1_controls_and_leaves_other_latin1_alone() -> None:
+    # feedparser's cp1252 table maps C1 controls only: a no-break space (whose UTF-8
+    # starts with the same byte C2) or a copyright sign stays as it is.
+    assert fastpath.stored("中\u00a0文 ©") == "中\u00a0文 ©"
+    assert fastpath.stored("中\x80文\x9f\u00a0") == "中€文Ÿ\u00a0"

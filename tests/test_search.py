@@ -255,6 +255,12 @@ def test_fold_makes_scripts_widths_and_cases_equal() -> None:
     assert document_text("標題", "<p>防<b>長</b></p><p>second</p>") == "标题\n防长 second"
 
 
+def test_fold_leaves_one_space_for_every_run_of_any_whitespace() -> None:
+    spaces = "".join(char for point in range(0x3001) if (char := chr(point)).isspace())
+    assert len(spaces) == 29  # tab to ideographic space, the separators U+001C-U+001F
+    assert fold(f"{spaces}甲{spaces}b {spaces}") == "甲 b"
+
+
 @pytest.mark.parametrize(
     "text",
     [

@@ -50,6 +50,7 @@ May import :mod:`.entries` only.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
 from xml.parsers import expat
@@ -96,11 +97,19 @@ def stored(text: str) -> str:
         return text
     with contextlib.suppress(UnicodeError):
         text = text.encode("iso-8859-1").decode("utf-8")
-    # In UTF-8 only U+0080..U+00BF (C1 controls among them) start with byte C2: a byte
-    # search finds them several times faster than a regex scan of the text.
-    if b"\xc2" in text.encode("utf-8", "surrogatepass"):
+    # Searched in the UTF-8 bytes: a regex of two-byte literals with a common first
+    # byte is a fast byte search, several times faster than a scan of the text.
+    if _CP1252_MAPPED.search(text.encode("utf-8", "surrogatepass")):
         return text.translate(_cp1252)
     return text
+
+
+#: The characters the cp1252 table maps (C1 controls), in UTF-8.  Translating with a
+#: small table costs ~0.1 us a character (a dictionary miss each); a test for byte C2
+#: alone also sent every body with a no-break space (C2 A0) to it: 100 us an entry.
+_CP1252_MAPPED = re.compile(
+    b"|".join(re.escape(chr(point).encode("utf-8")) for point in sorted(_cp1252))
+)
 
 
 def uri(text: str) -> str:
