@@ -5,16 +5,16 @@ usage: python -m bench.adapt_check time [ROUNDS] [FEEDS]
 
 ``time`` renders the first FEEDS feeds (default 100) and prints the CPU time per
 entry (``time.process_time``) of each of ROUNDS rounds (default 3) of what a parse
-worker runs per document: parse, adapt and clean, fingerprint and search tokens.
+worker runs per document: parse, adapt and clean, fingerprint.
 Start it alternately with ``PYTHONPATH`` pointing at two checkouts to compare them:
 the figure moves with the load of a shared machine, so only interleaved runs compare.
 
 ``digest`` writes one line per feed and per article of the main, growth and mixed
 sets (default all 1,000 + 100 + 200 feeds): a SHA-256 of everything
-``parse_and_adapt`` returned (the raw entry, the article, its fingerprint and its
-search tokens, sorted, since the token string's order is a set's).  Two checkouts
-produce the same output exactly when ``cmp`` finds their files identical; a differing
-line names the feed and the article.
+``parse_and_adapt`` returned (the raw entry, the article, its fingerprint) and of
+the article's search tokens (sorted, since the token string's order is a set's).
+Two checkouts produce the same output exactly when ``cmp`` finds their files
+identical; a differing line names the feed and the article.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from aggregator.normalize import Normalized, parse_and_adapt
-from aggregator.search.text import article_tokens
+from aggregator.search.text import indexed_tokens
 from aggregator.types import Source
 from bench.corpus import feed_ids, feed_spec, render_feed
 
@@ -58,7 +58,7 @@ def _adapt(document: bytes, source: Source) -> Normalized:
 def _lines(feed_id: str, result: Normalized) -> list[str]:
     lines = [f"{feed_id} {result.entries_sent} {result.skipped} {result.problems!r}"]
     for index, (entry, article) in enumerate(result.pairs):
-        tokens = "\n".join(sorted(article_tokens(article).split("\n")))
+        tokens = "\n".join(sorted(indexed_tokens(article.title, article.body).split("\n")))
         text = f"{entry!r}\n{article!r}\n{article.fingerprint}\n{tokens}"
         digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
         lines.append(f"{feed_id} {index} {digest}")
