@@ -6,7 +6,8 @@ entries), ``_indexing`` (the search index's queue), ``_pages`` (article pages
 fetched for full text), ``_reads`` (pages, counts, raw entries back),
 ``_retention`` (prune and tombstones), all on ``_base`` (engine, error wrapper,
 SQL helpers).  A new method goes into the mixin
-of its domain; this module keeps only opening, closing and the schema.
+of its domain; this module keeps only opening, closing and the schema, whose
+upgrades run in a child process (``_migrate``) so alembic stays out of the daemon.
 
 Every database failure leaves as :class:`~aggregator.errors.StorageError` naming
 what was being done.
