@@ -22,7 +22,6 @@ import os
 import pickle
 import subprocess
 import sys
-from pathlib import Path
 from types import TracebackType
 
 from sqlalchemy import URL, inspect, select, text
@@ -43,9 +42,6 @@ __all__ = ["PruneReport", "SourcePrune", "Store"]
 
 # Any constant works; it only has to be the same in every process sharing the database.
 _MIGRATION_LOCK = 0x61676772  # "aggr"
-#: The folder holding the ``aggregator`` package, put first on the migration child's
-#: path so it runs this very code (a checkout, a test run) whatever else is installed.
-_PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 
 class Store(StateMixin, PagesMixin, ArticlesMixin, IndexingMixin, ReadsMixin, RetentionMixin):
@@ -156,23 +152,26 @@ def _migrate_in_child(url: URL) -> None:
     an interpreter failure) is a :class:`StorageError` whose cause is the last line
     it wrote.
     """
-    path = os.pathsep.join(filter(None, [str(_PACKAGE_ROOT), os.environ.get("PYTHONPATH")]))
+    # This process's module path, in its order (as multiprocessing's spawn passes it),
+    # so the child runs this very code (a checkout, a test run) whatever else is
+    # installed; -P keeps the working directory, where a relative SQLite path is
+    # resolved, off it unless it was on this process's path.
+    path = os.pathsep.join(entry for entry in sys.path if entry)
     done = subprocess.run(
-        # -P: the working directory (the database's relative path is resolved there) is
-        # not put on the path, so a folder named ``aggregator`` in it is not imported.
         [sys.executable, "-P", "-m", "aggregator.store._migrate"],
         input=url.render_as_string(hide_password=False).encode(),
         capture_output=True,
         env={**os.environ, "PYTHONPATH": path},
         check=False,
     )
-    sys.stderr.buffer.write(done.stderr)
+    written = done.stderr.decode(errors="replace")
+    sys.stderr.write(written)
     if done.returncode == 0:
         return
     if done.stdout:
         error, remote_traceback = pickle.loads(done.stdout)
         raise error from ChildProcessError(remote_traceback)
-    lines = done.stderr.decode(errors="replace").strip().splitlines()
+    lines = written.strip().splitlines()
     last = lines[-1] if lines else f"the migration process exited with status {done.returncode}"
     raise StorageError(
         "could not migrate the database", database=url.render_as_string(hide_password=True)
