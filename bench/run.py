@@ -12,14 +12,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import http.client
 import json
 import os
 import platform
+import shutil
+import signal
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,6 +105,111 @@ class FeedServer:
         self.process.wait(timeout=10)
 
 
+class Daemon:
+    """``aggregator run`` as users start it (the console script, in a folder holding
+    ``config/``), its HTTP port set from the environment; always stopped on leaving."""
+
+    def __init__(self, folder: Path, port: int, log_path: Path) -> None:
+        self.port = port
+        self.log_path = log_path
+        env = {name: value for name, value in os.environ.items() if "AGGREGATOR_" not in name}
+        env |= {
+            "AGGREGATOR_HTTP_PORT": str(port),
+            "AGGREGATOR_ALLOW_PRIVATE_ADDRESSES": "true",  # the feeds are on 127.0.0.1
+        }
+        self.started = time.perf_counter()
+        with log_path.open("w") as output:
+            self.process = subprocess.Popen(
+                [str(Path(sys.executable).parent / "aggregator"), "run"],
+                cwd=folder,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=output,
+            )
+
+    def __enter__(self) -> Daemon:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def healthz(self) -> dict[str, Any] | None:
+        """The daemon's /healthz, ``None`` while nothing answers on its port."""
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        try:
+            connection.request("GET", "/healthz")
+            body: dict[str, Any] = json.loads(connection.getresponse().read())
+            return body
+        except OSError:
+            return None
+        finally:
+            connection.close()
+
+    def wait_for(self, done: Any, what: str, timeout: float, every: float = 0.5) -> dict[str, Any]:
+        """Ask /healthz every ``every`` seconds until ``done(answer)``; the answer.  A
+        daemon that exits or takes longer than ``timeout`` seconds fails the figure
+        with its log."""
+        deadline = time.monotonic() + timeout
+        while True:
+            answer = self.healthz()
+            if answer is not None and done(answer):
+                return answer
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                tail = self.log_path.read_text()[-3000:]
+                raise RuntimeError(f"aggregator run: no {what} within {timeout:.0f} s:\n{tail}")
+            time.sleep(every)
+
+    def start_up(self) -> tuple[float, float]:
+        """Seconds from the start of the process to its first /healthz answer, wall
+        and CPU (its own and that of the children it has waited for)."""
+        self.wait_for(lambda answer: True, "/healthz answer", 60, every=0.01)
+        wall = time.perf_counter() - self.started
+        stat = Path(f"/proc/{self.process.pid}/stat").read_text()
+        # utime stime cutime cstime, after the command name (which may hold spaces)
+        ticks = sum(int(field) for field in stat.rsplit(")", 1)[1].split()[11:15])
+        return wall, ticks / os.sysconf("SC_CLK_TCK")
+
+
+def rss_tree(pid: int) -> list[tuple[str, float]]:
+    """VmRSS (MB) of a process and of each process below it, with what each is
+    (``daemon``, ``resource tracker`` or ``worker``); one that has exited is left out."""
+    found: list[tuple[str, float]] = []
+    pending = [pid]
+    while pending:
+        current = pending.pop(0)
+        try:
+            command = Path(f"/proc/{current}/cmdline").read_bytes()
+            status = Path(f"/proc/{current}/status").read_text()
+            tasks = list(Path(f"/proc/{current}/task").iterdir())
+            pending += [int(c) for task in tasks for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+        rss = next(line for line in status.splitlines() if line.startswith("VmRSS:"))
+        role = "daemon" if current == pid else "worker"
+        if b"resource_tracker" in command:
+            role = "resource tracker"
+        found.append((role, int(rss.split()[1]) / 1024))
+    return found
+
+
+def toml_value(value: object) -> str:
+    """A value of a ``[[source]]`` table written back as TOML (strings as JSON
+    strings, which TOML reads the same)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(item) for item in value) + "]"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
 def fresh(path: Path) -> Path:
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
@@ -119,6 +229,13 @@ PHASES = ("polls", "lean", "database", "hostile", "import")
 
 #: Interleaved polls per database size for the growth figure (medians).
 GROWTH_ROUNDS = 3
+
+#: The settings and sources users start from, for the at-rest figure.
+SHIPPED_CONFIG = ROOT / "config"
+
+#: Seconds the daemon is left alone after its first poll before its memory is read:
+#: the pause in which it indexes what the poll stored and hands free heap back.
+REST_SECONDS = 5.0
 
 
 def _rounds(result: dict[str, Any]) -> str:
@@ -209,7 +326,10 @@ class Bench:
     def run(self) -> None:
         RUN.mkdir(parents=True, exist_ok=True)
         for stale in RUN.iterdir():
-            stale.unlink()
+            if stale.is_dir():
+                shutil.rmtree(stale)
+            else:
+                stale.unlink()
         phases = self.args.only or PHASES
         if {"polls", "lean", "database", "hostile"} & set(phases) or self.args.profile:
             self.polled(phases)
@@ -240,6 +360,7 @@ class Bench:
                 self.one_shot(mixed_ids)
             if "lean" in phases:
                 self.lean(main_ids)
+                self.rest(main_ids)
             if "database" in phases:
                 self.database()
             if "hostile" in phases:
@@ -482,6 +603,76 @@ class Bench:
             f"CPU {ours['cpu']:.1f} s)",
         )
         self.add_rss(f"Peak RSS, {count}-feed full poll, parse_processes = 0", ours)
+
+    def rest(self, ids: list[str]) -> None:
+        """``aggregator run`` as users run it: the shipped settings and sources, each
+        source's URL (mirrors dropped) a corpus feed of its adapter's kind, a fresh
+        database.  Its start-up to the first /healthz answer, and the memory of the
+        daemon and its children at rest after every source has polled once; then the
+        start-up again on the database it left."""
+        folder = RUN / "rest"
+        (folder / "config").mkdir(parents=True)
+        shutil.copy(SHIPPED_CONFIG / "aggregator.toml", folder / "config")
+        shipped = tomllib.loads((SHIPPED_CONFIG / "sources.toml").read_text(encoding="utf-8"))
+        sources = shipped["source"]
+        feeds = []
+        lines = []
+        for source in sources:
+            kind = source["adapter"]
+            feed_id = next(i for i in ids if self.manifest[i]["kind"] == kind and i not in feeds)
+            feeds.append(feed_id)
+            kept = {key: value for key, value in source.items() if key not in ("urls", "mirrors")}
+            kept["url"] = f"{self.server.base_url}/rss/{feed_id}.xml"
+            lines += ["[[source]]", *(f"{k} = {toml_value(v)}" for k, v in kept.items()), ""]
+        (folder / "config" / "sources.toml").write_text("\n".join(lines), encoding="utf-8")
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        entries = self.entries(feeds)
+        log(f"at rest: aggregator run, shipped config, {len(sources)} sources ({entries} entries)")
+        with Daemon(folder, port, RUN / "rest.log") as daemon:
+            fresh_start = daemon.start_up()
+
+            def polled(answer: dict[str, Any]) -> bool:
+                states = answer.get("sources", {}).values()
+                attempted = sum(1 for state in states if state["last_attempt"])
+                return attempted == len(sources) and answer.get("search_backlog") == 0
+
+            answer = daemon.wait_for(polled, "first poll of every source", 300)
+            time.sleep(REST_SECONDS)
+            processes = rss_tree(daemon.process.pid)
+        failing = [f"{p['source']}: {p['message']}" for p in answer.get("failing", [])]
+        if failing:
+            self.notes.append(f"at rest: sources failing after their first poll: {failing}")
+        with sqlite3.connect(f"file:{folder / 'data' / 'aggregator.db'}?mode=ro", uri=True) as db:
+            (stored,) = db.execute("SELECT count(*) FROM articles").fetchone()
+        db.close()
+        with Daemon(folder, port, RUN / "rest-again.log") as daemon:
+            migrated_start = daemon.start_up()
+        total = sum(rss for _, rss in processes)
+        own = processes[0][1]
+        children = ", ".join(f"{role} {rss:.1f} MB" for role, rss in processes[1:]) or "none"
+        self.raw["rest"] = {
+            "processes": processes,
+            "start_fresh": fresh_start,
+            "start_migrated": migrated_start,
+            "articles": stored,
+        }
+        self.add(
+            f"Memory at rest, shipped {len(sources)}-source config after its first poll",
+            f"{total:.1f} MB VmRSS (daemon {own:.1f} MB; children: {children}; "
+            f"{stored} articles from {entries} entries, read {REST_SECONDS:.0f} s after "
+            "the poll and its search indexing)",
+            "<= 80 MB",
+            total <= 80,
+        )
+        for when, (wall, cpu) in (("on a fresh database", fresh_start), ("again", migrated_start)):
+            self.add(
+                f"Start-up of `aggregator run` {when}, to its first /healthz answer",
+                f"{wall:.2f} s ({cpu:.2f} s CPU; shipped config, {len(sources)} sources)",
+                "< 1 s",
+                wall < 1,
+            )
 
     def profiles(self, ids: list[str]) -> None:
         """Separate, profiled runs (cProfile distorts timings, so none of them is a figure)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import pkgutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from aggregator import cli
+from aggregator.migrations import head_revisions
 
 #: Libraries that cost start-up time and memory, with who may import them.
 HEAVY = (
@@ -90,7 +92,22 @@ def test_a_current_database_opens_without_alembic(tmp_path: Path) -> None:
     assert _heavy(modules) == []
 
 
-def test_a_new_database_is_migrated_with_alembic(tmp_path: Path) -> None:
+def test_a_new_database_is_migrated_without_alembic_in_the_opening_process(
+    tmp_path: Path,
+) -> None:
+    """The migration runs in a child: the daemon never keeps alembic, mako, pygments."""
     url = f"sqlite:///{tmp_path}/db.sqlite"
-    modules = _loaded(f"from aggregator.store import Store\nStore.open({url!r}).close()")
-    assert "alembic" in modules  # the check above can fail: alembic is seen when used
+    opening = f"from aggregator.store import Store\nStore.open({url!r}).close()"
+    modules = _loaded(opening)
+    assert [name for name in ("alembic", "mako", "pygments") if name in modules] == []
+    with sqlite3.connect(tmp_path / "db.sqlite") as connection:
+        (revision,) = connection.execute("SELECT version_num FROM alembic_version").fetchone()
+    connection.close()
+    assert frozenset([revision]) == head_revisions()
+
+
+def test_an_in_memory_database_is_migrated_in_process() -> None:
+    """Only the opening process can see it; the check above can fail: alembic is seen
+    when used."""
+    modules = _loaded("from aggregator.store import Store\nStore.open('sqlite://').close()")
+    assert "alembic" in modules

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,8 +11,9 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
+from aggregator.errors import StorageError
 from aggregator.migrations import MIGRATIONS, alembic_config, head_revisions
 from aggregator.store import Store, _search
 from aggregator.store.tables import metadata
@@ -87,3 +89,34 @@ def test_a_database_behind_the_files_is_migrated(database_url: str) -> None:
         assert store.current_revision() != _head(store)
     with Store.open(database_url) as store:
         assert store.current_revision() == _head(store)
+
+
+def test_a_failed_migration_reaches_the_caller_in_one_line(database_url: str) -> None:
+    """The upgrade runs in a child process; its error is the caller's, message and all."""
+    with Store.open(database_url) as store, store.engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = 'f00d'"))  # from the future
+    with pytest.raises(StorageError) as caught:
+        Store.open(database_url)
+    message = str(caught.value)
+    assert message.startswith("could not migrate the database: database=")
+    assert "CommandError: Can't locate revision identified by 'f00d'" in message
+    assert "\n" not in message
+    # The child's traceback, as a process pool gives a worker's.
+    assert isinstance(caught.value.__cause__, ChildProcessError)
+    assert "Traceback" in str(caught.value.__cause__)
+
+
+def test_a_migration_process_dying_is_a_storage_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    interpreter = tmp_path / "python"
+    interpreter.write_text("#!/bin/sh\necho 'Fatal Python error: out of luck' >&2\nexit 3\n")
+    interpreter.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(interpreter))
+    with pytest.raises(StorageError) as caught:
+        Store.open(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    assert str(caught.value) == (
+        f"could not migrate the database: database=sqlite:///{tmp_path / 'db.sqlite'}: "
+        "ChildProcessError: Fatal Python error: out of luck"
+    )
+    assert "out of luck" in capfd.readouterr().err  # what the child wrote is passed on

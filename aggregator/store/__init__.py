@@ -6,7 +6,8 @@ entries), ``_indexing`` (the search index's queue), ``_pages`` (article pages
 fetched for full text), ``_reads`` (pages, counts, raw entries back),
 ``_retention`` (prune and tombstones), all on ``_base`` (engine, error wrapper,
 SQL helpers).  A new method goes into the mixin
-of its domain; this module keeps only opening, closing and the schema.
+of its domain; this module keeps only opening, closing and the schema, whose
+upgrades run in a child process (``_migrate``) so alembic stays out of the daemon.
 
 Every database failure leaves as :class:`~aggregator.errors.StorageError` naming
 what was being done.
@@ -17,11 +18,16 @@ SQLAlchemy); never the pipeline that calls it (stages: ARCHITECTURE.md).
 
 from __future__ import annotations
 
+import os
+import pickle
+import subprocess
+import sys
 from types import TracebackType
 
-from sqlalchemy import inspect, select, text
+from sqlalchemy import URL, inspect, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
+from aggregator.errors import StorageError
 from aggregator.migrations import head_revisions, upgrade
 from aggregator.store import _meta, _search
 from aggregator.store._articles import ArticlesMixin
@@ -30,7 +36,7 @@ from aggregator.store._pages import PagesMixin
 from aggregator.store._reads import ReadsMixin
 from aggregator.store._retention import PruneReport, RetentionMixin, SourcePrune
 from aggregator.store._state import StateMixin
-from aggregator.store.engine import create_engine, is_postgresql, writing
+from aggregator.store.engine import create_engine, is_in_memory, is_postgresql, writing
 
 __all__ = ["PruneReport", "SourcePrune", "Store"]
 
@@ -75,13 +81,28 @@ class Store(StateMixin, PagesMixin, ArticlesMixin, IndexingMixin, ReadsMixin, Re
     def migrate(self) -> None:
         """Upgrade to the newest schema; several processes may call this at once.
 
-        The whole upgrade is one transaction holding a lock (an advisory lock on
-        PostgreSQL, SQLite's write lock), so the second process waits and then finds
-        nothing to do.  The upgrade that creates the search index also fills it.  A
-        database already at the newest revision is told by one query, without alembic.
+        A database already at the newest revision is told by one query, without
+        alembic.  An upgrade that is due runs in a child process
+        (:mod:`aggregator.store._migrate`, :meth:`migrate_in_process` there): alembic
+        brings mako and pygments along, 11-14 MB that a daemon which imported them
+        would keep for its whole life.  Its failure is raised here as the child's
+        :class:`StorageError`.  An in-memory database exists only in this process, so
+        it is upgraded here.
         """
         if self._revisions() == head_revisions():
             return
+        if is_in_memory(self._engine.url):
+            self.migrate_in_process()
+        else:
+            _migrate_in_child(self._engine.url)
+
+    def migrate_in_process(self) -> None:
+        """Upgrade to the newest schema in this process, importing alembic.
+
+        The whole upgrade is one transaction holding a lock (an advisory lock on
+        PostgreSQL, SQLite's write lock), so the second process waits and then finds
+        nothing to do.  The upgrade that creates the search index also fills it.
+        """
         with self._errors("migrate the database"), writing(self._engine) as connection:
             if is_postgresql(self._engine):
                 connection.execute(
@@ -119,3 +140,39 @@ class Store(StateMixin, PagesMixin, ArticlesMixin, IndexingMixin, ReadsMixin, Re
         proposes nothing and only reads)."""
         with self._errors("read the id authority"), writing(self._engine) as conn:
             return _meta.adopt(conn, _meta.ID_AUTHORITY, proposed)
+
+
+def _migrate_in_child(url: URL) -> None:
+    """Run :meth:`Store.migrate_in_process` on ``url`` in a child process and wait for it.
+
+    The URL goes on the child's stdin (a password stays out of the process list);
+    whatever the child writes to stderr is passed on.  Its error comes back pickled
+    on its stdout and is raised here with the same message and one-line cause, and
+    the child's traceback as ``__cause__``.  A child that dies without one (killed,
+    an interpreter failure) is a :class:`StorageError` whose cause is the last line
+    it wrote.
+    """
+    # This process's module path, in its order (as multiprocessing's spawn passes it),
+    # so the child runs this very code (a checkout, a test run) whatever else is
+    # installed; -P keeps the working directory, where a relative SQLite path is
+    # resolved, off it unless it was on this process's path.
+    path = os.pathsep.join(entry for entry in sys.path if entry)
+    done = subprocess.run(
+        [sys.executable, "-P", "-m", "aggregator.store._migrate"],
+        input=url.render_as_string(hide_password=False).encode(),
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": path},
+        check=False,
+    )
+    written = done.stderr.decode(errors="replace")
+    sys.stderr.write(written)
+    if done.returncode == 0:
+        return
+    if done.stdout:
+        error, remote_traceback = pickle.loads(done.stdout)
+        raise error from ChildProcessError(remote_traceback)
+    lines = written.strip().splitlines()
+    last = lines[-1] if lines else f"the migration process exited with status {done.returncode}"
+    raise StorageError(
+        "could not migrate the database", database=url.render_as_string(hide_password=True)
+    ) from ChildProcessError(last)

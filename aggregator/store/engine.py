@@ -21,7 +21,14 @@ from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 
 from aggregator.errors import ConfigError, StorageError
 
-__all__ = ["BUSY_TIMEOUT_MS", "create_engine", "is_postgresql", "parse_url", "writing"]
+__all__ = [
+    "BUSY_TIMEOUT_MS",
+    "create_engine",
+    "is_in_memory",
+    "is_postgresql",
+    "parse_url",
+    "writing",
+]
 
 BUSY_TIMEOUT_MS = 30_000
 #: Prepared statements each SQLite connection keeps (the sqlite3 module's default is
@@ -62,6 +69,11 @@ def is_postgresql(engine: Engine) -> bool:
     return engine.dialect.name == "postgresql"
 
 
+def is_in_memory(url: URL) -> bool:
+    """An in-memory SQLite database: it exists only inside the process that opened it."""
+    return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+
+
 def create_engine(database_url: str) -> Engine:
     """An engine with our connection policy.
 
@@ -76,7 +88,7 @@ def create_engine(database_url: str) -> Engine:
     url = parse_url(database_url)
     if url.get_backend_name() != "sqlite":
         return sa_create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
-    in_memory = url.database in (None, "", ":memory:")
+    in_memory = is_in_memory(url)
     if not in_memory:
         assert url.database is not None
         folder = Path(url.database).parent
