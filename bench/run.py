@@ -607,9 +607,10 @@ class Bench:
     def rest(self, ids: list[str]) -> None:
         """``aggregator run`` as users run it: the shipped settings and sources, each
         source's URL (mirrors dropped) a corpus feed of its adapter's kind, full text
-        off (the page links are the real sites'), a fresh database.  Its start-up to the first /healthz answer, and the memory of the
-        daemon and its children at rest after every source has polled once; then the
-        start-up again on the database it left."""
+        off (the page links are the real sites'), a fresh database.  Its start-up to
+        the first /healthz answer, and the memory of the daemon and its children at
+        rest after every source has polled once; then the start-up again on the
+        database it left."""
         folder = RUN / "rest"
         (folder / "config").mkdir(parents=True)
         shutil.copy(SHIPPED_CONFIG / "aggregator.toml", folder / "config")
