@@ -167,9 +167,8 @@ class ReadsMixin(StoreBase):
             return []
         found: list[StoredArticle] = []
         with self._errors("search", query=str(query)), self._engine.connect() as conn:
-            blocks = _search.candidates(conn, query) | _search.pending(conn)
-            ordered = _search.newest_first(
-                conn, blocks, sources=sources, before=before, limit=limit
+            ordered = _search.newest_matching(
+                conn, query, sources=sources, before=before, limit=limit
             )
             for ids in ordered:
                 for stored in load(conn, ids):
