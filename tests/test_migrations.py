@@ -91,10 +91,19 @@ def test_a_database_behind_the_files_is_migrated(database_url: str) -> None:
         assert store.current_revision() == _head(store)
 
 
-def test_a_failed_migration_reaches_the_caller_in_one_line(database_url: str) -> None:
+def _without_alembic(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stand for a process that has not imported alembic (the daemon): the store then
+    migrates in a child.  The test process has it loaded, and would migrate itself."""
+    monkeypatch.delitem(sys.modules, "alembic")
+
+
+def test_a_failed_migration_reaches_the_caller_in_one_line(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The upgrade runs in a child process; its error is the caller's, message and all."""
     with Store.open(database_url) as store, store.engine.begin() as conn:
         conn.execute(text("UPDATE alembic_version SET version_num = 'f00d'"))  # from the future
+    _without_alembic(monkeypatch)
     with pytest.raises(StorageError) as caught:
         Store.open(database_url)
     message = str(caught.value)
@@ -113,6 +122,7 @@ def test_a_migration_process_dying_is_a_storage_error(
     interpreter.write_text("#!/bin/sh\necho 'Fatal Python error: out of luck' >&2\nexit 3\n")
     interpreter.chmod(0o755)
     monkeypatch.setattr(sys, "executable", str(interpreter))
+    _without_alembic(monkeypatch)
     with pytest.raises(StorageError) as caught:
         Store.open(f"sqlite:///{tmp_path / 'db.sqlite'}")
     assert str(caught.value) == (

@@ -87,11 +87,13 @@ class Store(StateMixin, PagesMixin, ArticlesMixin, IndexingMixin, ReadsMixin, Re
         brings mako and pygments along, 11-14 MB that a daemon which imported them
         would keep for its whole life.  Its failure is raised here as the child's
         :class:`StorageError`.  An in-memory database exists only in this process, so
-        it is upgraded here.
+        it is upgraded here; so is any database when this process has alembic loaded
+        already (``aggregator db upgrade``, a test run): a child would keep nothing out
+        of it and cost a second interpreter's start.
         """
         if self._revisions() == head_revisions():
             return
-        if is_in_memory(self._engine.url):
+        if is_in_memory(self._engine.url) or "alembic" in sys.modules:
             self.migrate_in_process()
         else:
             _migrate_in_child(self._engine.url)
