@@ -123,7 +123,7 @@ class ReadsMixin(StoreBase):
                 streamed.close()  # the rows past the bound are never fetched
                 routes = conn.execute(_latest_routes_query(**shape), params)
                 primaries = {row["id"]: row["source_id"] for row in rows}
-                return _stored(rows, _group_routes(routes, primaries)), more
+                return _stored(rows, _group_routes(routes, primaries), bounded=True), more
             found = {
                 row_id: moment
                 for source in picked
@@ -146,7 +146,7 @@ class ReadsMixin(StoreBase):
             )
             rows, more = _within(ordered, bound.page_chars, limit)
             grouped = routes_of(conn, {row["id"]: row["source_id"] for row in rows})
-            return _stored(rows, grouped), more
+            return _stored(rows, grouped, bounded=True), more
 
     def search(
         self,
@@ -369,15 +369,17 @@ def _group_routes(
 
 
 def _stored(
-    rows: Sequence[Any], routes: Mapping[int, tuple[Provenance, ...]]
+    rows: Sequence[Any], routes: Mapping[int, tuple[Provenance, ...]], *, bounded: bool = False
 ) -> list[StoredArticle]:
+    """``bounded``: the rows have ``body_length`` (:func:`_bounded_columns`); asked by
+    the caller, since a missing key is an exception raised inside the row's lookup."""
     return [
         StoredArticle(
             id=row["id"],
             article=to_article(row),
             provenance=routes[row["id"]],
             updated=row["updated"],
-            body_length=row.get("body_length"),
+            body_length=row["body_length"] if bounded else None,
         )
         for row in rows
     ]
