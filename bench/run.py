@@ -16,6 +16,7 @@ import http.client
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import socket
@@ -490,7 +491,8 @@ class Bench:
         self.add(
             f"One-shot `aggregator poll`, {count} mixed feeds: ours",
             f"{rate:,.0f} entries/s ({entries} entries in {ours['wall']:.1f} s as a whole "
-            f"process, CPU {ours['cpu']:.1f} s with its children)",
+            f"process, CPU {ours['cpu']:.1f} s with its children; of the wall time, "
+            f"{ours['index_wall']:.1f} s the search index before it exits)",
         )
         if self.args.skip_reader:
             return
@@ -506,7 +508,8 @@ class Bench:
         )
         self.add(
             f"One-shot speed ratio ours/reader, {count} mixed feeds",
-            f"{rate / rrate:.2f}x",
+            f"{rate / rrate:.2f}x ({entries / (ours['wall'] - ours['index_wall']) / rrate:.2f}x "
+            "without the time of the search index, which reader's update_feeds leaves out)",
             ">= 2x",
             rate / rrate >= 2,
         )
@@ -549,7 +552,13 @@ class Bench:
         cpu = (after.children_user - before.children_user) + (
             after.children_system - before.children_system
         )
-        result = {"wall": wall, "cpu": cpu}
+        # The command logs how long the search index took before it exited (a step
+        # reader's update_feeds does not take: its search is updated separately).
+        indexed = re.search(
+            r"search index: \d+ articles indexed in ([\d.]+) s",
+            (RUN / f"ours-oneshot-{len(ids)}.log").read_text(encoding="utf-8", errors="replace"),
+        )
+        result = {"wall": wall, "cpu": cpu, "index_wall": float(indexed[1]) if indexed else 0.0}
         self.raw[f"ours-oneshot-{len(ids)}"] = result
         return result
 
