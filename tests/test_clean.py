@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 from bs4 import BeautifulSoup
+from clean_invariant import repeating
 from cssselect import parse
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -239,6 +240,68 @@ def test_clean_is_a_fixed_point_on_misnested_markup(html: str) -> None:
     once = _clean(html)
     assert _clean(once) == once
     assert sanitize(once) == once
+
+
+# --- one checked pass: what cleaning until nothing changes gave ---------------------------
+
+
+_MARKUP_TEXT = st.lists(
+    st.sampled_from(["a", "b", " ", "\n", "\u00a0", "中", "&amp;", "&lt;", "RSS"]), max_size=4
+).map("".join)
+_MARKUP_TAGS = [
+    "p", "div", "span", "b", "a", "section", "ul", "li", "pre", "td", "figure", "h4",
+    "font", "share-button", "blockquote", "table", "tr",
+]  # fmt: skip
+_MARKUP_ATTRIBUTES = [
+    "",
+    ' class="c"',
+    ' href="/x"',
+    ' href="https://x.com/intent/a"',
+    ' href="HTTPS://E.org:443//a?utm_source=z"',
+    ' title="t"',
+    ' lang="en"',
+    ' src="https://e.org/i.png"',
+    ' data-src="/lazy.png"',
+    ' width="100%"',
+    ' style="x"',
+]
+
+
+def _markup(depth: int = 3) -> st.SearchStrategy[str]:
+    if depth == 0:
+        return _MARKUP_TEXT
+    inner = st.lists(_markup(depth - 1), max_size=3).map("".join)
+    element = st.tuples(
+        st.sampled_from(_MARKUP_TAGS),
+        st.lists(st.sampled_from(_MARKUP_ATTRIBUTES), max_size=2),
+        inner,
+    ).map(lambda t: f"<{t[0]}{''.join(dict.fromkeys(t[1]))}>{t[2]}</{t[0]}>")
+    void = st.sampled_from(
+        ["<br>", "<hr>", '<img src="/i.png">', "<img>", '<iframe src="//v.example/e"></iframe>']
+    )
+    return st.one_of(_MARKUP_TEXT, element, void, inner)
+
+
+_SPECS = [
+    CleanSpec(),
+    CleanSpec(
+        drop=("share-button", "a[href*='x.com/intent']", ".c", "p:first-of-type + ul", "h4 + ul"),
+        cut_markers=("RSS",),
+    ),
+    *(
+        adapter.spec.clean
+        for adapter in map(get_adapter, ("zaobao", "rfi", "voa", "rfa"))
+        if isinstance(adapter, GenericAdapter)
+    ),
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(_markup(), st.sampled_from(_SPECS))
+def test_one_checked_pass_gives_what_repeating_gave(html: str, spec: CleanSpec) -> None:
+    out = clean_html(html, base_url="https://e.org/a/b", spec=spec)
+    assert out == repeating(html, spec, "https://e.org/a/b")
+    assert clean_html(out, base_url="https://e.org/a/b", spec=spec) == out
 
 
 def test_context_selectors_see_earlier_drops() -> None:

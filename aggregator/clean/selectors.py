@@ -18,7 +18,7 @@ from lxml import etree
 
 from aggregator.clean.tree import SEAM
 
-__all__ = ["TRANSLATOR", "Compound", "LocalStep", "drop_steps", "to_compound"]
+__all__ = ["TRANSLATOR", "Compound", "LocalStep", "check_steps", "drop_steps", "to_compound"]
 
 
 class _Translator(HTMLTranslator):
@@ -162,6 +162,10 @@ class LocalStep:
     def __init__(self, compounds: Iterable[Compound]) -> None:
         self._tags: set[str] = set()  # tags matched by their name alone
         grouped: dict[str, dict[str | None, list[Compound]]] = {}
+        compounds = list(compounds)
+        # When every selector names its tag, libxml2 skips the other elements for us.
+        named = {compound.tag for compound in compounds if compound.tag is not None}
+        self._walk = tuple(sorted(named)) if all(c.tag for c in compounds) else ()
         for compound in compounds:
             if compound.tests:
                 by_tag = grouped.setdefault(compound.tests[0][0], {})
@@ -178,7 +182,7 @@ class LocalStep:
         """The matching elements below ``root``, in document order."""
         return [
             node
-            for node in root.iterdescendants()
+            for node in root.iterdescendants(*self._walk)
             if isinstance(node.tag, str) and self._matches(node, node.tag)
         ]
 
@@ -213,6 +217,38 @@ class _ContextStep:
 
 _DropStep = LocalStep | _ContextStep
 _STEP_CACHE: dict[tuple[str, ...], tuple[_DropStep, ...]] = {}
+_CHECK_CACHE: dict[tuple[tuple[str, ...], frozenset[str]], tuple[_DropStep, ...]] = {}
+
+
+def check_steps(selectors: tuple[str, ...], attributes: frozenset[str]) -> tuple[_DropStep, ...]:
+    """Steps that select something wherever ``drop_steps(selectors)`` would drop
+    something, in a body whose attributes are all named in ``attributes``.
+
+    For asking whether a body has anything left to drop, so the selectors' order is
+    not kept (the body is the same for all of them when none selects anything), and a
+    selector testing an attribute the body cannot have is left out: on sanitized
+    markup that is every ``class`` and ``id`` rule, most of them.
+    """
+    key = (selectors, attributes)
+    steps = _CHECK_CACHE.get(key)
+    if steps is not None:
+        return steps
+    built: list[_DropStep] = []
+    local: list[Compound] = []
+    for selector in selectors:
+        for parsed in parse(selector):
+            compound = to_compound(parsed.parsed_tree) if parsed.pseudo_element is None else None
+            if compound is None:
+                xpath = TRANSLATOR.selector_to_xpath(parsed, prefix="descendant-or-self::")
+                built.append(_ContextStep(etree.XPath(xpath)))
+            elif all(name in attributes for name, _pattern in compound.tests):
+                local.append(compound)
+    if local:
+        built.append(LocalStep(local))
+    steps = tuple(built)
+    if len(_CHECK_CACHE) < 256:
+        _CHECK_CACHE[key] = steps
+    return steps
 
 
 def drop_steps(selectors: tuple[str, ...]) -> tuple[_DropStep, ...]:
