@@ -354,10 +354,12 @@ _SIMPLE_TEST = st.one_of(
 )
 _COMPOUND = (
     st.tuples(
-        st.sampled_from(["", "*", "DIV", *_ELEMENT_NAMES]), st.lists(_SIMPLE_TEST, max_size=3)
+        st.sampled_from(["", "*", "DIV", *_ELEMENT_NAMES]),
+        st.lists(st.tuples(st.booleans(), _SIMPLE_TEST), max_size=3),
     )
-    .filter(lambda parts: parts[0] not in ("", "*") or bool(parts[1]))
-    .map(lambda parts: parts[0] + "".join(parts[1]))
+    # Something to index by: a tag, or a test that is not negated.
+    .filter(lambda parts: parts[0] not in ("", "*") or any(not no for no, _ in parts[1]))
+    .map(lambda parts: parts[0] + "".join(f":not({t})" if no else t for no, t in parts[1]))
 )
 
 
@@ -410,6 +412,10 @@ def test_local_step_selects_what_cssselect_xpath_selects(
         ({"lang": "zhx"}, "[lang|=zh]", False),
         ({"id": "imu"}, "section#imu", False),  # the element is a <div>
         ({"id": "imu", "class": "x y"}, "div#imu.y", True),
+        ({"alt": "x"}, "div:not([src]):not([data-src])", True),
+        ({"src": ""}, "div:not([src])", False),
+        ({"class": "x y"}, "div.y:not(.x)", False),
+        ({"class": "y", "href": "ab"}, "div.y:not([href^=b])", True),
     ],
 )
 def test_local_step_edge_cases(attributes: dict[str, str], selector: str, selected: bool) -> None:
@@ -421,7 +427,19 @@ def test_local_step_edge_cases(attributes: dict[str, str], selector: str, select
 
 @pytest.mark.parametrize(
     "selector",
-    ["*", "a[x!=y]", "[href='x' i]", "svg|rect", "[xlink|href]", "a b", "p + ul", "li:has(a)"],
+    [
+        "*",
+        "a[x!=y]",
+        "[href='x' i]",
+        "svg|rect",
+        "[xlink|href]",
+        "a b",
+        "p + ul",
+        "li:has(a)",
+        ":not([src])",
+        "img:not(div)",
+        "img:not(a[href])",
+    ],
 )
 def test_selectors_left_to_xpath(selector: str) -> None:
     """What the matcher does not model goes to XPath as a context step of its own."""
