@@ -19,7 +19,8 @@ from lxml import etree, html
 
 from aggregator.adapters import get_adapter
 from aggregator.adapters.generic import GenericAdapter
-from aggregator.clean import CleanSpec, extract_date_line
+from aggregator.clean import CleanSpec, _clean_tree, _repeat_until_stable, extract_date_line
+from aggregator.clean.sanitizer import sanitize_once
 from aggregator.clean.selectors import drop_steps
 from aggregator.clean.steps import (
     ALWAYS_DROP,
@@ -115,6 +116,13 @@ def clean(post: Post, body: str | None = None) -> str:
         content=post.body if body is None else body,
     )
     return adapter_of(post.adapter)(entry, source, FETCHED).body
+
+
+def repeating(html: str, spec: CleanSpec, base_url: str | None) -> str:
+    """``clean_html`` as it was: the chain run again on its output until it comes back
+    (now only for bodies its one checked pass cannot show settled)."""
+    tree = _clean_tree(html, base_url, spec)
+    return _repeat_until_stable(tree, sanitize_once(tree), base_url, spec)
 
 
 def squeeze(text: str) -> str:

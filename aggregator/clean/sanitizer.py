@@ -15,8 +15,16 @@ from __future__ import annotations
 import re
 
 import nh3
+from lxml import etree
 
-__all__ = ["as_sanitized", "sanitize", "sanitize_checked"]
+__all__ = [
+    "KEPT_ATTRIBUTES",
+    "as_sanitized",
+    "sanitize",
+    "sanitize_checked",
+    "sanitize_once",
+    "strip_attributes",
+]
 
 _ALLOWED_TAGS = frozenset(
     {
@@ -43,6 +51,12 @@ _ALLOWED_ATTRIBUTES: dict[str, set[str]] = {
 }
 _URL_SCHEMES = {"http", "https", "mailto"}
 _DIMENSION = re.compile(r"^\d{1,5}$")
+#: Kept on every allowed tag: ammonia's default generic attributes, which nh3 leaves in
+#: place when ``attributes`` has no ``"*"`` entry.
+_GENERIC_ATTRIBUTES = frozenset({"lang", "title"})
+_LINK_REL = "noopener noreferrer"
+#: Every attribute name sanitized markup can hold (``rel``: the sanitizer sets it on links).
+KEPT_ATTRIBUTES = frozenset({"rel"}.union(_GENERIC_ATTRIBUTES, *_ALLOWED_ATTRIBUTES.values()))
 
 
 def _filter_attribute(_element: str, attribute: str, value: str) -> str | None:
@@ -69,9 +83,12 @@ def sanitize(html: str) -> str:
     return _fixed_point(html)[0]
 
 
-def sanitize_checked(html: str) -> tuple[str, bool]:
-    """``(sanitize(html).strip(), whether sanitizing that again changes nothing)``."""
-    out, converged = _fixed_point(html)
+def sanitize_checked(html: str, *, once: str | None = None) -> tuple[str, bool]:
+    """``(sanitize(html).strip(), whether sanitizing that again changes nothing)``.
+
+    ``once``: :func:`sanitize_once` of ``html``, when the caller has it already.
+    """
+    out, converged = _fixed_point(html, once)
     stripped = out.strip()
     return stripped, converged and stripped == out
 
@@ -81,11 +98,43 @@ def as_sanitized(html: str) -> str:
     return html.replace("\u00a0", "&nbsp;")
 
 
-def _fixed_point(html: str) -> tuple[str, bool]:
+def strip_attributes(root: etree._Element) -> None:
+    """Drop, below ``root``, each attribute the sanitizer would drop; set its ``rel``.
+
+    Only on the tags it keeps, and by name and size only (a URL's scheme is left to
+    it): it would drop them all the same, so its output does not change, but its
+    input is then often its output already, which :func:`aggregator.clean.clean_html`
+    takes as a sign the markup is settled.  Not at all in a body with SVG or MathML:
+    html5ever reads attributes inside those its own way (``xlink:href`` is an
+    ``href``), so what it keeps there is left to it.
+    """
+    if next(root.iter("svg", "math"), None) is not None:
+        return
+    for node in _WITH_ATTRIBUTES(root):
+        tag = node.tag
+        if tag not in _ALLOWED_TAGS:
+            continue
+        assert isinstance(tag, str)  # an element
+        attrib = node.attrib
+        if attrib:
+            allowed = _ALLOWED_ATTRIBUTES.get(tag, ())
+            for name, value in attrib.items():
+                kept = name in allowed or name in _GENERIC_ATTRIBUTES
+                if not kept or _filter_attribute(tag, name, value) is None:
+                    del attrib[name]
+        if tag == "a":
+            attrib["rel"] = _LINK_REL
+
+
+#: The elements :func:`strip_attributes` may change (most have no attribute at all).
+_WITH_ATTRIBUTES = etree.XPath("descendant::*[@* or self::a]")
+
+
+def _fixed_point(html: str, once: str | None = None) -> tuple[str, bool]:
     """Sanitize until nothing changes: ``(output, whether it is a fixed point)``."""
-    out = _sanitize_once(html)
+    out = sanitize_once(html) if once is None else once
     for _ in range(_MAX_EXTRA_PASSES):
-        again = _sanitize_once(out)
+        again = sanitize_once(out)
         if again == out:
             return out, True
         out = again
@@ -100,9 +149,10 @@ _SANITIZER = nh3.Cleaner(
     url_schemes=set(_URL_SCHEMES),
     attribute_filter=_filter_attribute,
     strip_comments=True,
-    link_rel="noopener noreferrer",
+    link_rel=_LINK_REL,
 )
 
 
-def _sanitize_once(html: str) -> str:
+def sanitize_once(html: str) -> str:
+    """One pass of the sanitizer (not always a fixed point: see :func:`sanitize`)."""
     return _SANITIZER.clean(html)

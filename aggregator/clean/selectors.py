@@ -12,13 +12,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from cssselect import HTMLTranslator, parse
-from cssselect.parser import Attrib, Class, Element, Function, Hash, Tree
+from cssselect.parser import Attrib, Class, Element, Function, Hash, Negation, Tree
 from cssselect.xpath import XPathExpr
 from lxml import etree
 
 from aggregator.clean.tree import SEAM
 
-__all__ = ["TRANSLATOR", "Compound", "LocalStep", "drop_steps", "to_compound"]
+__all__ = ["TRANSLATOR", "Compound", "LocalStep", "check_steps", "drop_steps", "to_compound"]
 
 
 class _Translator(HTMLTranslator):
@@ -79,21 +79,23 @@ def _value_pattern(operator: str, expected: str) -> re.Pattern[str] | None:
     return re.compile(source)
 
 
-#: A test of one attribute: its name, and a regex its value must contain a match of.
-_Test = tuple[str, re.Pattern[str]]
+#: A test of one attribute: its name, a regex its value must contain a match of, and
+#: whether the test is negated (``:not([...])``: no such attribute, or no match).
+_Test = tuple[str, re.Pattern[str], bool]
 
 
 def _passes(node: etree._Element, tests: Iterable[_Test]) -> bool:
-    for name, pattern in tests:
+    for name, pattern, negated in tests:
         value = node.get(name)
-        if value is None or not pattern.search(value):
+        if (value is not None and pattern.search(value) is not None) is negated:
             return False
     return True
 
 
 @dataclass(frozen=True)
 class Compound:
-    """A selector that looks at the element alone: a tag (``None``: any) and tests."""
+    """A selector that looks at the element alone: a tag (``None``: any) and tests,
+    those that are not negated first."""
 
     tag: str | None
     tests: tuple[_Test, ...]
@@ -103,32 +105,47 @@ def to_compound(tree: Tree) -> Compound | None:
     """``tree`` as a :class:`Compound`, or ``None`` if it is not one.
 
     Matches do not depend on what else was dropped first, so a run of compounds can
-    share one walk of the tree.  Not compounds here, and so left to XPath: anything
+    share one walk of the tree.  ``:not()`` of one attribute, class or id test is a
+    test too (``img:not([src])``).  Not compounds here, and so left to XPath: anything
     with context (``:has()``, combinators, ``:first-of-type``, text), namespaces,
-    attribute flags, ``!=``, and a bare ``*`` (nothing to index it by).
+    attribute flags, ``!=``, and a bare ``*`` or only negated tests with no tag
+    (nothing to index it by).
     """
     tests: list[_Test] = []
     node = tree
     while not isinstance(node, Element):
-        if isinstance(node, Hash):
-            name, operator, expected = "id", "=", node.id
-        elif isinstance(node, Class):
-            name, operator, expected = "class", "~=", node.class_name
-        elif isinstance(node, Attrib) and node.namespace is None and node.flag is None:
-            value = node.value.value if node.value is not None else ""
-            assert isinstance(value, str)  # a STRING or IDENT token
-            name, operator, expected = node.attrib.lower(), node.operator, value
-        else:
+        negated = isinstance(node, Negation)
+        test = _test(node.subselector if isinstance(node, Negation) else node, negated)
+        if test is None:
             return None
-        pattern = _value_pattern(operator, expected)
-        if pattern is None:
-            return None
-        tests.append((name, pattern))
+        tests.append(test)
         node = node.selector
-    if node.namespace is not None or (node.element is None and not tests):
+    if node.namespace is not None:
+        return None
+    tests.reverse()
+    tests.sort(key=lambda test: test[2])  # stable: the first one not negated indexes
+    if node.element is None and not (tests and not tests[0][2]):
         return None
     tag = node.element.lower() if node.element is not None else None
-    return Compound(tag, tuple(reversed(tests)))
+    return Compound(tag, tuple(tests))
+
+
+def _test(node: Tree, negated: bool) -> _Test | None:
+    """One simple selector (id, class or attribute, on any element) as a test."""
+    if isinstance(node, Hash):
+        name, operator, expected = "id", "=", node.id
+    elif isinstance(node, Class):
+        name, operator, expected = "class", "~=", node.class_name
+    elif isinstance(node, Attrib) and node.namespace is None and node.flag is None:
+        value = node.value.value if node.value is not None else ""
+        assert isinstance(value, str)  # a STRING or IDENT token
+        name, operator, expected = node.attrib.lower(), node.operator, value
+    else:
+        return None
+    if negated and not (isinstance(node.selector, Element) and node.selector.element is None):
+        return None  # :not(div.x) would be a test of the tag too
+    pattern = _value_pattern(operator, expected)
+    return None if pattern is None else (name, pattern, negated)
 
 
 class _Rule:
@@ -161,14 +178,22 @@ class LocalStep:
 
     def __init__(self, compounds: Iterable[Compound]) -> None:
         self._tags: set[str] = set()  # tags matched by their name alone
+        self._negated: dict[str, list[tuple[_Test, ...]]] = {}  # tags with negated tests only
         grouped: dict[str, dict[str | None, list[Compound]]] = {}
+        compounds = list(compounds)
+        # When every selector names its tag, libxml2 skips the other elements for us.
+        named = {compound.tag for compound in compounds if compound.tag is not None}
+        self._walk = tuple(sorted(named)) if all(c.tag for c in compounds) else ()
         for compound in compounds:
-            if compound.tests:
+            if compound.tests and not compound.tests[0][2]:
                 by_tag = grouped.setdefault(compound.tests[0][0], {})
                 by_tag.setdefault(compound.tag, []).append(compound)
             else:
                 assert compound.tag is not None  # to_compound refuses a bare "*"
-                self._tags.add(compound.tag)
+                if compound.tests:
+                    self._negated.setdefault(compound.tag, []).append(compound.tests)
+                else:
+                    self._tags.add(compound.tag)
         self._rules = {
             name: {tag: _Rule(members) for tag, members in by_tag.items()}
             for name, by_tag in grouped.items()
@@ -178,12 +203,15 @@ class LocalStep:
         """The matching elements below ``root``, in document order."""
         return [
             node
-            for node in root.iterdescendants()
+            for node in root.iterdescendants(*self._walk)
             if isinstance(node.tag, str) and self._matches(node, node.tag)
         ]
 
     def _matches(self, node: etree._Element, tag: str) -> bool:
         if tag in self._tags:
+            return True
+        negated = self._negated.get(tag)
+        if negated is not None and any(_passes(node, tests) for tests in negated):
             return True
         for name in node.keys():  # noqa: SIM118 (iterating an element yields its children)
             rules = self._rules.get(name)
@@ -213,6 +241,38 @@ class _ContextStep:
 
 _DropStep = LocalStep | _ContextStep
 _STEP_CACHE: dict[tuple[str, ...], tuple[_DropStep, ...]] = {}
+_CHECK_CACHE: dict[tuple[tuple[str, ...], frozenset[str]], tuple[_DropStep, ...]] = {}
+
+
+def check_steps(selectors: tuple[str, ...], attributes: frozenset[str]) -> tuple[_DropStep, ...]:
+    """Steps that select something wherever ``drop_steps(selectors)`` would drop
+    something, in a body whose attributes are all named in ``attributes``.
+
+    For asking whether a body has anything left to drop, so the selectors' order is
+    not kept (the body is the same for all of them when none selects anything), and a
+    selector that needs an attribute the body cannot have is left out: on sanitized
+    markup that is every ``class`` and ``id`` rule, most of them.
+    """
+    key = (selectors, attributes)
+    steps = _CHECK_CACHE.get(key)
+    if steps is not None:
+        return steps
+    built: list[_DropStep] = []
+    local: list[Compound] = []
+    for selector in selectors:
+        for parsed in parse(selector):
+            compound = to_compound(parsed.parsed_tree) if parsed.pseudo_element is None else None
+            if compound is None:
+                xpath = TRANSLATOR.selector_to_xpath(parsed, prefix="descendant-or-self::")
+                built.append(_ContextStep(etree.XPath(xpath)))
+            elif all(name in attributes for name, _, negated in compound.tests if not negated):
+                local.append(compound)
+    if local:
+        built.append(LocalStep(local))
+    steps = tuple(built)
+    if len(_CHECK_CACHE) < 256:
+        _CHECK_CACHE[key] = steps
+    return steps
 
 
 def drop_steps(selectors: tuple[str, ...]) -> tuple[_DropStep, ...]:

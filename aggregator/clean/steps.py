@@ -33,11 +33,13 @@ __all__ = [
     "drop_selected",
     "drop_sourceless_images",
     "fix_urls",
+    "has_usable_src",
     "iframes_to_links",
     "promote_lazy",
     "remove_comments",
     "tidy_whitespace",
     "unwrap_presentational",
+    "urls_settled",
 ]
 
 #: Junk every source may carry: ads, paywall promos, share bars, embed chrome.
@@ -205,11 +207,16 @@ def drop_sourceless_images(root: etree._Element) -> None:
     sanitizer would strip a ``data:`` or ``javascript:`` source and leave the same.
     """
     for img in list(root.iter("img")):
-        src = img.get("src", "").strip()
-        if not src or (
-            not _PLAIN_HTTP.match(src) and urlsplit(src).scheme.lower() not in _IMAGE_SCHEMES
-        ):
+        if not has_usable_src(img):
             drop_node(img)
+
+
+def has_usable_src(img: etree._Element) -> bool:
+    """Does ``img`` keep its place in :func:`drop_sourceless_images`?"""
+    src = img.get("src", "").strip()
+    return bool(src) and (
+        _PLAIN_HTTP.match(src) is not None or urlsplit(src).scheme.lower() in _IMAGE_SCHEMES
+    )
 
 
 _IMAGE_SCHEMES = frozenset({"", "http", "https"})
@@ -248,9 +255,28 @@ def fix_urls(root: etree._Element, base_url: str | None, host_aliases: Mapping[s
             value = node.get(attr)
             if value is None:
                 continue
-            if name != "a":
-                value = unproxy_image(value)
-            set_attr(node, attr, canonical_url(value, base_url, host_aliases=host_aliases))
+            set_attr(node, attr, _fixed_url(value, name, base_url, host_aliases))
+
+
+def urls_settled(
+    root: etree._Element, base_url: str | None, host_aliases: Mapping[str, str]
+) -> bool:
+    """Would :func:`fix_urls` change nothing?  (Cheap on its own output: the URLs it
+    wrote are what it canonicalised, and both functions keep their recent answers.)"""
+    for node in root.iter(*_URL_ATTRS):
+        name = node.tag
+        assert isinstance(name, str)
+        for attr in _URL_ATTRS[name]:
+            value = node.get(attr)
+            if value is not None and _fixed_url(value, name, base_url, host_aliases) != value:
+                return False
+    return True
+
+
+def _fixed_url(value: str, tag: str, base_url: str | None, host_aliases: Mapping[str, str]) -> str:
+    if tag != "a":
+        value = unproxy_image(value)
+    return canonical_url(value, base_url, host_aliases=host_aliases)
 
 
 def unwrap_presentational(root: etree._Element) -> None:
@@ -282,12 +308,19 @@ def drop_empty(root: etree._Element) -> None:
             drop_node(node)
 
 
-def tidy_whitespace(root: etree._Element) -> None:
+def tidy_whitespace(root: etree._Element) -> bool:
     """Collapse whitespace runs; drop whitespace-only text between blocks.
 
     feedx bodies are indented with runs of spaces and ``&nbsp;`` padding; keeping
     them would make two fetches of one article differ only in layout noise.
+
+    Returns whether tidying the body again, as a fresh parse of its markup reads it,
+    would change nothing.  Tidying is idempotent on a text, but a text where two
+    met (a seam) is tidied piece by piece, and a parse reads the pieces as one
+    (``"a "`` and ``" b"`` give ``"a  b"``, which tidies to ``"a b"``): those are
+    tidied once more, whole, to see.
     """
+    settled = True
     in_pre: set[etree._Element] = set()
     for node in root.iter():
         tag = node.tag
@@ -299,15 +332,22 @@ def tidy_whitespace(root: etree._Element) -> None:
         block = tag in _BLOCKS
         text = node.text
         if text and _UNTIDY.search(text):
-            tidy = _tidy(text, block, None, node[0] if len(node) else None)
+            after = node[0] if len(node) else None
+            tidy = _tidy(text, block, None, after)
             if tidy != text:
                 node.text = tidy
+            if settled and tidy and SEAM in text:
+                settled = _tidy(tidy, block, None, after) == tidy
         for child in node:
             text = child.tail
             if text and _UNTIDY.search(text):
-                tidy = _tidy(text, block, child, child.getnext())
+                after = child.getnext()
+                tidy = _tidy(text, block, child, after)
                 if tidy != text:
                     child.tail = tidy
+                if settled and tidy and SEAM in text:
+                    settled = _tidy(tidy, block, child, after) == tidy
+    return settled
 
 
 #: What :func:`_tidy` can change: whitespace and seams.  A text without any (most of

@@ -21,6 +21,7 @@ __all__ = [
     "serialize",
     "set_attr",
     "unwrap_node",
+    "wrapped",
 ]
 
 #: A whitespace run.  Spelled ``[...][...]*``, not ``[...]+``: re only scans ahead
@@ -117,10 +118,20 @@ def set_attr(node: etree._Element, attr: str, value: str) -> None:
 XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 
+def wrapped(html: str) -> str:
+    """``html`` as the body's root serialises with it."""
+    return f"{_ROOT_OPEN}{html}{_ROOT_CLOSE}"
+
+
+#: Elements with two attributes or more: the only ones whose order can be wrong.
+_SEVERAL_ATTRIBUTES = etree.XPath("descendant-or-self::*[@*[2]]")
+
+
 def serialize(root: etree._Element) -> str:
     # Attributes in name order, as BeautifulSoup wrote them (the output format predates
     # the move to lxml, and stored bodies are compared by fingerprint).
-    for node in root.iter():
+    for node in _SEVERAL_ATTRIBUTES(root):
+        assert isinstance(node, etree._Element)
         attrib = node.attrib
         if len(attrib) > 1:
             items = attrib.items()
