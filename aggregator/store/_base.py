@@ -8,8 +8,9 @@ builds on it.
 from __future__ import annotations
 
 import json
+import sqlite3
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -28,7 +29,7 @@ from sqlalchemy import (
     literal,
     select,
 )
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from aggregator.errors import StorageError
 from aggregator.store.tables import UTCDateTime
@@ -141,9 +142,10 @@ class BulkInsert:
     converts in Python (times, flags) run a converter: the type's own bind
     processor, so the stored values are exactly those SQLAlchemy would write.
     ``suffix`` is SQL both databases read alike (``ON CONFLICT``, ``RETURNING``).
-    With ``RETURNING`` the rows go as multi-row ``VALUES`` (:data:`BATCH` rows a
-    statement, since the drivers' executemany returns nothing); without, through
-    the driver's executemany.
+    Without ``RETURNING`` the rows go through the driver's executemany, which
+    returns nothing; with it, to PostgreSQL as multi-row ``VALUES`` (:data:`BATCH`
+    rows a statement: one round trip each), to SQLite one row per execution of one
+    statement (see :func:`_each_row`).
     """
 
     def __init__(self, table: Table, columns: Sequence[str], suffix: str = "") -> None:
@@ -176,6 +178,8 @@ class BulkInsert:
             statement = f"{head}{markers} {self._suffix}"
             conn.exec_driver_sql(statement, [tuple(values(row)) for row in rows])
             return []
+        if conn.dialect.name == "sqlite":
+            return _each_row(conn, f"{head}{markers} {self._suffix}", map(values, rows))
         returned: list[tuple[Any, ...]] = []
         for chunk in chunks(rows, BATCH):
             flat: list[Any] = []
@@ -197,3 +201,33 @@ class BulkInsert:
         names = ", ".join(quote(column.name) for column in columns)
         head = f"INSERT INTO {quote(self._table.name)} ({names}) VALUES "
         return head, "(" + ", ".join([marker] * len(columns)) + ")", converters
+
+
+def _each_row(
+    conn: Connection, statement: str, rows: Iterable[Sequence[Any]]
+) -> list[tuple[Any, ...]]:
+    """Run a one-row ``INSERT ... RETURNING`` for each of ``rows`` on SQLite, through
+    the driver's cursor; the rows it returned.
+
+    A prepared statement keeps its last bound values until it is bound again, and the
+    sqlite3 module keeps its statements prepared (:data:`.engine.CACHED_STATEMENTS` a
+    connection).  As multi-row ``VALUES``, every row count was a statement of its own
+    holding a whole batch of article bodies: 30-40 MB of SQLite memory in an import
+    or a long run of polls.  One statement holds one row, SQLite has no round trip
+    to save, and the driver's cursor costs no more per row than the multi-row form
+    (SQLAlchemy's ``exec_driver_sql`` would double the time per row); failures are
+    raised as SQLAlchemy raises them.
+    """
+    raw = conn.connection.dbapi_connection
+    assert raw is not None  # the connection is in a transaction
+    cursor = raw.cursor()
+    returned: list[tuple[Any, ...]] = []
+    row: Sequence[Any] = ()
+    try:
+        for row in rows:
+            returned += map(tuple, cursor.execute(statement, row).fetchall())
+    except sqlite3.Error as exc:
+        raise DBAPIError.instance(statement, row, exc, sqlite3.Error, dialect=conn.dialect) from exc
+    finally:
+        cursor.close()
+    return returned
