@@ -143,6 +143,9 @@ def _utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC)
 
 
+#: The columns are in the order the migrations left them (a column added by one
+#: comes last), so a database created at the newest revision is the same as a
+#: migrated one, down to ``SELECT *``.
 metadata = MetaData()
 
 
@@ -168,9 +171,6 @@ articles = Table(
     _column("sort_time", UTCDateTime),  # published, else first fetched
     _column("fetched", UTCDateTime),  # first fetched; kept across updates
     _column("updated", UTCDateTime),  # last stored change, for Last-Modified
-    # First stored in this database; kept across updates.  Retention counts from it,
-    # never from ``published``: an imported archive is years old the day it arrives.
-    _column("stored_at", UTCDateTime),
     _column("fingerprint", KEY),
     _column("hash_changes", Integer, default=0),
     _column("date_source", String(16)),
@@ -180,6 +180,9 @@ articles = Table(
     _column("source_id", ID),  # the primary source: the only one that may edit
     _column("source_name", Text),
     _column("guid", Text, null=True),
+    # First stored in this database; kept across updates.  Retention counts from it,
+    # never from ``published``: an imported archive is years old the day it arrives.
+    _column("stored_at", UTCDateTime),
     _column("body_source", String(8), default="feed", server_default="feed"),
     UniqueConstraint("link_key", name="uq_articles_link_key"),
     Index("ix_articles_recent", "sort_time", "id"),
