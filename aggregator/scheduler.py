@@ -368,6 +368,8 @@ class Daemon:
         finally:
             self._indexing = False
         self.index_failures.succeeded()
+        if done and not self.in_flight and not self.queue:
+            heap.trim()  # the index took its batches after the round's trim: theirs go back too
         if done:
             logger.log(
                 logging.INFO if time.monotonic() - started > 1 else logging.DEBUG,
