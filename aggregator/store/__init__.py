@@ -68,6 +68,19 @@ class Store(StateMixin, PagesMixin, ArticlesMixin, IndexingMixin, ReadsMixin, Re
     def close(self) -> None:
         self._engine.dispose()
 
+    def release_idle(self) -> None:
+        """Close the pooled connections no thread is using, when the process is about
+        to wait a long while (the daemon between rounds of polls).
+
+        Each SQLite connection keeps its own page cache and prepared statements: the
+        two of a daemon held 4 MB at rest.  The next use opens a connection again, a
+        millisecond against the half hour of a poll interval.  A PostgreSQL
+        connection keeps its memory on the server, and an in-memory database lives
+        only in its one connection: both keep theirs.
+        """
+        if not is_postgresql(self._engine) and not is_in_memory(self._engine.url):
+            self._engine.dispose()
+
     def __enter__(self) -> Store:
         return self
 
