@@ -32,6 +32,7 @@ HEAVY = (
     "lxml",  # parsing, cleaning, export
     "yaml",  # the archive
     "concurrent.futures.process",  # the parse pool
+    "opencc",  # converting served text between scripts
 )
 
 
