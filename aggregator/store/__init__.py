@@ -127,7 +127,9 @@ class Store(StateMixin, PagesMixin, ArticlesMixin, IndexingMixin, ReadsMixin, Re
         for emptiness and the creation are one transaction under the migration lock,
         so of several processes opening a new database one creates it.
         """
-        with self._errors("create the database schema"), writing(self._engine) as connection:
+        # The same words as a migration's failure: for an unreachable database this
+        # is the first statement, and creating the schema is migrating to the head.
+        with self._errors("migrate the database"), writing(self._engine) as connection:
             if is_postgresql(self._engine):
                 connection.execute(
                     text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK}
