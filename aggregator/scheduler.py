@@ -292,7 +292,13 @@ class Daemon:
                 if refill and not self._claim_lock.locked():
                     self._spawn(self.poll_due())
             if not self.in_flight and not self.queue:
-                heap.trim()  # the round is over: its freed pages go back until the next
+                self._rest()  # the round is over
+
+    def _rest(self) -> None:
+        """Hand back what the work just done freed, as the daemon is about to wait:
+        the idle database connections' caches, then the heap's free pages."""
+        self.store.release_idle()
+        heap.trim()
 
     async def _release(self, source_id: str) -> None:
         try:
@@ -368,6 +374,8 @@ class Daemon:
         finally:
             self._indexing = False
         self.index_failures.succeeded()
+        if done and not self.in_flight and not self.queue:
+            self._rest()  # the index took its batches after the round's end: theirs too
         if done:
             logger.log(
                 logging.INFO if time.monotonic() - started > 1 else logging.DEBUG,

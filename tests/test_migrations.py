@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,8 +12,10 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from dbhelpers import postgres_database
 from sqlalchemy import inspect, text
 
+import aggregator.store as store_module
 from aggregator.errors import StorageError
 from aggregator.migrations import MIGRATIONS, alembic_config, head_revisions
 from aggregator.store import Store, _search
@@ -25,8 +28,15 @@ def _head(store: Store) -> str | None:
         return ScriptDirectory.from_config(alembic_config(conn)).get_current_head()
 
 
+def _migrated(url: str) -> Store:
+    """A store on ``url`` brought to the newest schema by the migrations, one by one."""
+    store = Store.open(url, migrate=False)
+    store.migrate_in_process()
+    return store
+
+
 def test_the_migrated_schema_equals_the_models(database_url: str) -> None:
-    with Store.open(database_url) as store, store.engine.connect() as conn:
+    with _migrated(database_url) as store, store.engine.connect() as conn:
         # The search index is the database's own structure (FTS5, GIN), not a model.
         def modelled(name: str | None, kind: str, parent: object) -> bool:
             return not (kind == "table" and name and name.startswith(_search.TABLE))
@@ -40,6 +50,67 @@ def test_the_migrated_schema_equals_the_models(database_url: str) -> None:
         *metadata.tables,
         "alembic_version",
     }
+
+
+def _schema(store: Store) -> dict[str, object]:
+    """All the database tells about its tables, in order: columns (type, nullability,
+    default), keys, indexes and constraints with their names and options, the search
+    index's own DDL on SQLite, and the revisions."""
+    with store.engine.connect() as conn:
+        found = inspect(conn)
+        tables: dict[str, object] = {}
+        for name in sorted(found.get_table_names()):
+            tables[name] = {
+                "columns": [
+                    (c["name"], str(c["type"]), c["nullable"], c["default"], c.get("autoincrement"))
+                    for c in found.get_columns(name)
+                ],
+                "primary key": found.get_pk_constraint(name),
+                "foreign keys": sorted(map(repr, found.get_foreign_keys(name))),
+                "indexes": sorted(map(repr, found.get_indexes(name))),
+                "unique": sorted(map(repr, found.get_unique_constraints(name))),
+                "checks": sorted(map(repr, found.get_check_constraints(name))),
+            }
+        virtual: list[tuple[str, str]] = []
+        if conn.dialect.name == "sqlite":
+            virtual = [
+                (name, sql)
+                for name, sql in conn.exec_driver_sql(
+                    "SELECT name, sql FROM sqlite_master WHERE sql LIKE 'CREATE VIRTUAL%' "
+                    "ORDER BY name"
+                )
+            ]
+        revisions = sorted(conn.execute(text("SELECT version_num FROM alembic_version")).scalars())
+    return {"tables": tables, "virtual": virtual, "revisions": revisions}
+
+
+@pytest.fixture
+def second_database_url(database_url: str, tmp_path: Path) -> Iterator[str]:
+    """Another empty database of the kind ``database_url`` is."""
+    if database_url.startswith("sqlite"):
+        yield f"sqlite:///{tmp_path / 'second.db'}"
+    else:
+        with postgres_database() as url:
+            yield url
+
+
+def test_a_new_database_is_created_at_the_newest_schema_the_migrations_give(
+    database_url: str, second_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An empty database gets the newest schema directly (no migration, no child
+    process: a second of a first start-up), and it is the migrated schema exactly."""
+    with _migrated(second_database_url) as migrated:
+        expected = _schema(migrated)
+
+    def no_migration(*args: object) -> None:
+        raise AssertionError("an empty database was migrated")
+
+    monkeypatch.setattr(Store, "migrate_in_process", no_migration)
+    monkeypatch.setattr(store_module, "_migrate_in_child", no_migration)
+    with Store.open(database_url) as created:
+        assert _schema(created) == expected
+    assert expected["revisions"] == sorted(head_revisions())
+    assert _search.TABLE in expected["tables"]  # type: ignore[operator]
 
 
 def test_downgrade_to_nothing_and_back(database_url: str) -> None:
@@ -118,13 +189,16 @@ def test_a_failed_migration_reaches_the_caller_in_one_line(
 def test_a_migration_process_dying_is_a_storage_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    with Store.open(url) as store, store.engine.begin() as conn:
+        command.downgrade(alembic_config(conn), "-1")  # an upgrade is due
     interpreter = tmp_path / "python"
     interpreter.write_text("#!/bin/sh\necho 'Fatal Python error: out of luck' >&2\nexit 3\n")
     interpreter.chmod(0o755)
     monkeypatch.setattr(sys, "executable", str(interpreter))
     _without_alembic(monkeypatch)
     with pytest.raises(StorageError) as caught:
-        Store.open(f"sqlite:///{tmp_path / 'db.sqlite'}")
+        Store.open(url)
     assert str(caught.value) == (
         f"could not migrate the database: database=sqlite:///{tmp_path / 'db.sqlite'}: "
         "ChildProcessError: Fatal Python error: out of luck"

@@ -347,3 +347,11 @@ def test_a_single_character_is_found_where_it_starts_no_pair(database_url: str) 
                 ids["美 国 防 部"],
                 ids["长城"],
             }
+
+
+def test_the_shipped_fold_table_is_opencc_s_character_table() -> None:
+    """The fold's Traditional-to-Simplified table ships with the code (OpenCC is not
+    imported to fold); it must be what OpenCC says, character by character."""
+    from aggregator.search.text import _t2s_table, opencc_t2s_table
+
+    assert _t2s_table() == opencc_t2s_table()

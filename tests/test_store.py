@@ -90,6 +90,22 @@ def test_a_poll_stores_articles_raw_entries_and_state_together(store: Store) -> 
     assert (again.new, again.unchanged) == (0, 2)
 
 
+@pytest.mark.parametrize("in_memory", [False, True])
+def test_idle_connections_are_released_and_the_store_goes_on(
+    tmp_path: Path, in_memory: bool
+) -> None:
+    """At rest the daemon closes the SQLite connections no thread uses (their caches
+    were 4 MB); the next call opens one again.  An in-memory database is its
+    connection, so it keeps it, and its articles."""
+    url = "sqlite://" if in_memory else f"sqlite:///{tmp_path / 'db.sqlite'}"
+    with Store.open(url) as store:
+        store.save_poll(A, entries(article(1)), SourceState(A.id, A.url), now=NOW)
+        pool = store.engine.pool
+        store.release_idle()
+        assert (store.engine.pool is pool) == in_memory  # a new pool, none of the old's
+        assert [stored.article.title for stored in store.latest()] == ["Story 1"]
+
+
 def test_a_poll_longer_than_a_statement_stores_and_finds_every_entry(store: Store) -> None:
     """Rows go BATCH to an INSERT, and every key of the poll to a lookup as one list."""
     items = [article(n) for n in range(2 * BATCH + 3)]

@@ -21,12 +21,12 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection
+from sqlalchemy import Column, Connection, MetaData, PrimaryKeyConstraint, String, Table
 
 if TYPE_CHECKING:
     from alembic.config import Config
 
-__all__ = ["MIGRATIONS", "alembic_config", "head_revisions", "upgrade"]
+__all__ = ["MIGRATIONS", "alembic_config", "head_revisions", "stamp_head", "upgrade"]
 
 MIGRATIONS = Path(__file__).resolve().parent
 
@@ -34,6 +34,15 @@ MIGRATIONS = Path(__file__).resolve().parent
 _REVISION = re.compile(r"^revision\b[^=\n]*=\s*['\"](?P<id>[^'\"]+)['\"]", re.MULTILINE)
 _DOWN_REVISION = re.compile(r"^down_revision\b[^=\n]*=(?P<value>.*)$", re.MULTILINE)
 _QUOTED = re.compile(r"['\"]([^'\"]+)['\"]")
+
+
+#: The table in which alembic keeps a database's revisions, as alembic creates it.
+_VERSIONS = Table(
+    "alembic_version",
+    MetaData(),
+    Column("version_num", String(32), nullable=False),
+    PrimaryKeyConstraint("version_num", name="alembic_version_pkc"),
+)
 
 
 def alembic_config(connection: Connection) -> Config:
@@ -67,3 +76,12 @@ def head_revisions() -> frozenset[str]:
         if (down := _DOWN_REVISION.search(text)) is not None:
             parents.update(_QUOTED.findall(down["value"]))
     return frozenset(revisions - parents)
+
+
+def stamp_head(connection: Connection) -> None:
+    """Record the newest revisions in a database whose schema was created at them
+    directly, as ``alembic stamp head`` would, without importing alembic."""
+    _VERSIONS.create(connection)
+    connection.execute(
+        _VERSIONS.insert(), [{"version_num": revision} for revision in sorted(head_revisions())]
+    )

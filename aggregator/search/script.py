@@ -12,11 +12,14 @@ from __future__ import annotations
 import functools
 import re
 import threading
-from typing import Literal
-
-import opencc
+from typing import TYPE_CHECKING, Literal
 
 from aggregator.search.text import CJK, _t2s_table
+
+# OpenCC (a C++ library, 2 MB) is imported when a text is first converted: the
+# daemon serves feeds and polls without ever converting one.
+if TYPE_CHECKING:
+    import opencc
 
 __all__ = ["SCRIPTS", "Script", "chinese_script", "convert", "convert_html"]
 
@@ -34,6 +37,8 @@ def _converter(script: Script) -> opencc.OpenCC:
     and sharing one converter object between threads is not documented as safe."""
     converters: dict[Script, opencc.OpenCC] = _local.__dict__.setdefault("converters", {})
     if script not in converters:
+        import opencc
+
         converters[script] = opencc.OpenCC(_CONFIG[script])
     return converters[script]
 
@@ -54,6 +59,8 @@ def convert_html(fragment: str, script: Script) -> str:
 @functools.cache
 def _simplified_only() -> frozenset[str]:
     """Characters that Traditional text does not use (s2t changes them)."""
+    import opencc
+
     converter = opencc.OpenCC("s2t")
     return frozenset(
         char for point in range(0x4E00, 0xA000) if (char := chr(point)) != converter.convert(char)

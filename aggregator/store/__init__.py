@@ -28,7 +28,7 @@ from sqlalchemy import URL, inspect, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from aggregator.errors import StorageError
-from aggregator.migrations import head_revisions, upgrade
+from aggregator.migrations import head_revisions, stamp_head, upgrade
 from aggregator.store import _meta, _search
 from aggregator.store._articles import ArticlesMixin
 from aggregator.store._indexing import IndexingMixin
@@ -37,6 +37,7 @@ from aggregator.store._reads import ReadsMixin
 from aggregator.store._retention import PruneReport, RetentionMixin, SourcePrune
 from aggregator.store._state import StateMixin
 from aggregator.store.engine import create_engine, is_in_memory, is_postgresql, writing
+from aggregator.store.tables import metadata
 
 __all__ = ["PruneReport", "SourcePrune", "Store"]
 
@@ -67,6 +68,19 @@ class Store(StateMixin, PagesMixin, ArticlesMixin, IndexingMixin, ReadsMixin, Re
     def close(self) -> None:
         self._engine.dispose()
 
+    def release_idle(self) -> None:
+        """Close the pooled connections no thread is using, when the process is about
+        to wait a long while (the daemon between rounds of polls).
+
+        Each SQLite connection keeps its own page cache and prepared statements: the
+        two of a daemon held 4 MB at rest.  The next use opens a connection again, a
+        millisecond against the half hour of a poll interval.  A PostgreSQL
+        connection keeps its memory on the server, and an in-memory database lives
+        only in its one connection: both keep theirs.
+        """
+        if not is_postgresql(self._engine) and not is_in_memory(self._engine.url):
+            self._engine.dispose()
+
     def __enter__(self) -> Store:
         return self
 
@@ -82,7 +96,8 @@ class Store(StateMixin, PagesMixin, ArticlesMixin, IndexingMixin, ReadsMixin, Re
         """Upgrade to the newest schema; several processes may call this at once.
 
         A database already at the newest revision is told by one query, without
-        alembic.  An upgrade that is due runs in a child process
+        alembic; an empty one gets the newest schema directly (:meth:`_create_at_head`),
+        without alembic either.  An upgrade that is due runs in a child process
         (:mod:`aggregator.store._migrate`, :meth:`migrate_in_process` there): alembic
         brings mako and pygments along, 11-14 MB that a daemon which imported them
         would keep for its whole life.  Its failure is raised here as the child's
@@ -91,12 +106,40 @@ class Store(StateMixin, PagesMixin, ArticlesMixin, IndexingMixin, ReadsMixin, Re
         already (``aggregator db upgrade``, a test run): a child would keep nothing out
         of it and cost a second interpreter's start.
         """
-        if self._revisions() == head_revisions():
+        revisions = self._revisions()
+        if revisions == head_revisions():
             return
+        if revisions is None and (self._create_at_head() or self._revisions() == head_revisions()):
+            return  # a new database, created here or by a process opening it too
         if is_in_memory(self._engine.url) or "alembic" in sys.modules:
             self.migrate_in_process()
         else:
             _migrate_in_child(self._engine.url)
+
+    def _create_at_head(self) -> bool:
+        """Create the newest schema in an empty database directly: the tables from
+        :mod:`~aggregator.store.tables`, the search index, the revisions stamped.
+        Whether it did; a database with any table in it is left to the migrations.
+
+        A new database needs none of the history the migrations replay, and running
+        them cost a child process with alembic: about a second of a first start-up.
+        ``tests/test_migrations.py`` holds both ways to the same schema.  The check
+        for emptiness and the creation are one transaction under the migration lock,
+        so of several processes opening a new database one creates it.
+        """
+        # The same words as a migration's failure: for an unreachable database this
+        # is the first statement, and creating the schema is migrating to the head.
+        with self._errors("migrate the database"), writing(self._engine) as connection:
+            if is_postgresql(self._engine):
+                connection.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK}
+                )
+            if inspect(connection).get_table_names():
+                return False
+            metadata.create_all(connection)
+            _search.create(connection)
+            stamp_head(connection)
+            return True
 
     def migrate_in_process(self) -> None:
         """Upgrade to the newest schema in this process, importing alembic.

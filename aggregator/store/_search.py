@@ -67,6 +67,7 @@ __all__ = [
     "add_tokens",
     "backlog",
     "candidates",
+    "create",
     "Tokenize",
     "index",
     "newest_matching",
@@ -230,6 +231,27 @@ def take_waiting(conn: Connection, made: Sequence[tuple[int, str, str]]) -> int:
         add_tokens(conn, taken)
         conn.execute(search_pending.delete().where(pending_id.in_([id_ for id_, _ in taken])))
     return len(taken)
+
+
+#: The index as the migrations leave it (revision 0006), for a database created at
+#: the newest revision directly (``Store.migrate``); tests/test_migrations.py holds
+#: both ways to the same schema.
+_SQLITE_CREATE = (
+    f"CREATE VIRTUAL TABLE {TABLE} USING fts5(tokens, content='', detail=none, "
+    "columnsize=0, tokenize='ascii')",
+)
+_PG_CREATE = (
+    f"CREATE TABLE {TABLE} (article_id INTEGER NOT NULL, tokens TEXT[] NOT NULL, "
+    "PRIMARY KEY (article_id), "
+    "FOREIGN KEY(article_id) REFERENCES articles (id) ON DELETE CASCADE)",
+    f"CREATE INDEX ix_{TABLE}_tokens ON {TABLE} USING gin (tokens) WITH (fastupdate = on)",
+)
+
+
+def create(conn: Connection) -> None:
+    """Create the (empty) index of a new database."""
+    for statement in _SQLITE_CREATE if _sqlite(conn) else _PG_CREATE:
+        conn.exec_driver_sql(statement)
 
 
 def rebuild(conn: Connection) -> int:

@@ -1,10 +1,13 @@
 """The database schema, and conversion between rows and the frozen pipeline types.
 
-The only module that imports sqlmodel.  Table models describe storage rows; they
-are never handed to the rest of the pipeline, because ``table=True`` models skip
-validation, are mutable and have no id until flushed (fastapi/sqlmodel #52, #453).
-The store queries through SQLAlchemy Core on the tables defined here, and these
-functions are the one place where a row becomes an :class:`Article` and back.
+The tables are SQLAlchemy Core ``Table`` objects, which is all the store queries
+through.  They were SQLModel ``table=True`` models until those were found to cost
+the daemon a third of the store's import time and some 6 MB at rest for nothing
+it used: a model class builds a pydantic model and an ORM mapper, and imports
+``sqlalchemy.orm``, while rows never left this module as models anyway (they
+skip validation, are mutable and have no id until flushed: fastapi/sqlmodel #52,
+#453).  The DDL, nullability and defaults are the same as the models gave.
+These functions are the one place where a row becomes an :class:`Article` and back.
 
 Index notes: ``ix_articles_recent (sort_time, id)`` serves ``ORDER BY sort_time
 DESC, id DESC LIMIT n`` as a backward index scan on both databases, so it needs no
@@ -25,6 +28,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
+    Column,
     ForeignKey,
     Index,
     Integer,
@@ -36,21 +41,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import DateTime, TypeDecorator
-from sqlmodel import Field, SQLModel
 
 from aggregator.dedupe import link_key
 from aggregator.types import Article, DateSource, RawEntry, SourceState, UrlState
 
 __all__ = [
-    "ArticleRow",
-    "LeaseRow",
-    "MetaRow",
-    "PageRow",
-    "ProvenanceRow",
-    "RawEntryRow",
-    "SearchPendingRow",
-    "SourceStateRow",
-    "TombstoneRow",
     "UTCDateTime",
     "article_values",
     "articles",
@@ -155,203 +150,187 @@ def _utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC)
 
 
-class ArticleRow(SQLModel, table=True):
-    __tablename__ = "articles"
-    __table_args__ = (
-        UniqueConstraint("link_key", name="uq_articles_link_key"),
-        Index("ix_articles_recent", "sort_time", "id"),
-        Index("ix_articles_source_recent", "source_id", "sort_time", "id"),
-        Index("ix_articles_updated", "updated"),
-        Index("ix_articles_stored_at", "stored_at"),
-    )
+#: The columns are in the order the migrations left them (a column added by one
+#: comes last), so a database created at the newest revision is the same as a
+#: migrated one, down to ``SELECT *``.
+metadata = MetaData()
 
-    id: int | None = Field(default=None, primary_key=True)
-    link: str = Field(sa_type=Text)
-    link_key: str = Field(sa_type=KEY)
-    title: str = Field(sa_type=Text)
-    body: str = Field(sa_type=Text)
-    published: datetime | None = Field(default=None, sa_type=UTCDateTime)
-    sort_time: datetime = Field(sa_type=UTCDateTime)  # published, else first fetched
-    fetched: datetime = Field(sa_type=UTCDateTime)  # first fetched; kept across updates
-    updated: datetime = Field(sa_type=UTCDateTime)  # last stored change, for Last-Modified
+
+def _column(name: str, type_: Any, *args: Any, null: bool = False, **kwargs: Any) -> Column[Any]:
+    """A column, ``NOT NULL`` unless ``null``: most are required, and leaving the
+    default to SQLAlchemy (nullable unless a primary key) would make them optional."""
+    return Column(name, type_, *args, nullable=null, **kwargs)
+
+
+def _id() -> Column[Any]:
+    return Column("id", Integer, primary_key=True)
+
+
+articles = Table(
+    "articles",
+    metadata,
+    _id(),
+    _column("link", Text),
+    _column("link_key", KEY),
+    _column("title", Text),
+    _column("body", Text),
+    _column("published", UTCDateTime, null=True),
+    _column("sort_time", UTCDateTime),  # published, else first fetched
+    _column("fetched", UTCDateTime),  # first fetched; kept across updates
+    _column("updated", UTCDateTime),  # last stored change, for Last-Modified
+    _column("fingerprint", KEY),
+    _column("hash_changes", Integer, default=0),
+    _column("date_source", String(16)),
+    _column("comments", Boolean, null=True),
+    _column("tags", Text, default="[]"),  # JSON list
+    _column("categories", Text, default="[]"),  # JSON list
+    _column("source_id", ID),  # the primary source: the only one that may edit
+    _column("source_name", Text),
+    _column("guid", Text, null=True),
     # First stored in this database; kept across updates.  Retention counts from it,
     # never from ``published``: an imported archive is years old the day it arrives.
-    stored_at: datetime = Field(sa_type=UTCDateTime)
-    fingerprint: str = Field(sa_type=KEY)
-    hash_changes: int = Field(default=0, sa_type=Integer)
-    date_source: str = Field(sa_type=String(16))
-    comments: bool | None = None
-    tags: str = Field(default="[]", sa_type=Text)  # JSON list
-    categories: str = Field(default="[]", sa_type=Text)  # JSON list
-    source_id: str = Field(sa_type=ID)  # the primary source: the only one that may edit
-    source_name: str = Field(sa_type=Text)
-    guid: str | None = Field(default=None, sa_type=Text)
-    body_source: str = Field(
-        default="feed", sa_type=String(8), sa_column_kwargs={"server_default": "feed"}
-    )
+    _column("stored_at", UTCDateTime),
+    _column("body_source", String(8), default="feed", server_default="feed"),
+    UniqueConstraint("link_key", name="uq_articles_link_key"),
+    Index("ix_articles_recent", "sort_time", "id"),
+    Index("ix_articles_source_recent", "source_id", "sort_time", "id"),
+    Index("ix_articles_updated", "updated"),
+    Index("ix_articles_stored_at", "stored_at"),
+)
 
+#: One source an article came through.  ``guid_key`` hashes (source_id, guid), so
+#: its uniqueness is the "one stored article per feed entry" rule.
+provenance = Table(
+    "provenance",
+    metadata,
+    _id(),
+    _column(
+        "article_id",
+        Integer,
+        ForeignKey("articles.id", ondelete="CASCADE", name="fk_provenance_article"),
+    ),
+    _column("source_id", ID),
+    _column("source_name", Text),
+    _column("link", Text),  # as this source gave it
+    _column("link_key", KEY),
+    _column("guid", Text, null=True),
+    _column("guid_key", KEY, null=True),
+    _column("first_seen", UTCDateTime),
+    _column("sort_time", UTCDateTime),  # copy of articles.sort_time
+    _column("updated", UTCDateTime),  # copy of articles.updated
+    UniqueConstraint("article_id", "source_id", name="uq_provenance_article_source"),
+    UniqueConstraint("guid_key", name="uq_provenance_guid_key"),
+    Index("ix_provenance_source_recent", "source_id", "sort_time", "article_id"),
+    Index("ix_provenance_link_key", "link_key"),
+    Index("ix_provenance_source_updated", "source_id", "updated"),
+)
 
-class ProvenanceRow(SQLModel, table=True):
-    """One source an article came through.  ``guid_key`` hashes (source_id, guid), so
-    its uniqueness is the "one stored article per feed entry" rule."""
+#: The raw entry behind each route, for ``aggregator renormalize``.
+raw_entries = Table(
+    "raw_entries",
+    metadata,
+    _id(),
+    _column(
+        "article_id",
+        Integer,
+        ForeignKey("articles.id", ondelete="CASCADE", name="fk_raw_entries_article"),
+    ),
+    _column("source_id", ID),
+    _column("raw", Text),  # RawEntry.to_dict() as JSON
+    _column("fetched_at", UTCDateTime),
+    UniqueConstraint("article_id", "source_id", name="uq_raw_entries_article_source"),
+    Index("ix_raw_entries_source", "source_id", "id"),
+)
 
-    __tablename__ = "provenance"
-    __table_args__ = (
-        UniqueConstraint("article_id", "source_id", name="uq_provenance_article_source"),
-        UniqueConstraint("guid_key", name="uq_provenance_guid_key"),
-        Index("ix_provenance_source_recent", "source_id", "sort_time", "article_id"),
-        Index("ix_provenance_link_key", "link_key"),
-        Index("ix_provenance_source_updated", "source_id", "updated"),
-    )
+#: :class:`SourceState`, one row per source ever polled.
+source_state = Table(
+    "source_state",
+    metadata,
+    _column("source_id", ID, primary_key=True),
+    _column("url", Text),
+    _column("etag", Text, null=True),
+    _column("last_modified", Text, null=True),
+    _column("last_attempt", UTCDateTime, null=True),
+    _column("last_success", UTCDateTime, null=True),
+    _column("consecutive_failures", Integer, default=0),
+    _column("last_error_kind", Text, null=True),
+    _column("last_error", Text, null=True),
+    _column("next_poll", UTCDateTime, null=True),
+    _column("disabled_reason", Text, null=True),
+    _column("configured_url", Text, null=True),
+    _column("failing_since", UTCDateTime, null=True),
+    _column("url_states", Text, null=True),  # JSON list of UrlState
+    Index("ix_source_state_next_poll", "next_poll"),
+)
 
-    id: int | None = Field(default=None, primary_key=True)
-    article_id: int = Field(
-        sa_type=Integer,
-        sa_column_args=[
-            ForeignKey("articles.id", ondelete="CASCADE", name="fk_provenance_article")
-        ],
-    )
-    source_id: str = Field(sa_type=ID)
-    source_name: str = Field(sa_type=Text)
-    link: str = Field(sa_type=Text)  # as this source gave it
-    link_key: str = Field(sa_type=KEY)
-    guid: str | None = Field(default=None, sa_type=Text)
-    guid_key: str | None = Field(default=None, sa_type=KEY)
-    first_seen: datetime = Field(sa_type=UTCDateTime)
-    sort_time: datetime = Field(sa_type=UTCDateTime)  # copy of articles.sort_time
-    updated: datetime = Field(sa_type=UTCDateTime)  # copy of articles.updated
+#: Facts about the database itself, fixed when it was made (see store/_meta.py).
+meta = Table(
+    "meta",
+    metadata,
+    _column("key", String(64), primary_key=True),
+    _column("value", Text),
+)
 
+#: Which instance is polling a source, until when.
+#:
+#: Apart from ``source_state`` because a lease is taken by source id before the
+#: source was ever polled (no state, not even a URL, exists yet), and because
+#: saving state must never clobber a lease or the reverse.  A row without owner is
+#: a free lease; rows are created on first claim so there is always a row to lock.
+leases = Table(
+    "leases",
+    metadata,
+    _column("source_id", ID, primary_key=True),
+    _column("owner", Text, null=True),
+    _column("expires", UTCDateTime, null=True),
+)
 
-class RawEntryRow(SQLModel, table=True):
-    """The raw entry behind each route, for ``aggregator renormalize``."""
+#: An identity key of a pruned article, so a feed re-sending it cannot revive it.
+tombstones = Table(
+    "tombstones",
+    metadata,
+    _column("key", KEY, primary_key=True),
+    _column("source_id", ID),
+    _column("pruned_at", UTCDateTime),
+)
 
-    __tablename__ = "raw_entries"
-    __table_args__ = (
-        UniqueConstraint("article_id", "source_id", name="uq_raw_entries_article_source"),
-        Index("ix_raw_entries_source", "source_id", "id"),
-    )
-
-    id: int | None = Field(default=None, primary_key=True)
-    article_id: int = Field(
-        sa_type=Integer,
-        sa_column_args=[
-            ForeignKey("articles.id", ondelete="CASCADE", name="fk_raw_entries_article")
-        ],
-    )
-    source_id: str = Field(sa_type=ID)
-    raw: str = Field(sa_type=Text)  # RawEntry.to_dict() as JSON
-    fetched_at: datetime = Field(sa_type=UTCDateTime)
-
-
-class SourceStateRow(SQLModel, table=True):
-    """:class:`SourceState`, one row per source ever polled."""
-
-    __tablename__ = "source_state"
-    __table_args__ = (Index("ix_source_state_next_poll", "next_poll"),)
-
-    source_id: str = Field(sa_type=ID, primary_key=True)
-    url: str = Field(sa_type=Text)
-    etag: str | None = Field(default=None, sa_type=Text)
-    last_modified: str | None = Field(default=None, sa_type=Text)
-    last_attempt: datetime | None = Field(default=None, sa_type=UTCDateTime)
-    last_success: datetime | None = Field(default=None, sa_type=UTCDateTime)
-    consecutive_failures: int = Field(default=0, sa_type=Integer)
-    last_error_kind: str | None = Field(default=None, sa_type=Text)
-    last_error: str | None = Field(default=None, sa_type=Text)
-    next_poll: datetime | None = Field(default=None, sa_type=UTCDateTime)
-    disabled_reason: str | None = Field(default=None, sa_type=Text)
-    configured_url: str | None = Field(default=None, sa_type=Text)
-    failing_since: datetime | None = Field(default=None, sa_type=UTCDateTime)
-    url_states: str | None = Field(default=None, sa_type=Text)  # JSON list of UrlState
-
-
-class MetaRow(SQLModel, table=True):
-    """Facts about the database itself, fixed when it was made (see store/_meta.py)."""
-
-    __tablename__ = "meta"
-
-    key: str = Field(sa_type=String(64), primary_key=True)
-    value: str = Field(sa_type=Text)
-
-
-class LeaseRow(SQLModel, table=True):
-    """Which instance is polling a source, until when.
-
-    Apart from ``source_state`` because a lease is taken by source id before the
-    source was ever polled (no state, not even a URL, exists yet), and because
-    saving state must never clobber a lease or the reverse.  A row without owner is
-    a free lease; rows are created on first claim so there is always a row to lock.
-    """
-
-    __tablename__ = "leases"
-
-    source_id: str = Field(sa_type=ID, primary_key=True)
-    owner: str | None = Field(default=None, sa_type=Text)
-    expires: datetime | None = Field(default=None, sa_type=UTCDateTime)
-
-
-class TombstoneRow(SQLModel, table=True):
-    """An identity key of a pruned article, so a feed re-sending it cannot revive it."""
-
-    __tablename__ = "tombstones"
-
-    key: str = Field(sa_type=KEY, primary_key=True)
-    source_id: str = Field(sa_type=ID)
-    pruned_at: datetime = Field(sa_type=UTCDateTime)
-
-
-class SearchPendingRow(SQLModel, table=True):
-    """An article stored but not yet in the search index (see ``store._search``)."""
-
-    __tablename__ = "search_pending"
-
-    article_id: int = Field(
-        sa_type=Integer,
+#: An article stored but not yet in the search index (see ``store._search``).
+search_pending = Table(
+    "search_pending",
+    metadata,
+    _column(
+        "article_id",
+        Integer,
+        ForeignKey("articles.id", ondelete="CASCADE", name="fk_search_pending_article"),
         primary_key=True,
-        sa_column_args=[
-            ForeignKey("articles.id", ondelete="CASCADE", name="fk_search_pending_article")
-        ],
-        sa_column_kwargs={"autoincrement": False},
-    )
+        autoincrement=False,
+    ),
+)
 
-
-class PageRow(SQLModel, table=True):
-    """An article page fetched for a summary-only entry (full text).
-
-    Kept so ``aggregator renormalize`` re-extracts without refetching, so a re-poll
-    reuses it, and for its validators (a refetch is a conditional GET).  ``failure``
-    set: the page failed for good (404, refused address, nothing to extract) and is
-    not fetched again.  ``entry_updated`` is the entry's own updated date when the
-    page was fetched: a newer one means the article changed, and the page is
-    fetched again.
-    """
-
-    __tablename__ = "pages"
-    __table_args__ = (UniqueConstraint("source_id", "link_key", name="uq_pages_source_link"),)
-
-    id: int | None = Field(default=None, primary_key=True)
-    source_id: str = Field(sa_type=ID)
-    link_key: str = Field(sa_type=KEY)
-    url: str = Field(sa_type=Text)
-    html: str | None = Field(default=None, sa_type=Text)
-    main: str | None = Field(default=None, sa_type=Text)
-    etag: str | None = Field(default=None, sa_type=Text)
-    last_modified: str | None = Field(default=None, sa_type=Text)
-    entry_updated: str | None = Field(default=None, sa_type=Text)
-    failure: str | None = Field(default=None, sa_type=Text)
-    fetched_at: datetime = Field(sa_type=UTCDateTime)
-
-
-metadata: MetaData = SQLModel.metadata
-articles: Table = metadata.tables["articles"]
-provenance: Table = metadata.tables["provenance"]
-raw_entries: Table = metadata.tables["raw_entries"]
-source_state: Table = metadata.tables["source_state"]
-leases: Table = metadata.tables["leases"]
-tombstones: Table = metadata.tables["tombstones"]
-meta: Table = metadata.tables["meta"]
-pages: Table = metadata.tables["pages"]
-search_pending: Table = metadata.tables["search_pending"]
+#: An article page fetched for a summary-only entry (full text).
+#:
+#: Kept so ``aggregator renormalize`` re-extracts without refetching, so a re-poll
+#: reuses it, and for its validators (a refetch is a conditional GET).  ``failure``
+#: set: the page failed for good (404, refused address, nothing to extract) and is
+#: not fetched again.  ``entry_updated`` is the entry's own updated date when the
+#: page was fetched: a newer one means the article changed, and the page is
+#: fetched again.
+pages = Table(
+    "pages",
+    metadata,
+    _id(),
+    _column("source_id", ID),
+    _column("link_key", KEY),
+    _column("url", Text),
+    _column("html", Text, null=True),
+    _column("main", Text, null=True),
+    _column("etag", Text, null=True),
+    _column("last_modified", Text, null=True),
+    _column("entry_updated", Text, null=True),
+    _column("failure", Text, null=True),
+    _column("fetched_at", UTCDateTime),
+    UniqueConstraint("source_id", "link_key", name="uq_pages_source_link"),
+)
 
 
 def article_values(article: Article, *, updated: datetime) -> dict[str, Any]:
