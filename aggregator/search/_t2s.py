@@ -7,7 +7,8 @@ importing OpenCC's C++ library kept 2.5 MB in the daemon and every parse worker,
 while only the table is needed; and the index's tokens stay what they were when
 OpenCC changes.  ``tests/test_search.py`` checks it against the installed OpenCC.
 
-Generated; do not edit.  Imports nothing.
+Generated; do not edit: made from ``opencc_t2s_table()`` (its keys and values in
+code point order, as the two strings below).  Imports nothing.
 """
 
 #: Characters that fold to another, in code point order.
