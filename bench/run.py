@@ -540,7 +540,8 @@ class Bench:
         command = [str(Path(sys.executable).parent / "aggregator"), "poll"]
         before = os.times()
         wall = time.perf_counter()
-        with (RUN / f"ours-oneshot-{len(ids)}.log").open("w") as output:
+        log_path = RUN / f"ours-oneshot-{len(ids)}.log"
+        with log_path.open("w") as output:
             # cwd: a folder without config/, so no repository config file is read.
             done = subprocess.run(
                 command, cwd=RUN, env=env, stdin=subprocess.DEVNULL, stdout=output, stderr=output
@@ -556,7 +557,7 @@ class Bench:
         # reader's update_feeds does not take: its search is updated separately).
         indexed = re.search(
             r"search index: \d+ articles indexed in ([\d.]+) s",
-            (RUN / f"ours-oneshot-{len(ids)}.log").read_text(encoding="utf-8", errors="replace"),
+            log_path.read_text(encoding="utf-8", errors="replace"),
         )
         result = {"wall": wall, "cpu": cpu, "index_wall": float(indexed[1]) if indexed else 0.0}
         self.raw[f"ours-oneshot-{len(ids)}"] = result

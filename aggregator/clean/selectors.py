@@ -8,11 +8,11 @@ matched by an indexed Python walk, the rest by libxml2's XPath.  Imports only
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from cssselect import HTMLTranslator, parse
-from cssselect.parser import Attrib, Class, Element, Function, Hash, Negation, Tree
+from cssselect.parser import Attrib, Class, Element, Function, Hash, Negation, Selector, Tree
 from cssselect.xpath import XPathExpr
 from lxml import etree
 
@@ -241,6 +241,22 @@ class _ContextStep:
 
 _DropStep = LocalStep | _ContextStep
 _STEP_CACHE: dict[tuple[str, ...], tuple[_DropStep, ...]] = {}
+
+
+def _parsed(selectors: Iterable[str]) -> Iterator[tuple[Selector, Compound | None]]:
+    """Each selector of ``selectors`` (a group counts as its members), with its
+    :class:`Compound` when it is one."""
+    for selector in selectors:
+        for parsed in parse(selector):
+            plain = parsed.pseudo_element is None
+            yield parsed, to_compound(parsed.parsed_tree) if plain else None
+
+
+def _context_step(parsed: Selector) -> _ContextStep:
+    xpath = TRANSLATOR.selector_to_xpath(parsed, prefix="descendant-or-self::")
+    return _ContextStep(etree.XPath(xpath))
+
+
 _CHECK_CACHE: dict[tuple[tuple[str, ...], frozenset[str]], tuple[_DropStep, ...]] = {}
 
 
@@ -259,14 +275,11 @@ def check_steps(selectors: tuple[str, ...], attributes: frozenset[str]) -> tuple
         return steps
     built: list[_DropStep] = []
     local: list[Compound] = []
-    for selector in selectors:
-        for parsed in parse(selector):
-            compound = to_compound(parsed.parsed_tree) if parsed.pseudo_element is None else None
-            if compound is None:
-                xpath = TRANSLATOR.selector_to_xpath(parsed, prefix="descendant-or-self::")
-                built.append(_ContextStep(etree.XPath(xpath)))
-            elif all(name in attributes for name, _, negated in compound.tests if not negated):
-                local.append(compound)
+    for parsed, compound in _parsed(selectors):
+        if compound is None:
+            built.append(_context_step(parsed))
+        elif all(name in attributes for name, _, negated in compound.tests if not negated):
+            local.append(compound)
     if local:
         built.append(LocalStep(local))
     steps = tuple(built)
@@ -287,17 +300,14 @@ def drop_steps(selectors: tuple[str, ...]) -> tuple[_DropStep, ...]:
         return steps
     built: list[_DropStep] = []
     run: list[Compound] = []
-    for selector in selectors:
-        for parsed in parse(selector):
-            compound = to_compound(parsed.parsed_tree) if parsed.pseudo_element is None else None
-            if compound is not None:
-                run.append(compound)
-                continue
-            if run:
-                built.append(LocalStep(run))
-                run = []
-            xpath = TRANSLATOR.selector_to_xpath(parsed, prefix="descendant-or-self::")
-            built.append(_ContextStep(etree.XPath(xpath)))
+    for parsed, compound in _parsed(selectors):
+        if compound is not None:
+            run.append(compound)
+            continue
+        if run:
+            built.append(LocalStep(run))
+            run = []
+        built.append(_context_step(parsed))
     if run:
         built.append(LocalStep(run))
     steps = tuple(built)

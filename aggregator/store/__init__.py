@@ -18,13 +18,15 @@ SQLAlchemy); never the pipeline that calls it (stages: ARCHITECTURE.md).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import subprocess
 import sys
+from collections.abc import Iterator
 from types import TracebackType
 
-from sqlalchemy import URL, inspect, select, text
+from sqlalchemy import URL, Connection, inspect, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from aggregator.errors import StorageError
@@ -127,13 +129,9 @@ class Store(StateMixin, PagesMixin, ArticlesMixin, IndexingMixin, ReadsMixin, Re
         for emptiness and the creation are one transaction under the migration lock,
         so of several processes opening a new database one creates it.
         """
-        # The same words as a migration's failure: for an unreachable database this
-        # is the first statement, and creating the schema is migrating to the head.
-        with self._errors("migrate the database"), writing(self._engine) as connection:
-            if is_postgresql(self._engine):
-                connection.execute(
-                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK}
-                )
+        # For an unreachable database this is the first statement: it fails as a
+        # migration does, since creating the schema is migrating to the head.
+        with self._migrating() as connection:
             if inspect(connection).get_table_names():
                 return False
             metadata.create_all(connection)
@@ -148,15 +146,23 @@ class Store(StateMixin, PagesMixin, ArticlesMixin, IndexingMixin, ReadsMixin, Re
         PostgreSQL, SQLite's write lock), so the second process waits and then finds
         nothing to do.  The upgrade that creates the search index also fills it.
         """
+        with self._migrating() as connection:
+            indexed = inspect(connection).has_table(_search.TABLE)
+            upgrade(connection)
+            if not indexed:
+                _search.rebuild(connection)
+
+    @contextlib.contextmanager
+    def _migrating(self) -> Iterator[Connection]:
+        """A write transaction holding the migration lock (an advisory lock on
+        PostgreSQL, SQLite's write lock): of several processes changing the schema at
+        once, the others wait, then find it done."""
         with self._errors("migrate the database"), writing(self._engine) as connection:
             if is_postgresql(self._engine):
                 connection.execute(
                     text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK}
                 )
-            indexed = inspect(connection).has_table(_search.TABLE)
-            upgrade(connection)
-            if not indexed:
-                _search.rebuild(connection)
+            yield connection
 
     def _revisions(self) -> frozenset[str] | None:
         """The revisions ``alembic_version`` holds; ``None`` when it cannot be read

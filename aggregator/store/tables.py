@@ -166,6 +166,12 @@ def _id() -> Column[Any]:
     return Column("id", Integer, primary_key=True)
 
 
+def _article_id(constraint: str, **kwargs: Any) -> Column[Any]:
+    """The article a row belongs to; the row goes with it (``ON DELETE CASCADE``)."""
+    fk = ForeignKey("articles.id", ondelete="CASCADE", name=constraint)
+    return _column("article_id", Integer, fk, **kwargs)
+
+
 articles = Table(
     "articles",
     metadata,
@@ -204,11 +210,7 @@ provenance = Table(
     "provenance",
     metadata,
     _id(),
-    _column(
-        "article_id",
-        Integer,
-        ForeignKey("articles.id", ondelete="CASCADE", name="fk_provenance_article"),
-    ),
+    _article_id("fk_provenance_article"),
     _column("source_id", ID),
     _column("source_name", Text),
     _column("link", Text),  # as this source gave it
@@ -230,11 +232,7 @@ raw_entries = Table(
     "raw_entries",
     metadata,
     _id(),
-    _column(
-        "article_id",
-        Integer,
-        ForeignKey("articles.id", ondelete="CASCADE", name="fk_raw_entries_article"),
-    ),
+    _article_id("fk_raw_entries_article"),
     _column("source_id", ID),
     _column("raw", Text),  # RawEntry.to_dict() as JSON
     _column("fetched_at", UTCDateTime),
@@ -298,13 +296,7 @@ tombstones = Table(
 search_pending = Table(
     "search_pending",
     metadata,
-    _column(
-        "article_id",
-        Integer,
-        ForeignKey("articles.id", ondelete="CASCADE", name="fk_search_pending_article"),
-        primary_key=True,
-        autoincrement=False,
-    ),
+    _article_id("fk_search_pending_article", primary_key=True, autoincrement=False),
 )
 
 #: An article page fetched for a summary-only entry (full text).
