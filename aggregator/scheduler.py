@@ -43,7 +43,7 @@ from aggregator.search.text import tokens_of
 from aggregator.settings import Settings
 from aggregator.store import Store
 from aggregator.types import UTC, Source, SourceState
-from aggregator.workers import batched
+from aggregator.workers import batched, expect_polls
 
 __all__ = ["INDEX_BACKLOG_MAX", "Daemon", "HostSlots", "host_of", "instance_id", "sync_sources"]
 
@@ -212,6 +212,7 @@ class Daemon:
             # Fewer than asked: nothing else is due now, so finished polls need not
             # ask again; the next tick will.
             self._all_claimed = len(claimed) < want
+            expect_polls(self.poller.executor, len(claimed))
             now = time.monotonic()
             self.queue.extend((state, now) for state in claimed)
             self._start_queued()

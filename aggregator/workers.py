@@ -8,8 +8,11 @@ halves.  So :class:`ParsePool` parses on its thread until the entries parsed wit
 :data:`DEMAND_WINDOW` seconds pass a threshold, then starts the processes in the
 background (work goes on on the thread meanwhile, so no poll waits for a spawn) and
 hands them everything from then on; :data:`IDLE_SECONDS` after the last task, it
-stops them again.  Both numbers are constants, not settings: they trade memory
-against latency the same way on every deployment.
+stops them again.  A caller that knows a burst is coming (:data:`BURST_POLLS` or
+more sources polled at once: a first start, a one-shot poll of a long list) starts
+them at once instead, so the burst is not parsed on one core while they spawn.
+These numbers are constants, not settings: they trade memory against latency the
+same way on every deployment.
 
 The workers themselves import only :mod:`aggregator.normalize` (its initializer and
 tasks) and what their tasks name, never this module.
@@ -40,11 +43,13 @@ if TYPE_CHECKING:
     from aggregator.settings import Settings
 
 __all__ = [
+    "BURST_POLLS",
     "DEMAND_ENTRIES",
     "DEMAND_WINDOW",
     "IDLE_SECONDS",
     "ParsePool",
     "batched",
+    "expect_polls",
     "parse_pool",
     "pool_size",
 ]
@@ -57,6 +62,10 @@ DEMAND_ENTRIES = 300
 DEMAND_WINDOW = 60.0
 #: Seconds without a task after which the processes are stopped.
 IDLE_SECONDS = 60.0
+#: Sources polled at once that start the processes before any entry is parsed: 16
+#: feeds of the usual 20-50 entries are past :data:`DEMAND_ENTRIES` anyway, and the
+#: second or more a spawn takes would be spent parsing them on one core.
+BURST_POLLS = 16
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -262,6 +271,13 @@ class ParsePool(Executor):
         if pool is not None:
             pool.shutdown(wait=True)
             logger.info("parse pool stopped after %.0f s without work", self._idle)
+
+
+def expect_polls(executor: Executor | None, polls: int) -> None:
+    """``polls`` polls are about to run on ``executor``: if it is a parse pool and
+    that is a burst (:data:`BURST_POLLS` or more), start its processes now."""
+    if isinstance(executor, ParsePool) and polls >= BURST_POLLS:
+        executor.start()
 
 
 @contextlib.contextmanager

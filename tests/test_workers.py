@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from aggregator.normalize import Normalized
-from aggregator.workers import ParsePool, entries_of
+from aggregator.workers import BURST_POLLS, ParsePool, entries_of, expect_polls
 
 
 def _until(condition: object, timeout: float = 60) -> bool:
@@ -58,6 +59,21 @@ def test_a_task_keeps_the_processes(pool: ParsePool) -> None:
     for _ in range(4):  # 0.5 s apart, twice the idle time in all
         pool.submit(time.sleep, 0.5).result(timeout=30)
     assert pool.running
+
+
+def test_a_burst_of_polls_starts_the_processes_before_any_entry(pool: ParsePool) -> None:
+    expect_polls(pool, BURST_POLLS - 1)
+    assert pool.wait_started(0.5) is False  # a few sources: the thread will do
+    expect_polls(pool, BURST_POLLS)
+    assert pool.wait_started(60), "the processes did not start"
+    assert pool.submit(os.getpid).result(timeout=30) != os.getpid()
+
+
+def test_a_burst_on_another_executor_changes_nothing() -> None:
+    with ThreadPoolExecutor(1) as threads:
+        expect_polls(threads, BURST_POLLS)
+        assert threads.submit(os.getpid).result(timeout=10) == os.getpid()
+    expect_polls(None, BURST_POLLS)
 
 
 def test_shutdown_while_starting_leaves_no_process() -> None:

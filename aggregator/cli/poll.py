@@ -34,14 +34,16 @@ async def _poll_once(
 
     from aggregator.fetch import Fetcher
     from aggregator.scheduler import HostSlots, sync_sources
-    from aggregator.workers import parse_pool
+    from aggregator.workers import expect_polls, parse_pool
 
     _use_database_threads(store)
     await sync_sources(store, sources)
     limit = asyncio.Semaphore(settings.max_concurrent_polls)
     hosts = HostSlots(settings.max_polls_per_host)
-    # The pool starts only if the polls bring enough entries to be worth it.
+    # The pool starts for a long list of sources, or once the polls bring enough
+    # entries to be worth it.
     with parse_pool(settings) as executor:
+        expect_polls(executor, len(sources))
         async with Fetcher(_limits(settings)) as fetcher:
             poller = _poller(settings, store, fetcher, executor)
 
