@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Iterator
@@ -84,6 +85,55 @@ def test_topic_json_feed_validates(client: TestClient) -> None:
     assert both.status_code == 400 and "q and topic cannot be combined" in both.text
     assert client.get("/", params={"topic": "defence", "q": "香港"}).status_code == 400
     assert client.get("/", params={"topic": "defence", "q": " "}).status_code == 200
+
+
+def test_a_topic_narrowed_to_picked_sources() -> None:
+    query = parse_query("防长")
+    some = Topic("some", "Some", query, sources=("rfi", "zaobao"))
+    anywhere = Topic("anywhere", "Anywhere", query)
+    assert some.narrowed([]) == ["rfi", "zaobao"]
+    assert some.narrowed(["zaobao", "voa"]) == ["zaobao"]
+    assert some.narrowed(["voa"]) == []  # nothing in common: nothing, not everything
+    assert anywhere.narrowed([]) is None
+    assert anywhere.narrowed(["voa", "rfi", "voa"]) == ["rfi", "voa"]
+
+
+def test_a_source_picked_on_a_topic_feed_narrows_it(database_url: str) -> None:
+    seeds = [archive.read_file(path).article for path in SEEDS]
+    owners = {"zaobao": seeds[:3], "rfi": seeds[3:]}
+    links = {source: {a.link for a in articles} for source, articles in owners.items()}
+    defence = parse_query("防長 OR 国防部长")
+    topics = [
+        Topic("zb", "Zaobao defence", defence, sources=("zaobao",)),
+        Topic("all", "All defence", defence),
+    ]
+    with Store.open(database_url) as store:
+        store.import_articles(
+            dataclasses.replace(article, source_id=source, source_name=source.upper())
+            for source, articles in owners.items()
+            for article in articles
+        )
+        names = {"zaobao": "ZAOBAO", "rfi": "RFI"}
+        client = TestClient(
+            create_app(store, base_url="https://news.example.org", sources=names, topics=topics)
+        )
+
+        def found(path: str, **params: str) -> set[str]:
+            response = client.get(path, params=params)
+            assert response.status_code == 200, response.text
+            return {item["url"] for item in response.json()["items"]}
+
+        assert found("/topics/all/feed.json") == links["zaobao"] | links["rfi"]
+        assert found("/topics/all/feed.json", source="rfi") == links["rfi"]
+        assert found("/topics/zb/feed.json") == links["zaobao"]
+        assert found("/topics/zb/feed.json", source="zaobao") == links["zaobao"]
+        # A pick outside the topic's sources narrows it to nothing; it used to replace
+        # them, serving RFI's articles under the Zaobao topic.
+        assert found("/topics/zb/feed.json", source="rfi") == set()
+        assert found("/feed.json", topic="zb", source="rfi") == set()
+        empty = client.get("/topics/zb/feed.json", params={"source": "rfi"})
+        whole = client.get("/topics/zb/feed.json")
+        assert empty.headers["etag"] != whole.headers["etag"]
 
 
 def test_the_page_searches_and_highlights(client: TestClient) -> None:

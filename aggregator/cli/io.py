@@ -69,9 +69,10 @@ def export(
         chosen = _pick(configured.sources, source) if source else None
         asked = [item.id for item in chosen] if chosen else []
         picked = configured.topic(topic) if topic else None
-        # What is read: the sources asked for, else the topic's, else all.  The links
-        # and title name only what was asked for, as the service's do.
-        ids = asked or (list(picked.sources) if picked and picked.sources else None)
+        # What is read: a topic's sources narrowed to those asked for, else those asked
+        # for, else all.  The links and title name only what was asked for, as the
+        # service's do.
+        ids = picked.narrowed(asked) if picked else (asked or None)
         with _store(settings) as store:
             if format is ExportFormat.jekyll:
                 if out_path is None:

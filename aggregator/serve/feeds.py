@@ -67,7 +67,9 @@ def _etag(
     digest = hashlib.sha256()
     stamp = last_updated.isoformat() if last_updated else "-"
     search = str(query.search) if query.search is not None else "-"
-    selection = ",".join(query.selection or ["*"])
+    # An empty selection (a topic and a pick with no source in common) is not all.
+    sources = query.selection
+    selection = "*" if sources is None else ",".join(sources)
     linked = "token" if links.token else "-"
     title = _feed_title(site, query)
     for part in (_RENDER_VERSION, site.base_url, title, kind, stamp, search, selection, linked):

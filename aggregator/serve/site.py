@@ -249,10 +249,11 @@ class _Query:
 
     @property
     def selection(self) -> list[str] | None:
-        """The sources to read from: those asked for, else the topic's, else all."""
-        if self.sources:
-            return list(self.sources)
-        return list(self.topic.sources) if self.topic and self.topic.sources else None
+        """The sources to read from: a topic's narrowed to those asked for
+        (:meth:`Topic.narrowed`), else those asked for, else all (``None``)."""
+        if self.topic is not None:
+            return self.topic.narrowed(self.sources)
+        return list(self.sources) if self.sources else None
 
     def params(
         self, site: _Site, *, before: str | None = None, topic: bool = True
