@@ -69,10 +69,17 @@ def test_a_burst_of_polls_starts_the_processes_before_any_entry(pool: ParsePool)
     assert pool.submit(os.getpid).result(timeout=30) != os.getpid()
 
 
-def test_a_burst_on_another_executor_changes_nothing() -> None:
+def test_a_burst_without_processes_to_start_changes_nothing() -> None:
+    unpooled = ParsePool(0)
+    try:
+        expect_polls(unpooled, BURST_POLLS)
+        assert unpooled.wait_started(0.5) is False
+        assert unpooled.submit(os.getpid).result(timeout=10) == os.getpid()
+    finally:
+        unpooled.shutdown()
+    # No parse pool at all (a thread pool, none): nothing to start, and no error.
     with ThreadPoolExecutor(1) as threads:
         expect_polls(threads, BURST_POLLS)
-        assert threads.submit(os.getpid).result(timeout=10) == os.getpid()
     expect_polls(None, BURST_POLLS)
 
 
