@@ -12,15 +12,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import multiprocessing
-import os
 import signal
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from multiprocessing.process import BaseProcess
 
 from aggregator import log
 from aggregator.adapters import get_adapter
@@ -184,27 +180,15 @@ def parse_and_adapt(
 
 
 def init_worker(log_level: str, log_format: log.LogFormat = "text") -> None:
-    """Set up a parse-pool worker: our log format, Ctrl-C left to the parent, and an
-    exit of its own when the parent is gone.
+    """Set up a parse-pool worker: our log format, and Ctrl-C left to the parent.
 
     SIGINT reaches the whole process group; the parent shuts the pool down in
-    order, so a worker must not die of it mid-task.  A daemon that dies without
-    shutting the pool down (SIGKILL, the OOM killer, ``docker kill``) cannot tell
-    its workers: they wait on a task queue whose write end they hold themselves,
-    and would stay for good, each with its memory, one set per restart.
+    order, so a worker must not die of it mid-task.  (A parent that dies without
+    shutting the pool down closes the worker's task pipe, and the worker exits:
+    :mod:`aggregator.processes`.)
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     log.setup(log_level, log_format)
-    parent = multiprocessing.parent_process()
-    if parent is not None:
-        threading.Thread(
-            target=_exit_after, args=(parent,), name="parent-watch", daemon=True
-        ).start()
-
-
-def _exit_after(parent: BaseProcess) -> None:
-    parent.join()  # returns when the parent's end of the spawn pipe closes: it is gone
-    os._exit(1)
 
 
 def warm_up(_: int) -> None:

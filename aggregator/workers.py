@@ -1,43 +1,45 @@
 """The parse pool: worker processes started when the work needs them, stopped when idle.
 
 A 4-source deployment brings a hundred entries every half hour: parsing them on one
-thread of the daemon takes a fraction of a second, while a pool of spawned workers
+thread of the daemon takes a fraction of a second, while a pool of worker processes
 costs some 40 MB per process for as long as it runs.  A first poll of a thousand
 feeds, or an archive import, is the opposite case: seconds of CPU that a second core
 halves.  So :class:`ParsePool` parses on its thread until the entries parsed within
 :data:`DEMAND_WINDOW` seconds pass a threshold, then starts the processes in the
 background (work goes on on the thread meanwhile, so no poll waits for a spawn) and
-hands them everything from then on; :data:`IDLE_SECONDS` after the last task, it
-stops them again.  A caller that knows a burst is coming (:data:`BURST_POLLS` or
-more sources polled at once: a first start, a one-shot poll of a long list) starts
-them at once instead, so the burst is not parsed on one core while they spawn.
+hands them the work from then on, but for a task that comes while every process has
+one waiting and the thread is idle: the thread takes that one, so on two CPUs one
+process and the daemon share the work (a second process would cost 40 MB for the
+same speed).  :data:`IDLE_SECONDS` after the last task, it stops them again.  A
+caller that knows a burst is coming (:data:`BURST_POLLS` or more sources polled at
+once: a first start, a one-shot poll of a long list) starts them at once instead, so
+the burst is not parsed on one core while they spawn.
 These numbers are constants, not settings: they trade memory against latency the
 same way on every deployment.
 
-The workers themselves import only :mod:`aggregator.normalize` (its initializer and
-tasks) and what their tasks name, never this module.
+The workers themselves (:mod:`aggregator.processes`) import only
+:mod:`aggregator.normalize` (its initializer and tasks) and what their tasks name,
+never this module.
 
-Imports from the package: ``normalize``, ``settings``, ``cpus``, ``log`` (stages:
+Imports from the package: ``normalize``, ``processes``, ``settings``, ``cpus``, ``log`` (stages:
 ARCHITECTURE.md).
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import logging
-import multiprocessing
-import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from aggregator import log
 from aggregator.cpus import available_cpus
 from aggregator.normalize import Normalized, init_worker, warm_up
+from aggregator.processes import Processes
 
 if TYPE_CHECKING:
     from aggregator.settings import Settings
@@ -90,11 +92,13 @@ def batched(
 
 
 def pool_size(settings: Settings) -> int:
-    """Worker processes for ``parse_processes``: -1 is one per usable CPU, none on one."""
+    """Worker processes for ``parse_processes``: -1 is one per usable CPU but the one
+    the daemon's own threads and its parse thread share, so none on one CPU."""
     workers = settings.parse_processes
     if workers < 0:
-        workers = available_cpus()  # the container's CPU quota, not the host's cores
-        workers = workers if workers > 1 else 0
+        # The container's CPU quota, not the host's cores; one CPU is the daemon's,
+        # whose parse thread takes a task whenever the processes have a backlog.
+        workers = available_cpus() - 1
     return workers
 
 
@@ -105,12 +109,12 @@ def entries_of(result: object) -> int:
 
 class ParsePool(Executor):
     """An executor for the CPU-bound parse-and-clean step: one thread of its own, and
-    ``workers`` spawned processes while there is enough work for them.
+    ``workers`` processes while there is enough work for them.
 
-    Without processes, parsing gets its own thread rather than the database's: it
-    would hold those threads while claims and stores waited.  The processes are
-    spawned, not forked: the daemon has threads (database, HTTP) by then, and a fork
-    copies their locks in whatever state they are.
+    Parsing gets a thread of its own rather than the database's: it would hold those
+    threads while claims and stores waited.  The processes are new interpreters, not
+    forks: the daemon has threads (database, HTTP) by then, and a fork copies their
+    locks in whatever state they are.
     """
 
     def __init__(
@@ -131,9 +135,10 @@ class ParsePool(Executor):
         self._lock = threading.Lock()
         self._recent: deque[tuple[float, int]] = deque()  # (when, entries) on the thread
         self._recent_total = 0
-        self._pool: ProcessPoolExecutor | None = None  # set once its workers are warm
+        self._pool: Processes | None = None  # set once its workers are warm
         self._starting: threading.Thread | None = None
         self._in_flight = 0  # tasks on the processes
+        self._on_thread = 0  # tasks on the thread
         self._idle_timer: threading.Timer | None = None
         self._closed = False
 
@@ -147,7 +152,11 @@ class ParsePool(Executor):
             if self._closed:
                 raise RuntimeError("cannot schedule new futures after shutdown")
             pool = self._pool
-            if pool is not None:
+            if pool is not None and self._in_flight > self.workers and not self._on_thread:
+                pool = None  # every process has a task waiting: the idle thread helps
+            if pool is None:
+                self._on_thread += 1
+            else:
                 self._in_flight += 1
                 self._cancel_idle_timer()
         if pool is None:
@@ -191,6 +200,8 @@ class ParsePool(Executor):
     # -- demand ----------------------------------------------------------------------
 
     def _parsed_on_thread(self, future: Future[Any]) -> None:
+        with self._lock:
+            self._on_thread -= 1
         if future.cancelled() or future.exception() is not None:
             return
         now = time.monotonic()
@@ -211,14 +222,14 @@ class ParsePool(Executor):
         self._starting = starting
 
     def _spawn(self) -> None:
-        _keep_main_out_of_workers()
         started = time.monotonic()
-        pool = ProcessPoolExecutor(
-            max_workers=self.workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=init_worker,
-            initargs=self._initargs,
-        )
+        try:
+            pool = Processes(self.workers, initializer=init_worker, initargs=self._initargs)
+        except OSError:
+            logger.exception("parse pool did not start; parsing on one thread")
+            with self._lock:
+                self._starting = None
+            return
         try:
             # Starting a worker (a new interpreter importing the parser and the cleaner)
             # takes a second or more on a busy machine; the thread goes on meanwhile.
@@ -290,17 +301,3 @@ def parse_pool(settings: Settings) -> Iterator[ParsePool]:
         yield pool
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _keep_main_out_of_workers() -> None:
-    """Spare each spawned parse worker a run of the daemon's main module.
-
-    ``spawn`` re-imports the parent's ``__main__`` in every child: by module name
-    when it has one, by path otherwise.  The console script pip writes has no name,
-    so every worker ran it and imported the whole CLI (SQLAlchemy, uvicorn, alembic:
-    90 MB per idle worker instead of 27 MB).  Named as ``python -m aggregator``'s main,
-    which ``spawn`` never re-imports, it stays out; the workers' tasks and
-    initializer live in :mod:`aggregator.normalize` and never need it.
-    """
-    main = sys.modules["__main__"]
-    main.__spec__ = importlib.util.find_spec("aggregator.__main__")

@@ -557,10 +557,12 @@ def test_parse_workers_load_no_daemon_code_and_go_with_a_killed_daemon(
     assert wait_until(lambda: "parse pool started" in daemon.log(), 60), daemon.log()
 
     children = child_processes(daemon.pid)
-    workers = [pid for pid, command in children.items() if "spawn_main" in command]
-    assert len(workers) == 2, children
+    workers = [pid for pid, command in children.items() if "aggregator.processes" in command]
+    # The workers and nothing else (multiprocessing's pool brought its resource tracker).
+    assert len(workers) == 2 and len(children) == 2, children
     for worker in workers:
-        # spawn re-ran the console script in each worker, which imported the whole CLI
+        # multiprocessing's spawn re-ran the console script in each worker, which
+        # imported the whole CLI; nothing may bring that back
         loaded = Path(f"/proc/{worker}/maps").read_text()
         for package in ("sqlalchemy", "pydantic_core"):  # both load .so files
             assert f"/{package}/" not in loaded, (worker, package)

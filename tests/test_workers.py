@@ -9,8 +9,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from aggregator import workers
 from aggregator.normalize import Normalized
-from aggregator.workers import BURST_POLLS, ParsePool, entries_of, expect_polls
+from aggregator.settings import Settings
+from aggregator.workers import BURST_POLLS, ParsePool, entries_of, expect_polls, pool_size
 
 
 def _until(condition: object, timeout: float = 60) -> bool:
@@ -61,6 +63,24 @@ def test_a_task_keeps_the_processes(pool: ParsePool) -> None:
     assert pool.running
 
 
+def test_the_idle_thread_takes_a_task_when_every_process_has_one_waiting() -> None:
+    pool = ParsePool(1, demand=0, idle=60)
+    try:
+        pool.start()
+        assert pool.wait_started(60)
+        held = [pool.submit(time.sleep, 1.0) for _ in range(2)]  # one runs, one waits
+        assert pool.submit(os.getpid).result(timeout=30) == os.getpid()  # the thread's
+        on_thread = pool.submit(time.sleep, 1.0)
+        # The thread is busy now: the next task waits for the process instead.
+        assert pool.submit(os.getpid).result(timeout=30) != os.getpid()
+        for future in [*held, on_thread]:
+            future.result(timeout=30)
+        # No backlog: the process, not the thread.
+        assert pool.submit(os.getpid).result(timeout=30) != os.getpid()
+    finally:
+        pool.shutdown()
+
+
 def test_a_burst_of_polls_starts_the_processes_before_any_entry(pool: ParsePool) -> None:
     expect_polls(pool, BURST_POLLS - 1)
     assert pool.wait_started(0.5) is False  # a few sources: the thread will do
@@ -100,6 +120,17 @@ def test_no_processes_means_the_thread_only() -> None:
         assert pool.wait_started(1) is False
     finally:
         pool.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("setting", "cpus", "expected"),
+    [(-1, 4, 3), (-1, 2, 1), (-1, 1, 0), (0, 4, 0), (3, 1, 3)],
+)
+def test_the_default_leaves_one_cpu_to_the_daemon_and_its_thread(
+    monkeypatch: pytest.MonkeyPatch, setting: int, cpus: int, expected: int
+) -> None:
+    monkeypatch.setattr(workers, "available_cpus", lambda: cpus)
+    assert pool_size(Settings(parse_processes=setting)) == expected
 
 
 def test_a_poll_weighs_its_entries_any_other_task_one() -> None:
