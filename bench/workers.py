@@ -340,7 +340,8 @@ def import_ours(config: dict[str, Any]) -> dict[str, Any]:
     ]
     skipped: list[str] = []
     children_before = _children_cpu()
-    with Store.open(settings.database_url) as store, parse_pool(settings) as pool:
+    # As `aggregator import` sets it up: a batch command's pool.
+    with Store.open(settings.database_url) as store, parse_pool(settings, batch=True) as pool:
         wall, cpu = time.perf_counter(), _cpu()
         files = importer.archive_files([Path(config["archive"])])
         imported = importer.import_files(

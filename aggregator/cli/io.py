@@ -188,7 +188,7 @@ def import_(
         settings = CONTEXT.settings()
         configured = _sources(settings)
         forced = _pick(configured, [source])[0] if source else None
-        with _store(settings) as store, parse_pool(settings) as pool:
+        with _store(settings) as store, parse_pool(settings, batch=True) as pool:
             with importer.progress_bar(len(files)) as advance:
                 imported = importer.import_files(
                     files,

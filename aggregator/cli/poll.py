@@ -42,7 +42,7 @@ async def _poll_once(
     hosts = HostSlots(settings.max_polls_per_host)
     # The pool starts for a long list of sources, or once the polls bring enough
     # entries to be worth it.
-    with parse_pool(settings) as executor:
+    with parse_pool(settings, batch=True) as executor:
         expect_polls(executor, len(sources))
         async with Fetcher(_limits(settings)) as fetcher:
             poller = _poller(settings, store, fetcher, executor)
