@@ -129,17 +129,20 @@ class _Worker:
                     future.set_result(value)
                 else:
                     future.set_exception(value)
-        except (EOFError, OSError, pickle.UnpicklingError):
-            pass
+        except (EOFError, OSError):
+            problem = None
+        except Exception as exc:  # an answer this side cannot unpickle: the stream is lost
+            problem = f"a worker process sent an unreadable answer ({exc!r})"
+            self.process.kill()
         stdout.close()
         code = self.process.wait()
-        why = f"a worker process exited with code {code}"
+        why = problem or f"a worker process exited with code {code}"
         with self.lock:
             self.dead = why
             orphans, self.futures = list(self.futures.values()), {}
             for future in orphans:
                 _fail(future, why)
-        if orphans or (code != 0 and not self.pool.closing):
+        if orphans or problem or (code != 0 and not self.pool.closing):
             self.pool.broken(why)
 
     def submit(self, number: int, future: Future[Any], payload: bytes) -> None:

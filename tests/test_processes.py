@@ -83,6 +83,15 @@ def test_a_killed_worker_fails_its_tasks_and_breaks_the_pool(pool: Processes) ->
         pool.submit(abs, 1)
 
 
+def test_an_answer_the_parent_cannot_read_fails_its_task_and_breaks_the_pool(
+    pool: Processes,
+) -> None:
+    with pytest.raises(BrokenWorkers, match="unreadable answer"):
+        pool.submit(_stray).result(timeout=30)
+    with pytest.raises(BrokenWorkers):
+        pool.submit(abs, 1)
+
+
 def test_shutdown_finishes_what_was_sent_or_cancels_what_waits() -> None:
     pool = Processes(1)
     done = [pool.submit(abs, -n) for n in range(5)]
@@ -136,3 +145,13 @@ def test_no_other_process_than_the_workers() -> None:
 
 def _raise(error: Exception) -> None:
     raise error
+
+
+def _stray() -> object:
+    """An object of a module only the worker has: the parent cannot unpickle it."""
+    import types
+
+    module = types.ModuleType("_only_in_the_worker")
+    exec("class Stray: pass", module.__dict__)
+    sys.modules[module.__name__] = module
+    return module.Stray()
