@@ -50,10 +50,14 @@ class BrokenWorkers(BrokenExecutor):
     """A worker process exited with tasks of this pool unanswered."""
 
 
-def _write(stream: IO[bytes], message: object) -> None:
+def _frame(message: object) -> bytes:
+    """``message`` pickled, behind its length: one message of the protocol."""
     data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    stream.write(_HEADER.pack(len(data)))
-    stream.write(data)
+    return _HEADER.pack(len(data)) + data
+
+
+def _write(stream: IO[bytes], message: object) -> None:
+    stream.write(_frame(message))
     stream.flush()
 
 
@@ -73,7 +77,7 @@ class _Worker:
     """One child process, its two pipes, the two threads that serve them and the
     futures of the tasks it holds."""
 
-    def __init__(self, pool: Processes, number: int, setup: bytes) -> None:
+    def __init__(self, pool: Processes, number: int, setup: object) -> None:
         self.pool = pool
         self.tasks: SimpleQueue[tuple[int, Future[Any], bytes] | None] = SimpleQueue()
         self.futures: dict[int, Future[Any]] = {}
@@ -85,8 +89,7 @@ class _Worker:
             stdout=subprocess.PIPE,
         )
         assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.write(_HEADER.pack(len(setup)) + setup)
-        self.process.stdin.flush()
+        _write(self.process.stdin, setup)
         self.writer = threading.Thread(target=self._send, name=f"worker-{number}-send")
         self.reader = threading.Thread(target=self._receive, name=f"worker-{number}-receive")
         self.writer.daemon = self.reader.daemon = True
@@ -109,7 +112,7 @@ class _Worker:
                     if not future.set_running_or_notify_cancel():
                         del self.futures[number]
                         continue
-                stdin.write(_HEADER.pack(len(payload)) + payload)
+                stdin.write(payload)
                 stdin.flush()
         except OSError:
             pass  # the child is gone: its reader fails what it held
@@ -187,8 +190,14 @@ class Processes(Executor):
         self._broken: str | None = None
         self._lock = threading.Lock()
         self._numbers = itertools.count()
-        setup = pickle.dumps((initializer, tuple(initargs)), protocol=pickle.HIGHEST_PROTOCOL)
-        self._workers = [_Worker(self, number, setup) for number in range(workers)]
+        setup = (initializer, tuple(initargs))
+        self._workers: list[_Worker] = []
+        try:
+            for number in range(workers):
+                self._workers.append(_Worker(self, number, setup))
+        except BaseException:
+            self.shutdown(wait=False)  # the workers already started go again
+            raise
 
     @property
     def pids(self) -> list[int]:
@@ -199,7 +208,6 @@ class Processes(Executor):
             self._broken = self._broken or why
 
     def submit(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> Future[_T]:
-        payload_of = (fn, args, kwargs)
         with self._lock:
             if self._broken is not None:
                 raise BrokenWorkers(self._broken)
@@ -210,7 +218,7 @@ class Processes(Executor):
         future: Future[_T] = Future()
         # Pickled here, on the caller's thread: an object that cannot be pickled fails
         # the call that passed it, not a thread of the pool.
-        payload = pickle.dumps((number, *payload_of), protocol=pickle.HIGHEST_PROTOCOL)
+        payload = _frame((number, fn, args, kwargs))
         worker.submit(number, future, payload)
         return future
 

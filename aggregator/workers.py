@@ -7,13 +7,13 @@ feeds, or an archive import, is the opposite case: seconds of CPU that a second 
 halves.  So :class:`ParsePool` parses on its thread until the entries parsed within
 :data:`DEMAND_WINDOW` seconds pass a threshold, then starts the processes in the
 background (work goes on on the thread meanwhile, so no poll waits for a spawn) and
-hands them the work from then on, but for a task that comes while every process has
-one waiting and the thread is idle: the thread takes that one, so on two CPUs one
-process and the daemon share the work (a second process would cost 40 MB for the
-same speed).  :data:`IDLE_SECONDS` after the last task, it stops them again.  A
-caller that knows a burst is coming (:data:`BURST_POLLS` or more sources polled at
-once: a first start, a one-shot poll of a long list) starts them at once instead, so
-the burst is not parsed on one core while they spawn.
+hands them the work from then on, but for one task in :data:`HELP_EVERY` that comes
+while every process has one waiting and the thread is idle: the thread takes that
+one, so on two CPUs one process and the daemon share the work (a second process
+would cost 40 MB for no more speed).  :data:`IDLE_SECONDS` after the last task, it
+stops them again.  A caller that knows a burst is coming (:data:`BURST_POLLS` or
+more sources polled at once: a first start, a one-shot poll of a long list) starts
+them at once instead, so the burst is not parsed on one core while they spawn.
 These numbers are constants, not settings: they trade memory against latency the
 same way on every deployment.
 
@@ -71,9 +71,9 @@ BURST_POLLS = 16
 #: The daemon's parse thread takes at most one task in this many, and only while every
 #: process has one waiting: its share of the work must leave the event loop and the
 #: database threads (the same GIL) their time.  Measured on two CPUs (one process and
-#: the thread, 1,000-feed first poll, three runs each): every task the thread could
-#: take, 833-1,077 entries/s with the daemon's CPU near 100%; 1 in 4, 1,038-1,053;
-#: 1 in 2, 999-1,191; two processes and no thread, 958-1,018.
+#: the thread, 1,000-feed first poll): every task the thread could take, 833-1,077
+#: entries/s with the daemon's CPU near 100%; 1 in 4, 933-1,113 (five runs, median
+#: 1,052); 1 in 2, 999-1,191; two processes and no thread, 958-1,018 (three runs each).
 HELP_EVERY = 4
 
 _P = ParamSpec("_P")

@@ -37,7 +37,9 @@ def _alive(pid: int) -> bool:
 def test_tasks_run_in_the_workers_and_spread_over_them(pool: Processes) -> None:
     futures = [pool.submit(time.sleep, 0.3) for _ in range(2)]
     # Each worker holds one sleep: the next two tasks go one to each.
-    pids = {pool.submit(os.getpid).result(timeout=30) for _ in range(2)}
+    asked = [pool.submit(os.getpid) for _ in range(2)]
+    pids = {future.result(timeout=30) for future in asked}
+    assert len(pids) == 2
     assert all(future.result(timeout=30) is None for future in futures)
     assert os.getpid() not in pids
     assert pids <= set(pool.pids)

@@ -128,7 +128,7 @@ class Settings(BaseSettings):
         ge=-1,
         le=64,
         description="processes that parse and clean fetched feeds: -1 one per usable CPU "
-        "(affinity and container CPU quota) beyond the daemon's own, 0 none (a thread)",
+        "(affinity and container CPU quota), one fewer in the daemon; 0 none (a thread)",
     )
     connect_timeout: Timeout = 5.0
     read_timeout: Timeout = 15.0
