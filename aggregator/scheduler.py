@@ -39,11 +39,10 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from aggregator import heap, log
 from aggregator.errors import StorageError
 from aggregator.pipeline import Poller, PollOutcome
-from aggregator.search.text import tokens_of
 from aggregator.settings import Settings
 from aggregator.store import Store
 from aggregator.types import UTC, Source, SourceState
-from aggregator.workers import batched, expect_polls
+from aggregator.workers import expect_polls, start_tokens
 
 __all__ = ["INDEX_BACKLOG_MAX", "Daemon", "HostSlots", "host_of", "instance_id", "sync_sources"]
 
@@ -358,14 +357,14 @@ class Daemon:
         """
         started, done = time.monotonic(), 0
         executor = self.poller.executor  # the parse pool: tokens are CPU work too
-        tokenize = batched(executor, tokens_of) if executor is not None else tokens_of
+        indexer = self.store.backlog_indexer(start_tokens(executor))
         try:
             while not self._stopping:
                 if self.in_flight or self.queue:
                     backlog = await asyncio.to_thread(self.store.search_backlog)
                     if backlog <= INDEX_BACKLOG_MAX:
                         break
-                indexed = await asyncio.to_thread(self.store.index_pending, tokenize=tokenize)
+                indexed = await asyncio.to_thread(indexer.step)
                 if not indexed:
                     break
                 done += indexed

@@ -54,6 +54,7 @@ __all__ = [
     "expect_polls",
     "parse_pool",
     "pool_size",
+    "start_tokens",
 ]
 
 logger = logging.getLogger(__name__)
@@ -85,17 +86,35 @@ _A = TypeVar("_A")
 
 def batched(
     executor: Executor, fn: Callable[[Sequence[_A]], list[_T]], chunk: int = 50
-) -> Callable[[Sequence[_A]], list[_T]]:
-    """``fn`` over a sequence as tasks of ``chunk`` items on ``executor``, the results
-    in order: one round trip of pickles per chunk rather than per item, and the
-    chunks spread over the pool's processes (the search index's tokens, which the
-    store asks for a batch at a time)."""
+) -> Callable[[Sequence[_A]], Callable[[], list[_T]]]:
+    """``fn`` over a sequence as tasks of ``chunk`` items on ``executor``: the call
+    submits them and returns what waits for the results, in order.  One round trip of
+    pickles per chunk rather than per item, the chunks spread over the pool's
+    processes, and the caller free meanwhile (the search index's tokens, which the
+    store writes for one batch while the pool makes the next one's)."""
 
-    def run(items: Sequence[_A]) -> list[_T]:
+    def start(items: Sequence[_A]) -> Callable[[], list[_T]]:
         futures = [executor.submit(fn, items[i : i + chunk]) for i in range(0, len(items), chunk)]
-        return [result for future in futures for result in future.result()]
+        return lambda: [result for future in futures for result in future.result()]
 
-    return run
+    return start
+
+
+def start_tokens(
+    executor: Executor | None,
+) -> Callable[[Sequence[tuple[str, str]]], Callable[[], list[str]]]:
+    """How a backlog indexer begins a batch's search tokens: on ``executor`` (a parse
+    pool) when there is one, else at once on the calling thread."""
+    from aggregator.search.text import tokens_of
+
+    if executor is not None:
+        return batched(executor, tokens_of)
+
+    def now(texts: Sequence[tuple[str, str]]) -> Callable[[], list[str]]:
+        made = tokens_of(texts)
+        return lambda: made
+
+    return now
 
 
 def pool_size(settings: Settings, *, batch: bool = False) -> int:

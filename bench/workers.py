@@ -285,12 +285,11 @@ def _catch_up(store: Any, executor: Any) -> dict[str, float]:
     transaction, its tokens made on the parse pool when one runs (as the daemon and
     the commands do).  CPU: this process and its pool's processes, read from /proc
     (they are still alive, so ``os.times`` does not count them yet)."""
-    from aggregator.search.text import tokens_of
-    from aggregator.workers import batched
+    from aggregator.workers import start_tokens
 
-    tokenize = batched(executor, tokens_of) if executor is not None else tokens_of
+    indexer = store.backlog_indexer(start_tokens(executor))
     wall, cpu, indexed = time.perf_counter(), _tree_cpu(), 0
-    while done := store.index_pending(tokenize=tokenize):
+    while done := indexer.step():
         indexed += done
     return {
         "catch_up_wall": time.perf_counter() - wall,

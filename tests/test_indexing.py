@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -20,6 +20,7 @@ from aggregator.search.text import tokens_of
 from aggregator.settings import Settings
 from aggregator.store import Store, _search
 from aggregator.types import Article, RawEntry, Source, SourceState
+from aggregator.workers import start_tokens
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -115,3 +116,76 @@ def test_an_article_rewritten_while_its_tokens_are_made_stays_queued(database_ur
         with store.engine.connect() as conn:
             assert _search.candidates(conn, parse_query("lavrov")) == {found.id}
             assert _search.candidates(conn, parse_query("shoigu")) == set()
+
+
+def test_the_backlog_indexer_begins_the_next_batch_before_it_writes_this_one(
+    database_url: str,
+) -> None:
+    with Store.open(database_url) as store:
+        store.import_articles(_articles(7), now=NOW)
+        ids = sorted(item.id for item in store.latest(limit=100))
+        begun: list[tuple[int, int]] = []  # (batch size, backlog when its tokens began)
+
+        def start(texts: Sequence[tuple[str, str]]) -> Callable[[], list[str]]:
+            begun.append((len(texts), store.search_backlog()))
+            made = tokens_of(texts)
+            return lambda: made
+
+        indexer = store.backlog_indexer(start, limit=3)
+        steps = []
+        while done := indexer.step():
+            steps.append(done)
+        assert steps == [3, 3, 1]
+        # The second batch began while the first still waited, and so on; each batch's
+        # tokens were begun once.
+        assert begun == [(3, 7), (3, 7), (1, 4)]
+        assert store.search_backlog() == 0
+        with store.engine.connect() as conn:
+            assert _search.candidates(conn, parse_query("防长")) == set(ids)
+
+
+def test_the_backlog_indexer_takes_an_article_rewritten_meanwhile_on_a_later_pass(
+    database_url: str,
+) -> None:
+    source = Source("a", "A", "https://a.example/feed")
+    first = Article("a", "A", "防长 shoigu", "https://a.example/one", "<p>x</p>", NOW, NOW)
+    with Store.open(database_url) as store:
+
+        def save(article: Article) -> None:
+            entry = RawEntry(guid=article.link, link=article.link, title=article.title)
+            store.save_poll(source, [(entry, article)], SourceState("a", source.url), now=NOW)
+
+        save(first)
+        store.import_articles(_articles(4), now=NOW)
+        rewrites = [replace(first, title="防长 lavrov")]
+
+        def start(texts: Sequence[tuple[str, str]]) -> Callable[[], list[str]]:
+            made = tokens_of(texts)
+
+            def tokens() -> list[str]:
+                if rewrites:  # lands between the first batch's read and its write
+                    save(rewrites.pop())
+                return made
+
+            return tokens
+
+        indexer = store.backlog_indexer(start, limit=2)
+        steps = []
+        while done := indexer.step():
+            steps.append(done)
+        # 5 articles in batches of two past the cursor, then the rewritten one from
+        # the head of the queue, then nothing.
+        assert steps == [2, 2, 1, 1]
+        assert store.search_backlog() == 0
+        [found] = store.search(parse_query("lavrov"))
+        with store.engine.connect() as conn:
+            assert _search.candidates(conn, parse_query("lavrov")) == {found.id}
+            assert _search.candidates(conn, parse_query("shoigu")) == set()
+
+
+def test_a_batch_of_tokens_started_on_a_pool_is_collected_in_order() -> None:
+    texts = [(f"防长 {n}", "<p>x</p>") for n in range(7)]
+    with ThreadPoolExecutor(2) as pool:
+        collect = start_tokens(pool)(texts)
+        assert collect() == tokens_of(texts)
+    assert start_tokens(None)(texts)() == tokens_of(texts)

@@ -63,8 +63,7 @@ def _index_stored(store: Store, executor: Executor | None = None) -> None:
     import time
 
     from aggregator.importer import progress_bar
-    from aggregator.search.text import tokens_of
-    from aggregator.workers import batched
+    from aggregator.workers import start_tokens
 
     backlog = store.search_backlog()
     if not backlog:
@@ -72,8 +71,8 @@ def _index_stored(store: Store, executor: Executor | None = None) -> None:
     started = time.monotonic()
     done = 0
     with progress_bar(backlog, doing="indexing for search", unit="articles") as advance:
-        tokenize = batched(executor, tokens_of) if executor is not None else tokens_of
-        while indexed := store.index_pending(tokenize=tokenize):
+        indexer = store.backlog_indexer(start_tokens(executor))
+        while indexed := indexer.step():
             done += indexed
             advance(indexed)
     logger.info("search index: %d articles indexed in %.1f s", done, time.monotonic() - started)

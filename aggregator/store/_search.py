@@ -28,9 +28,10 @@ The index is written behind the writes, not in them.  Its tokens cost about as m
 CPU as parsing and cleaning an entry, and a first poll of many feeds, an import or
 a renormalize would pay it on the store's one thread while every poll waits.  So
 a stored or rewritten article is only named in ``search_pending`` (in the write's
-own transaction, so a crash loses nothing), and the store's ``index_pending`` takes
-the queue in batches when there is time (the daemon between polls; the one-shot
-commands before they exit).  A search adds every waiting article to the index's
+own transaction, so a crash loses nothing), and the store takes the queue in
+batches when there is time (the daemon between polls; the one-shot commands before
+they exit), making the next batch's tokens while it writes this one's
+(``_indexing.BacklogIndexer``).  A search adds every waiting article to the index's
 candidates and verifies it like them: the answer is exact however far behind the
 index is, only slower while thousands wait.
 """
@@ -68,7 +69,9 @@ __all__ = [
     "backlog",
     "candidates",
     "create",
+    "StartTokens",
     "Tokenize",
+    "Tokens",
     "index",
     "newest_matching",
     "rebuild",
@@ -189,14 +192,22 @@ def backlog(conn: Connection) -> int:
 #: Title and body in, the index's tokens out (:func:`tokens_of` or the same work
 #: spread over processes); one call per batch.
 Tokenize = Callable[[Sequence[tuple[str, str]]], list[str]]
+#: The tokens of a batch whose making has begun, waited for when called.
+Tokens = Callable[[], list[str]]
+#: Begins making the tokens of a batch (on a pool, while the caller goes on).
+StartTokens = Callable[[Sequence[tuple[str, str]]], Tokens]
 
 
-def waiting_texts(conn: Connection, limit: int) -> list[tuple[int, str, str, str]]:
+def waiting_texts(
+    conn: Connection, limit: int, after: int | None = None
+) -> list[tuple[int, str, str, str]]:
     """``(id, fingerprint, title, body)`` of up to ``limit`` waiting articles, oldest
-    first: what :func:`take_waiting` needs, read without taking a write lock, so
-    their tokens can be made while the store goes on writing."""
+    first (with ``after``, those queued with a higher id): what :func:`take_waiting`
+    needs, read without taking a write lock, so their tokens can be made while the
+    store goes on writing."""
     pending_id = search_pending.c.article_id
-    ids = select(pending_id).order_by(pending_id).limit(limit).scalar_subquery()
+    waiting = select(pending_id) if after is None else select(pending_id).where(pending_id > after)
+    ids = waiting.order_by(pending_id).limit(limit).scalar_subquery()
     a = articles.c
     query = select(a.id, a.fingerprint, a.title, a.body).where(a.id.in_(ids)).order_by(a.id)
     return [
