@@ -344,10 +344,10 @@ class Bench:
         Docker image): the figures are those of an installed aggregator.  The checkout
         the benchmark runs is an editable install, whose modules are compiled on first
         import, and where ``PYTHONDONTWRITEBYTECODE`` is set (as on this machine) not
-        even then: every start compiled the 92 modules the daemon imports again,
-        0.2-0.4 s of each start-up and of every worker's.  (pip compiles at install
-        whatever that variable says: the Docker image, which sets it, has its ``.pyc``
-        files.)"""
+        even then: every start compiled the 92 modules the daemon imports again
+        (0.1-0.4 s of a start-up's CPU, measured by hand), and every worker its own.
+        (pip compiles at install whatever that variable says: the Docker image, which
+        sets it, has its ``.pyc`` files.)"""
         package = Path(__file__).resolve().parent.parent / "aggregator"
         if not compileall.compile_dir(package, quiet=1):
             raise RuntimeError(f"could not byte-compile {package}")
