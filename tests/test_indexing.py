@@ -32,6 +32,18 @@ def _articles(count: int) -> list[Article]:
     ]
 
 
+def _poll_saver(store: Store) -> Callable[[Article], None]:
+    """Stores an article as a poll of source ``a`` does (a rewrite when its link is
+    stored already)."""
+    source = Source("a", "A", "https://a.example/feed")
+
+    def save(article: Article) -> None:
+        entry = RawEntry(guid=article.link, link=article.link, title=article.title)
+        store.save_poll(source, [(entry, article)], SourceState("a", source.url), now=NOW)
+
+    return save
+
+
 def _daemon(store: Store, executor: Executor | None) -> Daemon:
     # Only the indexing is exercised: of the poller, only its parse pool is read.
     poller = SimpleNamespace(executor=executor)
@@ -92,14 +104,9 @@ def test_the_queue_is_taken_oldest_first_in_bounded_batches(database_url: str) -
 def test_an_article_rewritten_while_its_tokens_are_made_stays_queued(database_url: str) -> None:
     """The tokens are made outside the write transaction: a rewrite that lands in
     between must not be covered by the old text's tokens."""
-    source = Source("a", "A", "https://a.example/feed")
     first = Article("a", "A", "防长 shoigu", "https://a.example/1", "<p>x</p>", NOW, NOW)
     with Store.open(database_url) as store:
-
-        def save(article: Article) -> None:
-            entry = RawEntry(guid=article.link, link=article.link, title=article.title)
-            store.save_poll(source, [(entry, article)], SourceState("a", source.url), now=NOW)
-
+        save = _poll_saver(store)
         save(first)
 
         def rewriting_meanwhile(texts: Sequence[tuple[str, str]]) -> list[str]:
@@ -147,14 +154,9 @@ def test_the_backlog_indexer_begins_the_next_batch_before_it_writes_this_one(
 def test_the_backlog_indexer_takes_an_article_rewritten_meanwhile_on_a_later_pass(
     database_url: str,
 ) -> None:
-    source = Source("a", "A", "https://a.example/feed")
     first = Article("a", "A", "防长 shoigu", "https://a.example/one", "<p>x</p>", NOW, NOW)
     with Store.open(database_url) as store:
-
-        def save(article: Article) -> None:
-            entry = RawEntry(guid=article.link, link=article.link, title=article.title)
-            store.save_poll(source, [(entry, article)], SourceState("a", source.url), now=NOW)
-
+        save = _poll_saver(store)
         save(first)
         store.import_articles(_articles(4), now=NOW)
         rewrites = [replace(first, title="防长 lavrov")]
