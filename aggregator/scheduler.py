@@ -357,6 +357,8 @@ class Daemon:
         """
         started, done = time.monotonic(), 0
         executor = self.poller.executor  # the parse pool: tokens are CPU work too
+        # Left when a poll starts: the batch it began ahead is dropped (its articles
+        # stay queued), at most one batch of tokens made twice.
         indexer = self.store.backlog_indexer(start_tokens(executor))
         try:
             while not self._stopping:
