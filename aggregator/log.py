@@ -42,7 +42,7 @@ __all__ = ["LogFormat", "bound", "setup"]
 LogFormat = Literal["text", "json"]
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 JSON_FIELDS = ("asctime", "levelname", "name", "message")
-QUIET_LIBRARIES = ("httpx2", "httpcore2", "apscheduler", "uvicorn.access", "alembic")
+QUIET_LIBRARIES = ("httpx2", "httpcore2", "uvicorn.access", "alembic")
 
 _bound: ContextVar[tuple[str, str] | None] = ContextVar("aggregator_log_bound", default=None)
 

@@ -27,7 +27,6 @@ HEAVY = (
     "uvicorn",  # run / serve
     "starlette",
     "httpx2",  # run / poll
-    "apscheduler",
     "rich",  # formatted output
     "lxml",  # parsing, cleaning, export
     "yaml",  # the archive
