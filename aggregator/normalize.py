@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import signal
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -196,8 +195,10 @@ def warm_up(_: int) -> None:
 
     Starting a worker (a new interpreter importing the parser and the cleaner)
     takes a second or more on a busy machine; inside a poll that second would
-    count against the source's lease and interval.  The search fold's tables
-    (~0.2 s to build) are built here for the same reason.
+    count against the source's lease and interval.  The search fold's tables are
+    built here for the same reason.  One of these tasks per worker reaches every
+    worker without waiting in it: the pool hands a task to its least-loaded worker
+    (:mod:`aggregator.processes`; multiprocessing's shared queue needed each task to
+    sleep 0.2 s so that no worker took two).
     """
     fold("")
-    time.sleep(0.2)

@@ -75,7 +75,10 @@ BURST_POLLS = 16
 #: the thread, 1,000-feed first poll): every task the thread could take, 833-1,077
 #: entries/s with the daemon's CPU near 100%; 1 in 4, 933-1,113 (five runs, median
 #: 1,052); 1 in 2, 999-1,191; two processes and no thread, 958-1,018 (three runs each).
-HELP_EVERY = 4
+#: Again on another machine, 1 in 2 and 1 in 4 taking turns (five runs each): 1,266-
+#: 1,478 entries/s, median 1,325, against 1,204-1,330, median 1,257; no thread help,
+#: 1,160 and 1,213 (the process alone is then the bottleneck).
+HELP_EVERY = 2
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")

@@ -46,6 +46,13 @@ def test_tasks_run_in_the_workers_and_spread_over_them(pool: Processes) -> None:
     assert pool.submit(divmod, 7, 2).result(timeout=30) == (3, 1)
 
 
+def test_tasks_given_at_once_to_a_new_pool_reach_every_worker(pool: Processes) -> None:
+    # What the parse pool's warm-up relies on: one task per worker, none waiting
+    # inside a task for the others to be taken (the workers are still starting).
+    pids = [future.result(timeout=30) for future in [pool.submit(os.getpid) for _ in range(2)]]
+    assert sorted(pids) == sorted(pool.pids)
+
+
 def test_an_exception_reaches_its_caller_and_the_worker_goes_on(pool: Processes) -> None:
     error = ParseError("not a readable feed", source="s", url="http://127.0.0.1/f")
     with pytest.raises(ParseError) as raised:
