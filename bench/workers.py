@@ -174,7 +174,7 @@ def poll_ours(config: dict[str, Any]) -> dict[str, Any]:
                 async def one_round() -> None:
                     if main_profile is not None:
                         main_profile.enable()
-                    wall, cpu = time.perf_counter(), _cpu()
+                    wall, cpu, pool = time.perf_counter(), _cpu(), _pool_cpu()
                     index_cpu[0] = 0.0
                     while True:
                         claimed = await daemon.poll_due()
@@ -185,6 +185,7 @@ def poll_ours(config: dict[str, Any]) -> dict[str, Any]:
                     await poller.wait_for_pages(3600)  # full text: every page upgraded
                     walls.append(time.perf_counter() - wall)
                     cpus.append(_cpu() - cpu)
+                    pool_cpus.append(_pool_cpu() - pool)
                     index_cpus.append(index_cpu[0])
                     if main_profile is not None:
                         main_profile.disable()
@@ -204,11 +205,13 @@ def poll_ours(config: dict[str, Any]) -> dict[str, Any]:
     workers: list[int] = []  # VmHWM of each parse-pool process
     walls: list[float] = []  # per round
     cpus: list[float] = []
+    pool_cpus: list[float] = []  # of the parse pool's processes, per round
     index_cpus: list[float] = []  # of cpus, spent writing the search index
     children_before = _children_cpu()
     outcomes = asyncio.run(run())
     wall, cpu = walls[0], cpus[0]
-    workers_cpu = _children_cpu() - children_before  # the pool was joined: all its CPU
+    # The pool was joined: all its CPU, the catch-up's tokens included.
+    workers_total = _children_cpu() - children_before
     if profiles is not None and main_profile is not None:
         profiles.report(main_profile, Path(config["profile"]), config.get("title", "poll"))
     store.close()
@@ -234,7 +237,11 @@ def poll_ours(config: dict[str, Any]) -> dict[str, Any]:
         "errors": errors,
         "rss_start": rss_before.get("VmRSS", 0),
         "workers_hwm": workers,
-        "workers_cpu": workers_cpu,
+        # The first round's: what the poll itself cost the pool.  (Until 2026-12 this
+        # was ``workers_total``, which counts the index catch-up's tokens too.)
+        "workers_cpu": pool_cpus[0],
+        "workers_cpus": pool_cpus,
+        "workers_total_cpu": workers_total,
         **_proc_status(),
     }
 
@@ -300,8 +307,14 @@ def _catch_up(store: Any, executor: Any) -> dict[str, float]:
 
 def _tree_cpu() -> float:
     """CPU seconds of this process and its live children."""
+    return _cpu() + _pool_cpu()
+
+
+def _pool_cpu() -> float:
+    """CPU seconds of this process's live children (the parse pool), from /proc:
+    ``os.times`` counts a child only once it has been waited for."""
     tick = os.sysconf("SC_CLK_TCK")
-    total = _cpu()
+    total = 0.0
     for pid in _children():
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
