@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from email.utils import format_datetime
 from typing import Final
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import defusedxml.ElementTree as SafeET
 from defusedxml import DefusedXmlException
@@ -58,9 +58,11 @@ def export_opml(
     created: datetime | None = None,
     topics: Iterable[Topic] = (),
     base_url: str = "",
+    token: str | None = None,
 ) -> bytes:
-    """OPML 2.0 for ``sources`` and ``topics`` (whose feeds are under ``base_url``);
-    ``created`` (if given) becomes ``dateCreated``.
+    """OPML 2.0 for ``sources`` and ``topics`` (whose feeds are under ``base_url``,
+    their links with ``?token=`` when ``token`` is given); ``created`` (if given)
+    becomes ``dateCreated``.
 
     The time is a parameter, not read from the clock, so the output is reproducible.
     """
@@ -88,11 +90,13 @@ def export_opml(
             outline.set(_agg("retention"), str(int(source.retention.total_seconds())))
         if source.allow_private:
             outline.set(_agg("allow-private"), "true")
-    _export_topics(body, list(topics), base_url.rstrip("/"))
+    _export_topics(body, list(topics), base_url.rstrip("/"), token)
     return etree.tostring(root, xml_declaration=True, encoding="utf-8", pretty_print=True)
 
 
-def _export_topics(body: etree._Element, topics: list[Topic], base_url: str) -> None:
+def _export_topics(
+    body: etree._Element, topics: list[Topic], base_url: str, token: str | None
+) -> None:
     if not topics:
         return
     folder = etree.SubElement(body, "outline", {"text": "Topics", "title": "Topics"})
@@ -101,8 +105,10 @@ def _export_topics(body: etree._Element, topics: list[Topic], base_url: str) -> 
         outline.set("type", "rss")
         outline.set("text", topic.title)
         outline.set("title", topic.title)
-        outline.set("xmlUrl", f"{base_url}/topics/{topic.id}/feed.xml")
-        outline.set("htmlUrl", f"{base_url}/?topic={topic.id}")
+        signed = [("token", token)] if token else []
+        feed = f"{base_url}/topics/{topic.id}/feed.xml"
+        outline.set("xmlUrl", f"{feed}?{urlencode(signed)}" if signed else feed)
+        outline.set("htmlUrl", f"{base_url}/?{urlencode([('topic', topic.id), *signed])}")
         outline.set(_agg("topic"), topic.id)
         outline.set(_agg("query"), str(topic.query))
         if topic.sources:

@@ -242,6 +242,51 @@ def test_an_exported_page_is_the_served_page_byte_for_byte(
     assert "limit=1&amp;before=" in exported or "limit=1&before=" in exported  # a next page
 
 
+TOKEN = "a-feed-token-of-20-chars"
+
+
+@pytest.mark.parametrize("fmt", ["rss", "atom", "json"])
+def test_an_export_with_the_token_is_the_page_served_to_a_token_query(
+    invoke: Invoke, database_url: str, monkeypatch: pytest.MonkeyPatch, fmt: str
+) -> None:
+    """A file for a feed reader links back as the service does for a reader that came
+    with ``?token=``: every link to the service with the token, the feed's id without."""
+    from starlette.testclient import TestClient
+
+    from aggregator.export.site import FEED_PATHS
+    from aggregator.serve import create_app
+
+    invoke("import", str(FIXTURES / "seeds"))
+    monkeypatch.setenv("AGGREGATOR_FEED_TOKEN", TOKEN)
+    exported = invoke(
+        "export", "--format", fmt, "--source", "zaobao", "--limit", "1", "--with-token"
+    )
+    names = {"zaobao": "联合早报", "rfi": "法广", "rfa": "自由亚洲电台", "voa": "美国之音"}
+    with Store.open(database_url) as store:
+        app = create_app(
+            store, base_url="https://news.example.org", sources=names, feed_token=TOKEN
+        )
+        with TestClient(app) as client:
+            served = client.get(
+                FEED_PATHS[fmt], params={"source": "zaobao", "limit": "1", "token": TOKEN}
+            )
+    assert served.status_code == 200
+    assert exported == served.text
+    assert f"token={TOKEN}" in exported and "before=" in exported  # the next page's too
+
+
+def test_an_export_says_when_its_links_lack_the_token(
+    invoke: Invoke, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    invoke("import", str(FIXTURES / "seeds"))
+    no_token = invoke("export", "--format", "rss", "--with-token", code=2)
+    assert "--with-token: no feed_token is set" in no_token
+    monkeypatch.setenv("AGGREGATOR_FEED_TOKEN", TOKEN)
+    told = invoke("export", "--format", "rss")
+    assert "feed_token is set: this file's links to the service will be refused" in told
+    assert TOKEN not in told  # not written unless asked for
+
+
 def test_sources_table_shows_counts(invoke: Invoke) -> None:
     invoke("import", str(FIXTURES / "seeds"))
     table = invoke("sources")

@@ -64,6 +64,18 @@ def test_topics_are_exported_as_their_feeds_and_not_imported_as_sources() -> Non
     assert parse_opml(data) == SOURCES  # our own topic feeds are never sources to poll
 
 
+def test_topic_links_carry_the_feed_token_when_given() -> None:
+    topics = [Topic("zaobao-hk", "Zaobao & HK", parse_query("香港"), sources=("zaobao",))]
+    token = "s3cret/+&=token-xyz"  # what a URL query must escape
+    data = export_opml(SOURCES, topics=topics, base_url="https://news.example.org", token=token)
+    (saved,) = etree.fromstring(data).findall("body/outline")[-1].findall("outline")
+    signed = "token=s3cret%2F%2B%26%3Dtoken-xyz"
+    assert saved.get("xmlUrl") == f"https://news.example.org/topics/zaobao-hk/feed.xml?{signed}"
+    assert saved.get("htmlUrl") == f"https://news.example.org/?topic=zaobao-hk&{signed}"
+    for outline in etree.fromstring(data).findall("body/outline")[:-1]:
+        assert "token" not in (outline.get("xmlUrl") or "")  # the sources' own feeds: never
+
+
 def test_export_is_plain_opml_2_for_other_readers() -> None:
     created = datetime(2024, 3, 1, 8, 0, tzinfo=UTC)
     data = export_opml(SOURCES, title="我的订阅", created=created)

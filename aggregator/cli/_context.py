@@ -179,6 +179,26 @@ def _pick(sources: Sequence[Source], wanted: Sequence[str] | None) -> list[Sourc
     return [known[name] for name in wanted]
 
 
+def _link_token(settings: Settings, asked: bool) -> str | None:
+    """The feed token for the links of a written file, when ``--with-token`` asked for it.
+
+    A file is read by a feed reader on its own, as the service's pages are by one that
+    came with ``?token=``: without the token its links to the service are refused.  But
+    whoever holds such a file can read the feeds, so the token goes in only when asked;
+    when it is set and not asked for, the user is told once why the links will fail.
+    """
+    token = settings.feed_token.get_secret_value() if settings.feed_token else None
+    if asked and token is None:
+        raise ConfigError("no feed_token is set, so there is none to write", key="--with-token")
+    if token is not None and not asked:
+        console.print(
+            "feed_token is set: this file's links to the service will be refused without "
+            "it; --with-token writes it into them (whoever has the file can then read "
+            "the feeds)"
+        )
+    return token if asked else None
+
+
 def _fail(error: AggregatorError) -> NoReturn:
     from rich.text import Text
 

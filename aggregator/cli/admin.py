@@ -10,6 +10,7 @@ import typer
 
 from aggregator.cli._context import (
     CONTEXT,
+    _link_token,
     _reported,
     _sources,
     _sources_file,
@@ -51,6 +52,10 @@ def opml_export(
     out_path: Annotated[
         Path | None, typer.Option("--out", "-o", help="File; stdout without it.")
     ] = None,
+    with_token: Annotated[
+        bool,
+        typer.Option("--with-token", help="Write feed_token into the topics' feed links."),
+    ] = False,
 ) -> None:
     """Write the configured sources as OPML 2.0."""
     from aggregator import opml
@@ -58,11 +63,13 @@ def opml_export(
     with _reported():
         settings = CONTEXT.settings()
         configured = _sources_file(settings)
+        topics = configured.every_topic()
         payload = opml.export_opml(
             configured.sources,
             title=settings.feed_title,
-            topics=configured.every_topic(),
+            topics=topics,
             base_url=_base_url(settings),
+            token=_link_token(settings, with_token) if topics else None,
         )
     if out_path is None:
         sys.stdout.buffer.write(payload)

@@ -17,6 +17,7 @@ import typer
 from aggregator.cli._context import (
     CONTEXT,
     SourceOption,
+    _link_token,
     _pick,
     _reported,
     _sources,
@@ -58,6 +59,12 @@ def export(
             "--out", "-o", help="File (feeds) or folder (jekyll). Feeds go to stdout without it."
         ),
     ] = None,
+    with_token: Annotated[
+        bool,
+        typer.Option(
+            "--with-token", help="Write feed_token into the feed's links to this service."
+        ),
+    ] = False,
 ) -> None:
     """Write the merged (or per-source) feed as a file, or the seed-format archive (jekyll)."""
     from aggregator.export.feeds import FORMATS
@@ -65,6 +72,7 @@ def export(
 
     with _reported():
         settings = CONTEXT.settings()
+        token = _link_token(settings, with_token) if format is not ExportFormat.jekyll else None
         configured = _sources_file(settings)
         chosen = _pick(configured.sources, source) if source else None
         asked = [item.id for item in chosen] if chosen else []
@@ -95,6 +103,7 @@ def export(
                 limit,
                 updated=store.last_updated(ids),
                 next_page=items[-1].cursor if len(rows) > limit else None,
+                token=token,
             )
             if picked is not None:
                 meta = dataclasses.replace(meta, title=f"{meta.title}: {picked.title}")

@@ -68,22 +68,32 @@ class FeedSite:
         updated: datetime | None,
         before: str | None = None,
         next_page: Cursor | None = None,
+        token: str | None = None,
     ) -> FeedMeta:
         """The metadata of one page (older than ``before``) served at ``path``;
         ``next_page`` is the position after its last item when older ones exist;
         ``updated`` is ``None`` for an empty selection, which then dates from the epoch
-        (a fixed value, so its validators stay the same)."""
+        (a fixed value, so its validators stay the same).  With ``token`` (the feed
+        token, for a file a feed reader will read on its own) every link carries it,
+        as the service's links do for a request that brought it in its query; the
+        feed's id does not."""
         next_token = encode_cursor(next_page) if next_page is not None else None
+        first = self.selection(sources, limit)
+
+        def link(target: str, params: list[tuple[str, str]]) -> str:
+            return self.url(target, [*params, ("token", token)] if token else params)
+
         return FeedMeta(
             title=self.feed_title(sources),
-            self_url=self.url(path, self.selection(sources, limit, before=before)),
-            first_url=self.url(path, self.selection(sources, limit)),
+            self_url=link(path, self.selection(sources, limit, before=before)),
+            first_url=link(path, first),
             next_url=(
-                self.url(path, self.selection(sources, limit, before=next_token))
+                link(path, self.selection(sources, limit, before=next_token))
                 if next_token
                 else None
             ),
-            html_url=self.url("/", self.selection(sources, limit)),
+            html_url=link("/", first),
+            id_url=self.url(path, first) if token else None,
             updated=updated or _EPOCH,
             id_authority=self.id_authority,
             description=self.description,
