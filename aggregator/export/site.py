@@ -39,8 +39,12 @@ class FeedSite:
     description: str = ""
     language: str | None = None
 
-    def url(self, path: str, params: Sequence[tuple[str, str]] = ()) -> str:
-        query = urlencode(params)
+    def url(
+        self, path: str, params: Sequence[tuple[str, str]] = (), token: str | None = None
+    ) -> str:
+        """The address of ``path`` with ``params``; with ``token`` (the feed token) last,
+        for a link a feed reader follows without sending anything else."""
+        query = urlencode([*params, ("token", token)] if token else params)
         return f"{self.base_url}{path}" + (f"?{query}" if query else "")
 
     def selection(
@@ -79,20 +83,16 @@ class FeedSite:
         feed's id does not."""
         next_token = encode_cursor(next_page) if next_page is not None else None
         first = self.selection(sources, limit)
-
-        def link(target: str, params: list[tuple[str, str]]) -> str:
-            return self.url(target, [*params, ("token", token)] if token else params)
-
         return FeedMeta(
             title=self.feed_title(sources),
-            self_url=link(path, self.selection(sources, limit, before=before)),
-            first_url=link(path, first),
+            self_url=self.url(path, self.selection(sources, limit, before=before), token),
+            first_url=self.url(path, first, token),
             next_url=(
-                link(path, self.selection(sources, limit, before=next_token))
+                self.url(path, self.selection(sources, limit, before=next_token), token)
                 if next_token
                 else None
             ),
-            html_url=link("/", first),
+            html_url=self.url("/", first, token),
             id_url=self.url(path, first) if token else None,
             updated=updated or _EPOCH,
             id_authority=self.id_authority,

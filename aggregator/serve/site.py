@@ -230,9 +230,7 @@ class _Links:
 
     def url(self, path: str, params: Sequence[tuple[str, str]] = ()) -> str:
         """``site.url``, with the token when the request brought it in its query."""
-        if self.token is None:
-            return self.site.url(path, params)
-        return self.site.url(path, [*params, ("token", self.token)])
+        return self.site.url(path, params, self.token)
 
 
 @dataclass(frozen=True)
