@@ -59,7 +59,7 @@ from sqlalchemy.sql.expression import TableClause
 
 from aggregator.search import Query, Term
 from aggregator.search.text import indexed_tokens, is_cjk_char
-from aggregator.store._base import dialect_insert
+from aggregator.store._base import BulkInsert
 from aggregator.store.tables import UTCDateTime, articles, provenance, search_pending
 from aggregator.types import Article, Cursor
 
@@ -153,9 +153,15 @@ def _waiting(conn: Connection, ids: Iterable[int]) -> set[int]:
     return found
 
 
+# Plain SQL as for the articles (see BulkInsert): through SQLAlchemy's per-row
+# parameter handling, queueing took 3% of the store's CPU in a poll (replaying the
+# 1,000-feed corpus's parsed polls into a new database: 204-206 against 208-217 us an
+# entry).
+_ENQUEUE = BulkInsert(search_pending, ["article_id"], "ON CONFLICT DO NOTHING")
+
+
 def _enqueue(conn: Connection, ids: Iterable[int]) -> None:
-    if rows := [{"article_id": id_} for id_ in ids]:
-        conn.execute(dialect_insert(conn, search_pending).on_conflict_do_nothing(), rows)
+    _ENQUEUE(conn, [{"article_id": id_} for id_ in ids])
 
 
 def index(conn: Connection, added: Mapping[int, Article]) -> None:
