@@ -20,6 +20,7 @@ from datetime import datetime
 from aggregator import log
 from aggregator.adapters import get_adapter
 from aggregator.errors import AdapterError, ParseError
+from aggregator.inflate import decoded
 from aggregator.parse import EntryLimits, parse_feed
 from aggregator.parse.limits import DEFAULT_LIMITS, MAX_TITLE_BYTES, cut_bytes, cut_problem
 from aggregator.search.text import fold
@@ -156,15 +157,20 @@ def parse_and_adapt(
     fetched_at: datetime,
     max_entries: int,
     limits: EntryLimits = DEFAULT_LIMITS,
+    encodings: Sequence[str] = (),
+    max_bytes: int = 0,
 ) -> Normalized:
     """The CPU-bound middle of a poll, pure: bytes in, normalized articles out.
 
     A module-level function so that a process pool can run it: on a multi-core
     machine parsing and cleaning are most of a full poll's cost, and threads
     would serialise on the GIL.  ``limits`` (the settings' entry bounds) travel
-    with the task, so a worker needs no settings of its own.
+    with the task, so a worker needs no settings of its own.  ``content`` may still
+    be compressed (``encodings``, as HTTP listed them); it is inflated first, to at
+    most ``max_bytes``.
     """
     with log.bound(source.id, url):  # a worker process has no poll's binding of its own
+        content = decoded(content, encodings, max_bytes, source=source.id, url=url)
         feed = parse_feed(content, url=url, headers=headers, source=source.id, limits=limits)
         entries = feed.entries[:max_entries]
         pairs, skipped, cuts = adapt_entries(

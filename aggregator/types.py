@@ -210,6 +210,9 @@ class FetchResult:
     url: str
     status: int
     content: bytes | None
+    #: Content codings (``gzip``, ``deflate``) still on ``content``, in the order the
+    #: server applied them; empty unless the fetch was asked to leave them.
+    encodings: tuple[str, ...] = ()
     headers: Mapping[str, str] = field(default_factory=dict)
     etag: str | None = None
     last_modified: str | None = None

@@ -42,6 +42,7 @@ from aggregator.errors import (
     ResponseTooLargeError,
 )
 from aggregator.fetch import Fetcher, FetchLimits, parse_retry_after
+from aggregator.inflate import decoded
 from aggregator.netguard import parse_networks
 from aggregator.types import FetchResult, Source, SourceState
 
@@ -71,10 +72,12 @@ def fetch(
     limits: FetchLimits = LIMITS,
     state: SourceState | None = None,
     allow_private: bool = False,
+    inflate: bool = True,
 ) -> FetchResult:
     async def run() -> FetchResult:
         async with Fetcher(limits) as fetcher:
-            return await fetcher.fetch(source_for(url, allow_private=allow_private), state)
+            source = source_for(url, allow_private=allow_private)
+            return await fetcher.fetch(source, state, inflate=inflate)
 
     return asyncio.run(run())
 
@@ -534,6 +537,38 @@ def test_gzip_bomb_is_stopped_with_bounded_memory(server: FeedServer) -> None:
     # The cap (1 MiB; ~1.7 MiB peak seen) plus zlib's bounded output chunks and client overhead; a
     # decoder inflating a whole network read would allocate tens of MiB.
     assert peak < 4 << 20, f"peak {peak / 2**20:.1f} MiB"
+
+
+def test_a_fetch_may_leave_the_codings_to_the_parse_with_the_same_bounds(
+    server: FeedServer,
+) -> None:
+    body = FEED * 500
+    server.route("/feed", static(body, content_encoding="gzip"))
+    server.route("/bomb", static(b"a" * (LIMITS.max_bytes + 1), content_encoding="gzip"))
+    server.route("/broken", static(gzip.compress(body)[:-12], headers={"Content-Encoding": "gzip"}))
+
+    def run(path: str) -> FetchResult:
+        return fetch(server.url(path), inflate=False)
+
+    kept = run("/feed")
+    assert kept.encodings == ("gzip",)
+    assert kept.content is not None and kept.content != body
+    where = {"source": "src", "url": kept.url}
+    assert decoded(kept.content, kept.encodings, LIMITS.max_bytes, **where) == body
+    # The cap after decompression and a corrupt stream: the errors a fetch that
+    # inflates raises, now from the parse's side.
+    bomb = run("/bomb")
+    assert bomb.content is not None and len(bomb.content) < 100_000
+    with pytest.raises(ResponseTooLargeError, match="after decompression"):
+        decoded(bomb.content, bomb.encodings, LIMITS.max_bytes, **where)
+    broken = run("/broken")
+    assert broken.content is not None
+    with pytest.raises(FetchError, match="corrupt compressed body"):
+        decoded(broken.content, broken.encodings, LIMITS.max_bytes, **where)
+    # A body sent as it is has nothing to undo.
+    server.route("/plain", static(body))
+    plain = run("/plain")
+    assert (plain.content, plain.encodings) == (body, ())
 
 
 def test_unknown_content_encoding(server: FeedServer) -> None:

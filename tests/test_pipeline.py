@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
+import gzip
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 import pytest
 from feedserver import FeedServer, redirect, reset, static, status, wrong_charset
@@ -28,6 +32,8 @@ VOA = (FIXTURES / "adapters" / "seeds-voa.xml").read_bytes()
 ZAOBAO = (FIXTURES / "feeds" / "zaobao-1.xml").read_bytes()
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 INTERVAL = timedelta(minutes=30)
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 
 def _source(server: FeedServer, path: str, source_id: str = "voa", adapter: str = "voa") -> Source:
@@ -245,6 +251,71 @@ def test_a_non_feed_fails_with_the_same_one_line_error_in_a_process_pool_and_a_t
     assert last_error == message
     assert "\n" not in message and "Traceback" not in message
     assert message.startswith("not a readable feed: source=notes url=")
+
+
+def test_a_compressed_feed_is_inflated_by_the_parse_within_the_fetch_cap(
+    server: FeedServer, tmp_path: Path
+) -> None:
+    """The poller leaves a feed's gzip to the parse (in a worker when there is one):
+    the same articles as inflated in the fetch, and a bomb or a broken stream fails
+    its own poll with the fetch's one-line error, stored, while the others store."""
+    from aggregator.workers import ParsePool
+
+    cap = FetchLimits().max_bytes
+    server.route("/zaobao", static(ZAOBAO, content_encoding="gzip"))
+    server.route("/bomb", static(b" " * (cap + 1), content_encoding="gzip"))
+    server.route(
+        "/broken", static(gzip.compress(ZAOBAO)[:-12], headers={"Content-Encoding": "gzip"})
+    )
+    good = _source(server, "/zaobao", "zaobao", "zaobao")
+    bomb = _source(server, "/bomb", "bomb", "generic")
+    broken = _source(server, "/broken", "broken", "generic")
+    pool = ParsePool(1)
+    pool.start()
+    assert pool.wait_started(60)
+    stored = []
+    try:
+        for name, executor in (("thread", None), ("pool", pool)):
+            with Store.open(f"sqlite:///{tmp_path / name}.db") as store:
+                outcomes = {
+                    source.id: _poll_with(store, source, executor)
+                    for source in (good, bomb, broken)
+                }
+                assert outcomes["zaobao"].counts.new == 20, name
+                stored.append([item.article for item in store.latest(limit=50)])
+                too_large, corrupt = outcomes["bomb"].error, outcomes["broken"].error
+                assert too_large is not None and too_large.kind == "too-large", name
+                assert str(too_large).startswith(
+                    f"body is over the {cap} byte cap after decompression: source=bomb url="
+                )
+                assert corrupt is not None and corrupt.kind == "fetch", name
+                assert str(corrupt).startswith("corrupt compressed body: source=broken url=")
+                assert store.get_state(bomb).last_error == str(too_large)
+    finally:
+        pool.shutdown()
+    assert stored[0] == stored[1]
+
+
+def test_the_poller_hands_the_parse_a_feed_still_compressed(
+    server: FeedServer, store: Store
+) -> None:
+    sent: list[tuple[bytes, object]] = []
+
+    class Recording(ThreadPoolExecutor):
+        def submit(
+            self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs
+        ) -> Future[_T]:
+            assert isinstance(fn, functools.partial)  # the parse of one document
+            sent.append((fn.args[0], fn.keywords["encodings"]))
+            return super().submit(fn, *args, **kwargs)
+
+    server.route("/zaobao", static(ZAOBAO, content_encoding="gzip"))
+    with Recording(1) as executor:
+        outcome = _poll_with(store, _source(server, "/zaobao", "zaobao", "zaobao"), executor)
+    assert outcome.counts.new == 20
+    [(content, encodings)] = sent
+    assert encodings == ("gzip",)
+    assert gzip.decompress(content) == ZAOBAO
 
 
 def test_a_broken_pool_falls_back_to_threads(server: FeedServer, store: Store) -> None:

@@ -242,7 +242,7 @@ class Poller:
             if source.mirrors:
                 attempt, result, parsed = await self._fetch_mirrors(source, attempt, now)
             else:
-                result = await self.fetcher.fetch(source, state)
+                result = await self.fetcher.fetch(source, state, inflate=False)
             if result.not_modified:
                 new_state = self._success_state(source, attempt, result, now)
                 await self._finish(new_state, owner)
@@ -288,7 +288,7 @@ class Poller:
                 state, url=record.url, etag=record.etag, last_modified=record.last_modified
             )
             try:
-                result = await self.fetcher.fetch(source, view)
+                result = await self.fetcher.fetch(source, view, inflate=False)
                 normalized = (
                     None if result.not_modified else await self._normalize(source, result, now)
                 )
@@ -340,6 +340,9 @@ class Poller:
         work = functools.partial(
             parse_and_adapt,
             result.content,
+            # Inflated where it is parsed (see Fetcher.fetch), as bounded as a fetch.
+            encodings=result.encodings,
+            max_bytes=self.fetcher.limits.max_bytes,
             url=result.url,
             headers=dict(result.headers),
             source=source,

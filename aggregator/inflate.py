@@ -2,15 +2,20 @@
 
 httpx2's own decoders inflate a whole network chunk at once, which is unbounded; with
 ``zlib.decompressobj(max_length=...)`` a decompression bomb never allocates much more
-than the cap.
+than the cap.  A feed's body is inflated where it is parsed, in a parse worker when
+the daemon has them (:func:`decoded`); the fetcher inflates what it reads itself
+(an article page) as it arrives (:class:`Body`).
 
-Imports from the package: nothing.
+Imports from the package: :mod:`aggregator.errors` (the worker imports this module,
+so it stays free of the HTTP client).
 """
 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+
+from aggregator.errors import FetchError, ResponseTooLargeError
 
 _INFLATE_CHUNK = 64 * 1024  # the most zlib may hand back per call
 
@@ -84,3 +89,50 @@ def _inflate(inflaters: list[_Inflater], data: bytes) -> Iterator[bytes]:
 def _chain(inflater: _Inflater, pieces: Iterable[bytes]) -> Iterator[bytes]:
     for piece in pieces:
         yield from inflater.feed(piece)
+
+
+class Body:
+    """A response body as it arrives, its content codings undone, held to ``cap``
+    bytes after decoding.
+
+    Raises:
+        ResponseTooLargeError: the decoded body passed ``cap``.
+        FetchError: a compressed stream is corrupt or ends early.
+    """
+
+    def __init__(self, encodings: Sequence[str], cap: int, *, source: str, url: str) -> None:
+        # The codings as the header lists them, in the order they were applied.
+        self._inflaters = [_Inflater(name) for name in reversed(encodings)]
+        self._cap = cap
+        self._context = {"source": source, "url": url}
+        self._body = bytearray()
+
+    def feed(self, chunk: bytes) -> None:
+        try:
+            for piece in _inflate(self._inflaters, chunk):
+                self._body += piece
+                if len(self._body) > self._cap:
+                    raise ResponseTooLargeError(
+                        f"body is over the {self._cap} byte cap after decompression",
+                        **self._context,
+                    )
+        except zlib.error as exc:
+            raise FetchError("corrupt compressed body", **self._context) from exc
+
+    def finish(self) -> bytes:
+        try:
+            for inflater in self._inflaters:
+                inflater.finish()
+        except zlib.error as exc:
+            raise FetchError("corrupt compressed body", **self._context) from exc
+        return bytes(self._body)
+
+
+def decoded(content: bytes, encodings: Sequence[str], cap: int, *, source: str, url: str) -> bytes:
+    """``content`` with its content codings undone (itself when it has none), held to
+    ``cap`` bytes as :class:`Body` holds a body that arrives."""
+    if not encodings:
+        return content
+    body = Body(encodings, cap, source=source, url=url)
+    body.feed(content)
+    return body.finish()
