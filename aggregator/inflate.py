@@ -12,6 +12,7 @@ so it stays free of the HTTP client).
 
 from __future__ import annotations
 
+import contextlib
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 
@@ -108,7 +109,7 @@ class Body:
         self._body = bytearray()
 
     def feed(self, chunk: bytes) -> None:
-        try:
+        with self._corrupt():
             for piece in _inflate(self._inflaters, chunk):
                 self._body += piece
                 if len(self._body) > self._cap:
@@ -116,16 +117,20 @@ class Body:
                         f"body is over the {self._cap} byte cap after decompression",
                         **self._context,
                     )
-        except zlib.error as exc:
-            raise FetchError("corrupt compressed body", **self._context) from exc
 
     def finish(self) -> bytes:
-        try:
+        with self._corrupt():
             for inflater in self._inflaters:
                 inflater.finish()
+        return bytes(self._body)
+
+    @contextlib.contextmanager
+    def _corrupt(self) -> Iterator[None]:
+        """zlib's error as ours, naming the source and URL."""
+        try:
+            yield
         except zlib.error as exc:
             raise FetchError("corrupt compressed body", **self._context) from exc
-        return bytes(self._body)
 
 
 def decoded(content: bytes, encodings: Sequence[str], cap: int, *, source: str, url: str) -> bytes:

@@ -191,10 +191,11 @@ class Fetcher:
         """One conditional GET of ``state.url`` (else ``source.url``).
 
         With ``inflate=False`` a gzip or deflate body stays compressed, its codings in
-        ``FetchResult.encodings``: its parse undoes them (:func:`aggregator.inflate.decoded`, the
-        same bounds), so a daemon with parse workers neither inflates a feed nor sends
-        it to a worker inflated (the pipe carried 266 MB instead of 109 in a
-        1,000-feed first poll, and the daemon's peak was 3 MB higher).
+        ``FetchResult.encodings``: its parse undoes them with the same bounds
+        (:func:`aggregator.inflate.decoded`), so a daemon with parse workers neither
+        inflates a feed nor sends it to a worker inflated (the pipe carried 266 MB
+        instead of 109 in a 1,000-feed first poll, and the daemon's peak was 2-4 MB
+        higher).
 
         Raises:
             BlockedURLError: a hop's scheme or address is refused.
@@ -398,8 +399,8 @@ class Fetcher:
         if unknown:
             raise FetchError(f"unsupported Content-Encoding {unknown[0]!r}", **context)
         # Left on the body (undone by the parse, in a worker) when the caller asks.
-        kept = tuple(encodings) if not attempt.inflate else ()
-        body = Body([] if kept else encodings, cap, **context)
+        kept = () if attempt.inflate else tuple(encodings)
+        body = Body(encodings if attempt.inflate else (), cap, **context)
         received = 0
         with _translate(attempt):
             async for chunk in response.aiter_raw():
