@@ -265,9 +265,10 @@ class Fetcher:
         # DEBUG: the pipeline logs each poll's outcome once; this is the network detail.
         # The poll's log lines already start with its source and URL (log.bound).
         logger.debug(
-            "fetched status=%d bytes=%s in %.2f s",
+            "fetched status=%d bytes=%s%s in %.2f s",
             result.status,
             "-" if result.content is None else len(result.content),
+            f" ({', '.join(result.encodings)}, left to the parse)" if result.encodings else "",
             result.elapsed,
         )
         return result
@@ -399,8 +400,8 @@ class Fetcher:
         if unknown:
             raise FetchError(f"unsupported Content-Encoding {unknown[0]!r}", **context)
         # Left on the body (undone by the parse, in a worker) when the caller asks.
-        kept = () if attempt.inflate else tuple(encodings)
-        body = Body(encodings if attempt.inflate else (), cap, **context)
+        undone, kept = (encodings, ()) if attempt.inflate else ((), tuple(encodings))
+        body = Body(undone, cap, **context)
         received = 0
         with _translate(attempt):
             async for chunk in response.aiter_raw():
